@@ -1,0 +1,198 @@
+//! Building the application (store, broker, schema, router) and running it until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{Keys, Role};
+use crate::commerce::Commerce;
+use crate::config::Config;
+use crate::graphql::guard::Limits;
+use crate::graphql::{self, AppSchema};
+use crate::pubsub::Broker;
+use crate::registry::Registry;
+use crate::rooms::Rooms;
+use crate::store::Store;
+use crate::{demo, ops, telemetry};
+
+/// Everything a request handler or socket loop needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: Arc<Keys>,
+    pub schema: AppSchema,
+    pub commerce: Arc<Commerce>,
+    pub registry: Registry,
+    pub rooms: Rooms,
+    pub query_limits: Limits,
+    /// Pre-filled into GraphiQL in `--demo` mode.
+    pub graphiql_token: Option<String>,
+    /// Cancelled at shutdown; every socket loop watches it (axum's graceful shutdown does not
+    /// reach upgraded connections).
+    pub shutdown: CancellationToken,
+    /// Tracks socket tasks so that shutdown can wait for their close handshakes.
+    pub tracker: TaskTracker,
+    pub metrics: PrometheusHandle,
+}
+
+/// A built application: state ready, port bound.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// Sample tokens printed when no `JWT_SECRET` is configured.
+pub struct SampleTokens(pub Vec<(Role, String, String)>);
+
+impl Application {
+    /// Opens the store, builds the schema and binds `config.bind_addr` (port 0 picks one).
+    pub async fn build(config: Config, demo_data: bool) -> anyhow::Result<(Self, Option<SampleTokens>)> {
+        let (secret, samples_needed) = match &config.jwt_secret {
+            Some(secret) => (secret.clone().into_bytes(), false),
+            None => {
+                tracing::warn!("JWT_SECRET is not set: using a random key for this run only");
+                (rand::random::<[u8; 32]>().to_vec(), true)
+            }
+        };
+        let keys = Arc::new(Keys::new(&secret, config.jwt_issuer.clone(), config.jwt_audience.clone()));
+        if config.redis_url.is_some() {
+            tracing::warn!("REDIS_URL is set, but this build runs with the in-process broker only");
+        }
+        let store = Store::connect(&config.database_url).await?;
+        if demo_data {
+            demo::seed(&store).await?;
+        }
+        let commerce = Arc::new(Commerce::new(store, Broker::new()));
+        let registry = Registry::new();
+        let rooms = Rooms::default();
+        let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
+        let samples = samples_needed.then(|| {
+            SampleTokens(
+                [Role::Customer, Role::Staff, Role::Admin]
+                    .into_iter()
+                    .map(|role| {
+                        let sub = format!("{}-1", role.as_str());
+                        let token = keys.sign(&sub, role, Some(&format!("Demo {}", role.as_str())), 86_400);
+                        (role, sub, token)
+                    })
+                    .collect(),
+            )
+        });
+        let graphiql_token = demo_data.then(|| keys.sign("staff-1", Role::Staff, Some("Demo staff"), 86_400));
+        let listener = TcpListener::bind(config.bind_addr).await?;
+        let state = AppState {
+            query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },
+            config: Arc::new(config),
+            keys,
+            schema,
+            commerce,
+            registry,
+            rooms,
+            graphiql_token,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            metrics: telemetry::metrics_handle(),
+        };
+        Ok((Self { listener, state }, samples))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every socket and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        run(self.listener, self.state, shutdown).await
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(86_400));
+    Router::new()
+        .route("/graphql", get(graphql_get).post(graphql::http::post))
+        .route("/graphiql/{file}", get(graphql::http::asset))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /graphql` is three things: a WebSocket upgrade, a query in the URL, or GraphiQL.
+async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let wants_upgrade =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_upgrade {
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => graphql::ws::upgrade(State(state), headers, ws).await,
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let params = axum::extract::Query::from_request_parts(&mut parts, &state).await;
+    match params {
+        Ok(params) => graphql::http::get(State(state), headers, params).await.into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` is cancelled. Then: stop accepting, let every
+/// socket loop send its 1001 close, and wait for them at most `config.shutdown_timeout`.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on {addr}");
+    let app_shutdown = state.shutdown.clone();
+    let tracker = state.tracker.clone();
+    let grace = state.config.shutdown_timeout();
+    let commerce = state.commerce.clone();
+    // Sockets hear of shutdown through the state's token, the HTTP server through this future.
+    let stop_accepting = {
+        let (shutdown, app_shutdown) = (shutdown.clone(), app_shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            app_shutdown.cancel();
+        }
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(stop_accepting).into_future();
+    // In-flight HTTP requests get the same grace as sockets, then are dropped.
+    let served = tokio::select! {
+        served = server => served,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown timeout: dropping HTTP requests still in flight");
+            Ok(())
+        }
+    };
+    app_shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(remaining = tracker.len(), "shutdown timeout: dropping the sockets still open");
+    }
+    commerce.store().close().await;
+    tracing::info!("stopped");
+    served
+}

@@ -1,0 +1,178 @@
+//! Every knob in one place: command-line flags, each backed by an environment variable of the same
+//! meaning, with `.env` in the working directory loaded first (it never overrides the environment).
+//!
+//! The defaults here are the defaults everywhere: `.env.example` and the README's table repeat them,
+//! and a test checks that `.env.example` names every variable this struct reads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about = "A real-time GraphQL server for commerce apps")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+
+    /// Fill an empty store with sample products, orders and notifications.
+    #[arg(long, env = "DEMO", global = true)]
+    pub demo: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a JWT signed with the configured key.
+    Token(TokenArgs),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    #[arg(long, value_enum, default_value_t = RoleArg::Customer)]
+    pub role: RoleArg,
+    /// Display name (`name` claim).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Customer,
+    Staff,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The server's configuration. Durations are given in milliseconds, as in the SPEC.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Listen address; port 0 picks a free port (the chosen address is logged).
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:4000", global = true)]
+    pub bind_addr: SocketAddr,
+
+    /// The SQLite store, created and migrated on start; `sqlite::memory:` for a throw-away one.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db", global = true)]
+    pub database_url: String,
+
+    /// HS256 signing key. Unset: a random key for this run only, and sample tokens are printed.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// When set, tokens must carry this `iss`.
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, tokens must carry this `aud`.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// When set, events and presence travel through Redis so that several nodes act as one.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Milliseconds between server pings on every WebSocket (0 turns pings off).
+    #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value_t = 30_000, global = true)]
+    pub ws_heartbeat_interval: u64,
+
+    /// Milliseconds without any sign of life (message, pong) before a socket is closed (0: never).
+    #[arg(long, env = "WS_INACTIVE_TIMEOUT", default_value_t = 300_000, global = true)]
+    pub ws_inactive_timeout: u64,
+
+    /// Milliseconds a graphql-ws client has to send `connection_init` (then 4408).
+    #[arg(long, env = "WS_INIT_TIMEOUT", default_value_t = 3_000, global = true)]
+    pub ws_init_timeout: u64,
+
+    /// Largest WebSocket message accepted, in bytes (larger ones close the socket with 1009).
+    #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub ws_max_message_bytes: usize,
+
+    /// Operations one graphql-ws connection may run at once.
+    #[arg(long, env = "WS_MAX_OPERATIONS", default_value_t = 100, global = true)]
+    pub ws_max_operations: usize,
+
+    /// Events queued for one subscriber before it counts as too slow and its socket is closed
+    /// (1013, retryable) rather than skipped past.
+    #[arg(long, env = "SUBSCRIBER_QUEUE", default_value_t = 256, global = true)]
+    pub subscriber_queue: usize,
+
+    /// Largest HTTP request body, in bytes (then 413).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "QUERY_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub query_max_depth: usize,
+
+    /// Highest complexity (fields, aliases included) a query may have.
+    #[arg(long, env = "QUERY_MAX_COMPLEXITY", default_value_t = 500, global = true)]
+    pub query_max_complexity: usize,
+
+    /// Most directives a query may use.
+    #[arg(long, env = "QUERY_MAX_DIRECTIVES", default_value_t = 50, global = true)]
+    pub query_max_directives: usize,
+
+    /// Deepest bracket nesting (`{`, `[`, `(`) in a query's text, checked before parsing.
+    #[arg(long, env = "QUERY_MAX_NESTING", default_value_t = 64, global = true)]
+    pub query_max_nesting: usize,
+
+    /// Longest query text, in bytes.
+    #[arg(long, env = "QUERY_MAX_BYTES", default_value_t = 32 * 1024, global = true)]
+    pub query_max_bytes: usize,
+
+    /// Milliseconds that shutdown waits for sockets and requests to finish.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value_t = 5_000, global = true)]
+    pub shutdown_timeout: u64,
+
+    /// `text` or `json` log lines (the filter itself is `RUST_LOG`, default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: the defaults, a throw-away store, port 0.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["switchboard"]);
+        Self {
+            bind_addr: "127.0.0.1:0".parse().expect("valid address"),
+            database_url: "sqlite::memory:".into(),
+            jwt_secret: Some("test-secret".into()),
+            redis_url: None,
+            ..cli.config
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        (self.ws_heartbeat_interval > 0).then(|| Duration::from_millis(self.ws_heartbeat_interval))
+    }
+
+    pub fn inactive_timeout(&self) -> Option<Duration> {
+        (self.ws_inactive_timeout > 0).then(|| Duration::from_millis(self.ws_inactive_timeout))
+    }
+
+    pub fn init_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_init_timeout)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout)
+    }
+}

@@ -1,0 +1,132 @@
+//! GraphQL over HTTP: `POST /graphql` (and `GET /graphql?query=` for queries), and GraphiQL for a
+//! browser's `GET /graphql`, served with its assets from the binary so that it works offline.
+//!
+//! Written on axum directly rather than with async-graphql-axum's extractor: a present-but-bad
+//! token must be answered `401` before anything executes, a malformed body needs a JSON error in
+//! the same shape as the others, and the operation kind is checked (no subscriptions over HTTP,
+//! no mutations over GET) before parsing.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query as QueryParams, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::add_codes;
+use super::guard::{self, OperationKind};
+use crate::app::AppState;
+use crate::auth::Viewer;
+use crate::http_error::HttpError;
+
+/// The viewer named by the `Authorization` header: none when absent, `401` when bad.
+pub fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Viewer, HttpError> {
+    match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => Ok(None),
+        Some(Ok(value)) if value.trim().is_empty() => Ok(None),
+        Some(Ok(value)) => Ok(Some(state.keys.verify(value)?)),
+        Some(Err(_)) => Err(HttpError::BadRequest("the Authorization header is not text".into())),
+    }
+}
+
+pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+    let viewer = viewer_from_headers(&state, &headers)?;
+    let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
+        HttpError::BadRequest(format!("the body must be JSON like {{\"query\": \"...\", \"variables\": {{}}}}: {e}"))
+    })?;
+    execute(&state, viewer, request, true).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GetParams {
+    query: Option<String>,
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+/// A browser gets GraphiQL; `?query=` runs a query.
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<GetParams>,
+) -> Result<Response, HttpError> {
+    let Some(query) = params.query else {
+        return Ok(graphiql(&state).into_response());
+    };
+    let viewer = viewer_from_headers(&state, &headers)?;
+    let mut request = async_graphql::Request::new(query);
+    request.operation_name = params.operation_name;
+    if let Some(variables) = params.variables {
+        request.variables = serde_json::from_str(&variables)
+            .map_err(|e| HttpError::BadRequest(format!("variables must be a JSON object: {e}")))?;
+    }
+    execute(&state, viewer, request, false).await
+}
+
+async fn execute(
+    state: &AppState,
+    viewer: Viewer,
+    request: async_graphql::Request,
+    is_post: bool,
+) -> Result<Response, HttpError> {
+    let kind = match guard::check(&request.query, request.operation_name.as_deref(), state.query_limits) {
+        Ok(kind) => kind,
+        Err(refusal) => {
+            let mut response = async_graphql::Response::from_errors(vec![refusal]);
+            add_codes(&mut response);
+            return Ok(Json(response).into_response());
+        }
+    };
+    match kind {
+        Some(OperationKind::Subscription) => {
+            return Err(HttpError::BadRequest(
+                "subscriptions are served over WebSocket at /graphql (graphql-transport-ws)".into(),
+            ));
+        }
+        Some(OperationKind::Mutation) if !is_post => return Err(HttpError::MethodNotAllowed("POST")),
+        _ => {}
+    }
+    let mut response = state.schema.execute(request.data(viewer)).await;
+    add_codes(&mut response);
+    Ok(Json(response).into_response())
+}
+
+/// GraphiQL, wired to `/graphql` for queries and for subscriptions over graphql-ws. The headers
+/// editor's `Authorization` reaches both. `?token=` pre-fills it; so does `--demo`, with a staff
+/// token and a first subscription, so that a newcomer's first run works in one click.
+fn graphiql(state: &AppState) -> Html<String> {
+    const PAGE: &str = include_str!("graphiql.html");
+    let headers = state.graphiql_token.as_ref().map_or_else(String::new, |token| {
+        serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()
+    });
+    let query = if state.graphiql_token.is_some() { DEMO_OPERATION } else { WELCOME_OPERATION };
+    let settings = serde_json::json!({ "headers": headers, "query": query }).to_string();
+    // `</` cannot appear inside the JSON we embed in a <script>, so the page cannot be broken out of.
+    Html(PAGE.replace("__SETTINGS__", &settings.replace("</", "<\\/")))
+}
+
+const WELCOME_OPERATION: &str = "# Welcome to Switchboard.\n#\n# Put a token in the Headers tab as {\"Authorization\": \"Bearer <jwt>\"}\n# (`switchboard token --sub u1 --role staff` prints one), then run:\n\nquery Products {\n  products { id sku name price quantity }\n}\n";
+
+const DEMO_OPERATION: &str = "# Demo mode: the Headers tab holds a staff token.\n# Run this subscription, then change some stock in another tab, e.g.\n#   mutation { adjustInventory(productId: \"1\", delta: -1) { quantity } }\n# and watch the event arrive here.\n\nsubscription Stock {\n  inventoryChanged {\n    productId\n    previousQuantity\n    newQuantity\n    product { name }\n  }\n}\n";
+
+/// The vendored GraphiQL files (see `assets/graphiql/VERSIONS`).
+pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (body, mime): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (include_bytes!("../../assets/graphiql/graphiql.min.js"), "text/javascript"),
+        "graphiql.min.css" => (include_bytes!("../../assets/graphiql/graphiql.min.css"), "text/css"),
+        "react.production.min.js" => (include_bytes!("../../assets/graphiql/react.production.min.js"), "text/javascript"),
+        "react-dom.production.min.js" => {
+            (include_bytes!("../../assets/graphiql/react-dom.production.min.js"), "text/javascript")
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_str(&format!("{mime}; charset=utf-8")).expect("ascii")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+        ],
+        body,
+    )
+        .into_response()
+}

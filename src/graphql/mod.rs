@@ -1,0 +1,83 @@
+//! The GraphQL API: schema, resolvers, and the two transports (HTTP and graphql-ws).
+
+pub mod error;
+pub mod guard;
+pub mod http;
+mod mutation;
+mod query;
+mod subscription;
+pub mod ws;
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Schema, SDLExportOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{User, Viewer};
+use crate::commerce::Commerce;
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::rooms::Rooms;
+use error::{ApiError, ApiResult};
+pub use mutation::Mutation;
+pub use query::Query;
+pub use subscription::Subscription;
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
+
+/// Per-subscriber settings the subscription resolvers read from the schema's data.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriberSettings {
+    pub queue: usize,
+}
+
+/// Request data on a WebSocket operation: cancelled when one of the connection's subscriptions
+/// cannot keep up, which makes the transport close the socket (1013, retryable).
+#[derive(Debug, Clone, Default)]
+pub struct Overflow(pub CancellationToken);
+
+/// Builds the schema once; every transport executes against it.
+pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry, rooms: Rooms) -> AppSchema {
+    Schema::build(Query, Mutation, Subscription)
+        .data(commerce)
+        .data(registry)
+        .data(rooms)
+        .data(SubscriberSettings { queue: config.subscriber_queue })
+        .limit_depth(config.query_max_depth)
+        .limit_complexity(config.query_max_complexity)
+        .limit_directives(config.query_max_directives)
+        .limit_recursive_depth(32)
+        .finish()
+}
+
+/// The SDL as `switchboard schema` prints it and `schema/schema.graphql` stores it.
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, Subscription)
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+}
+
+fn viewer<'a>(ctx: &'a Context<'_>) -> Option<&'a User> {
+    ctx.data_opt::<Viewer>().and_then(Option::as_ref)
+}
+
+fn require_user<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
+    viewer(ctx).ok_or(ApiError::Unauthenticated)
+}
+
+fn require_staff<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
+    let user = require_user(ctx)?;
+    if user.is_staff() { Ok(user) } else { Err(ApiError::forbidden("this operation needs the staff or admin role")) }
+}
+
+fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Commerce {
+    ctx.data_unchecked::<Arc<Commerce>>()
+}
+
+/// `first` arguments: not negative, and capped so that one request cannot ask for everything.
+fn page_size(first: i32) -> ApiResult<i64> {
+    if first < 0 {
+        return Err(ApiError::BadInput("first must not be negative".into()));
+    }
+    Ok(i64::from(first.min(1000)))
+}

@@ -1,0 +1,117 @@
+//! `Query`: reads, each checked against who is asking.
+
+use async_graphql::{Context, ID, Object, SimpleObject};
+
+use super::error::{ApiError, ApiResult};
+use super::{commerce, page_size, require_staff, require_user, viewer};
+use crate::auth::Role;
+use crate::model::{Notification, Order, OrderStatus, PresenceUser, Product, parse_id};
+use crate::registry::Registry;
+use crate::rooms::{self, Rooms};
+use crate::store::{notifications, orders, products};
+
+pub struct Query;
+
+#[derive(SimpleObject)]
+#[graphql(name = "Viewer")]
+struct ViewerObject {
+    user_id: ID,
+    role: Role,
+    name: Option<String>,
+}
+
+#[derive(SimpleObject)]
+struct RoomStats {
+    room_id: String,
+    client_count: i32,
+}
+
+#[derive(SimpleObject)]
+struct ServerStats {
+    user_count: i32,
+    total_connections: i32,
+    active_subscriptions: i32,
+    active_rooms: i32,
+    room_stats: Vec<RoomStats>,
+}
+
+#[Object]
+impl Query {
+    /// The signed-in user, or null when anonymous.
+    async fn me(&self, ctx: &Context<'_>) -> Option<ViewerObject> {
+        viewer(ctx).map(|u| ViewerObject { user_id: ID(u.id.clone()), role: u.role, name: u.name.clone() })
+    }
+
+    /// One order: staff see any, customers their own (FORBIDDEN otherwise); null when none.
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Order>> {
+        let user = require_user(ctx)?;
+        let Some(id) = parse_id(&id) else { return Ok(None) };
+        let Some(order) = orders::get(commerce(ctx).store().pool(), id).await? else { return Ok(None) };
+        if !user.may_see_customer(&order.customer_id) {
+            return Err(ApiError::forbidden("this order belongs to another customer"));
+        }
+        Ok(Some(order))
+    }
+
+    /// Orders, newest first: all of them for staff, their own for customers.
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<OrderStatus>,
+        #[graphql(default = 50)] first: i32,
+    ) -> ApiResult<Vec<Order>> {
+        let user = require_user(ctx)?;
+        let customer = (!user.is_staff()).then_some(user.id.as_str());
+        Ok(orders::list(commerce(ctx).store().pool(), customer, status, page_size(first)?).await?)
+    }
+
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Product>> {
+        let Some(id) = parse_id(&id) else { return Ok(None) };
+        Ok(products::get(commerce(ctx).store().pool(), id).await?)
+    }
+
+    async fn products(&self, ctx: &Context<'_>, #[graphql(default = 100)] first: i32) -> ApiResult<Vec<Product>> {
+        Ok(products::list(commerce(ctx).store().pool(), page_size(first)?).await?)
+    }
+
+    /// The viewer's own notifications, newest first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] unread_only: bool,
+        #[graphql(default = 50)] first: i32,
+    ) -> ApiResult<Vec<Notification>> {
+        let user = require_user(ctx)?;
+        Ok(notifications::list_for(commerce(ctx).store().pool(), &user.id, unread_only, page_size(first)?).await?)
+    }
+
+    /// Who is in a room, one entry per person; the same rules as joining it apply.
+    async fn room_presence(&self, ctx: &Context<'_>, room_id: String) -> ApiResult<Vec<PresenceUser>> {
+        let user = require_user(ctx)?;
+        if !user.is_staff() {
+            rooms::access::check(user, &room_id, commerce(ctx).store()).await?;
+        } else {
+            rooms::access::check_id(&room_id)?;
+        }
+        Ok(ctx.data_unchecked::<Rooms>().presence(&room_id))
+    }
+
+    async fn is_user_online(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<bool> {
+        require_staff(ctx)?;
+        Ok(ctx.data_unchecked::<Registry>().is_online(&user_id))
+    }
+
+    async fn stats(&self, ctx: &Context<'_>) -> ApiResult<ServerStats> {
+        require_staff(ctx)?;
+        let registry = ctx.data_unchecked::<Registry>();
+        let rooms = ctx.data_unchecked::<Rooms>().stats();
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        Ok(ServerStats {
+            user_count: count(registry.user_count()),
+            total_connections: count(registry.connection_count()),
+            active_subscriptions: count(registry.subscription_count()),
+            active_rooms: count(rooms.len()),
+            room_stats: rooms.into_iter().map(|(room_id, n)| RoomStats { room_id, client_count: count(n) }).collect(),
+        })
+    }
+}

@@ -1,0 +1,104 @@
+//! `Subscription`: each field checks the viewer once, at subscribe time, then listens on the one
+//! broker key that carries exactly what this viewer may see. Filtering by key on the server means
+//! that no argument a client sends can widen what it receives.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Subscription as SubscriptionObject};
+use futures::{Stream, StreamExt, future};
+
+use super::error::ApiError;
+use super::{Overflow, SubscriberSettings, commerce, require_user};
+use crate::model::{OrderEventKind, OrderStatus, parse_id};
+use crate::pubsub::{
+    Event, EventBody, InventoryChangePayload, Key, NotificationPayload, OrderEvent, OrderUpdatePayload,
+};
+use crate::registry::Registry;
+use crate::store::{orders, products};
+
+pub struct Subscription;
+
+/// Subscribes to `key` and keeps the subscription counted for as long as the stream lives.
+fn listen(ctx: &Context<'_>, field: &'static str, key: Key) -> impl Stream<Item = Arc<Event>> + use<> {
+    let queue = ctx.data_unchecked::<SubscriberSettings>().queue;
+    let overflow = ctx.data_opt::<Overflow>().cloned().unwrap_or_default();
+    let subscription = commerce(ctx).broker().subscribe(key, queue, overflow.0);
+    let counted = ctx.data_unchecked::<Registry>().subscription(field);
+    subscription.map(move |event| {
+        let _alive = &counted;
+        event
+    })
+}
+
+#[SubscriptionObject]
+impl Subscription {
+    /// Changes to one order; the stream completes when the order is deleted.
+    async fn order_updated(&self, ctx: &Context<'_>, order_id: ID) -> Result<impl Stream<Item = OrderUpdatePayload> + use<>, ApiError> {
+        let user = require_user(ctx)?;
+        let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
+        let id = parse_id(&order_id).ok_or_else(not_found)?;
+        let order = orders::get(commerce(ctx).store().pool(), id).await?.ok_or_else(not_found)?;
+        if !user.may_see_customer(&order.customer_id) {
+            return Err(ApiError::forbidden("this order belongs to another customer"));
+        }
+        Ok(listen(ctx, "orderUpdated", Key::Order(id))
+            .take_while(|event| future::ready(!matches!(&event.body, EventBody::Order(e) if e.kind == OrderEventKind::Deleted)))
+            .filter_map(|event| {
+                future::ready(match &event.body {
+                    EventBody::Order(e) if e.kind == OrderEventKind::Updated => Some(e.update_payload()),
+                    _ => None,
+                })
+            }))
+    }
+
+    /// Stock changes of one product, or of every product when `productId` is left out.
+    async fn inventory_changed(
+        &self,
+        ctx: &Context<'_>,
+        product_id: Option<ID>,
+    ) -> Result<impl Stream<Item = InventoryChangePayload> + use<>, ApiError> {
+        let key = match product_id {
+            None => Key::AllProducts,
+            Some(product_id) => {
+                let not_found = || ApiError::NotFound(format!("Product {}", product_id.as_str()));
+                let id = parse_id(&product_id).ok_or_else(not_found)?;
+                products::get(commerce(ctx).store().pool(), id).await?.ok_or_else(not_found)?;
+                Key::Product(id)
+            }
+        };
+        Ok(listen(ctx, "inventoryChanged", key).filter_map(|event| {
+            future::ready(match &event.body {
+                EventBody::Inventory(change) => Some(change.clone()),
+                _ => None,
+            })
+        }))
+    }
+
+    /// Notifications sent to the viewer, and to nobody else.
+    async fn notification_created(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = NotificationPayload> + use<>, ApiError> {
+        let user = require_user(ctx)?;
+        Ok(listen(ctx, "notificationCreated", Key::User(user.id.clone())).filter_map(|event| {
+            future::ready(match &event.body {
+                EventBody::Notification(n) => Some(n.clone()),
+                _ => None,
+            })
+        }))
+    }
+
+    /// Orders created, updated and deleted: all of them for staff, their own for customers;
+    /// `status` narrows to orders that have that status after the change.
+    async fn order_events(
+        &self,
+        ctx: &Context<'_>,
+        status: Option<OrderStatus>,
+    ) -> Result<impl Stream<Item = OrderEvent> + use<>, ApiError> {
+        let user = require_user(ctx)?;
+        let key = if user.is_staff() { Key::AllOrders } else { Key::CustomerOrders(user.id.clone()) };
+        Ok(listen(ctx, "orderEvents", key).filter_map(move |event| {
+            future::ready(match &event.body {
+                EventBody::Order(e) if status.is_none_or(|s| e.order.status == s) => Some(e.clone()),
+                _ => None,
+            })
+        }))
+    }
+}

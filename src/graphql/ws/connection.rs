@@ -1,0 +1,311 @@
+//! One graphql-ws connection: a single task that reads frames, runs operations and writes their
+//! results, watching the init deadline, the token's expiry, the heartbeat, the shutdown token and
+//! its subscriptions' overflow token as it goes.
+//!
+//! One task (not a reader and a writer) keeps an idle connection small. A slow peer blocks only
+//! this task's writes; the broker never waits for it, and when its queues overflow the socket is
+//! closed with 1013 rather than left to skip events silently.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_graphql::{Response, ServerError, Variables};
+use axum::extract::ws::{Message, WebSocket};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, future};
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_stream::StreamMap;
+use tracing::{Instrument, debug, info_span};
+
+use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload, close};
+use crate::app::AppState;
+use crate::auth::{self, LEEWAY_SECS, User};
+use crate::graphql::Overflow;
+use crate::graphql::error::{add_codes, code, failed_before_execution};
+use crate::graphql::guard::{self, OperationKind};
+use crate::registry::{Channel, ConnectionGuard};
+use crate::socket::{self, Liveness};
+
+/// How a connection ends: with a close frame we send, or because the peer is already gone.
+enum End {
+    Close(u16, String),
+    Gone,
+}
+
+fn close_with(code: u16, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+struct Operation {
+    subscription: bool,
+    /// Whether anything was sent for it yet: only a first response can become an `error`.
+    started: bool,
+}
+
+struct Connection {
+    state: AppState,
+    dialect: Dialect,
+    header_token: Option<String>,
+    registration: ConnectionGuard,
+    /// `connection_init` has been received (a second one is refused).
+    initialised: bool,
+    /// `connection_ack` has been sent; `viewer` is who the connection acts for.
+    acked: bool,
+    viewer: Option<User>,
+    expires: Option<Instant>,
+    overflow: Overflow,
+    /// Each operation's results, then `None` when it completes.
+    streams: StreamMap<String, BoxStream<'static, Option<Response>>>,
+    operations: HashMap<String, Operation>,
+}
+
+pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, header_token: Option<String>) {
+    let Some(dialect) = dialect else {
+        socket::close(socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable").await;
+        return;
+    };
+    let channel = match dialect {
+        Dialect::TransportWs => Channel::GraphqlTransportWs,
+        Dialect::Legacy => Channel::GraphqlWs,
+    };
+    let span = info_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
+    let mut connection = Connection {
+        registration: state.registry.connect(channel),
+        state,
+        dialect,
+        header_token,
+        initialised: false,
+        acked: false,
+        viewer: None,
+        expires: None,
+        overflow: Overflow::default(),
+        streams: StreamMap::new(),
+        operations: HashMap::new(),
+    };
+    async move {
+        let mut socket = socket;
+        let end = connection.serve(&mut socket).await;
+        // Dispose of every operation before the close handshake: nothing more is sent for them.
+        connection.streams.clear();
+        if let End::Close(code, reason) = end {
+            debug!(code, %reason, "closing");
+            socket::close(socket, code, &reason).await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+impl Connection {
+    async fn serve(&mut self, socket: &mut WebSocket) -> End {
+        let config = &self.state.config;
+        let shutdown = self.state.shutdown.clone();
+        let overflow = self.overflow.0.clone();
+        let mut liveness = Liveness::new(config.inactive_timeout());
+        let mut heartbeat = socket::heartbeat(config.heartbeat_interval());
+        let init_deadline = sleep(config.init_timeout());
+        let expiry = sleep(Duration::from_secs(86_400 * 365));
+        let idle = sleep_until(liveness.deadline());
+        tokio::pin!(init_deadline, expiry, idle);
+        let mut expiry_armed = false;
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return close_with(close::GOING_AWAY, "server shutting down"),
+                _ = overflow.cancelled() => {
+                    return close_with(close::TRY_AGAIN_LATER, "subscriber too slow: events were dropped; reconnect and refetch");
+                }
+                _ = &mut init_deadline, if !self.initialised => {
+                    return close_with(close::INIT_TIMEOUT, "Connection initialisation timeout");
+                }
+                _ = &mut expiry, if expiry_armed => return close_with(close::FORBIDDEN, "Forbidden: token expired"),
+                _ = &mut idle => {
+                    if liveness.expired() {
+                        return close_with(close::GOING_AWAY, "inactive");
+                    }
+                    idle.as_mut().reset(liveness.deadline());
+                }
+                _ = heartbeat.tick() => {
+                    if socket::send(socket, Message::Ping(Default::default())).await.is_err() {
+                        return End::Gone;
+                    }
+                    if self.dialect == Dialect::Legacy && self.acked {
+                        if let Err(end) = self.send(socket, ServerMessage::KeepAlive).await {
+                            return end;
+                        }
+                    }
+                }
+                frame = socket.recv() => {
+                    let Some(Ok(frame)) = frame else { return End::Gone };
+                    liveness.seen();
+                    let result = match frame {
+                        Message::Text(text) => self.on_text(socket, text.as_str()).await,
+                        Message::Binary(_) => Err(close_with(close::BAD_REQUEST, "binary frames are not supported")),
+                        Message::Ping(_) | Message::Pong(_) => Ok(()),
+                        Message::Close(_) => Err(End::Gone),
+                    };
+                    if let Err(end) = result {
+                        return end;
+                    }
+                    if let (Some(at), false) = (self.expires, expiry_armed) {
+                        expiry.as_mut().reset(at);
+                        expiry_armed = true;
+                    }
+                }
+                Some((id, item)) = self.streams.next(), if !self.streams.is_empty() => {
+                    if let Err(end) = self.on_result(socket, id, item).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    // `&mut self` although they only read: the task must be `Send`, and a `&Connection` held
+    // across an await would need `Connection: Sync`, which boxed streams are not.
+    async fn send(&mut self, socket: &mut WebSocket, message: ServerMessage<'_>) -> Result<(), End> {
+        let json = message.to_json(self.dialect);
+        socket::send(socket, Message::Text(json.into())).await.map_err(|()| End::Gone)
+    }
+
+    /// Sends an `error` for one operation, whose errors get codes like every other.
+    async fn send_error(&mut self, socket: &mut WebSocket, id: &str, errors: Vec<ServerError>) -> Result<(), End> {
+        let mut response = Response::from_errors(errors);
+        add_codes(&mut response);
+        self.send(socket, ServerMessage::Error { id, errors: &response.errors }).await
+    }
+
+    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Result<(), End> {
+        let message = match ClientMessage::parse(self.dialect, text) {
+            Ok(message) => message,
+            Err(invalid) => {
+                metrics::counter!("switchboard_rejected_messages_total", "channel" => "graphql", "reason" => "invalid")
+                    .increment(1);
+                return match self.dialect {
+                    Dialect::TransportWs => Err(close_with(close::BAD_REQUEST, invalid.to_string())),
+                    // subscriptions-transport-ws answers with an error and keeps the socket.
+                    Dialect::Legacy => self.send(socket, ServerMessage::ConnectionError(&invalid.to_string())).await,
+                };
+            }
+        };
+        match message {
+            ClientMessage::ConnectionInit(payload) => self.on_init(socket, payload).await,
+            ClientMessage::Ping(payload) => self.send(socket, ServerMessage::Pong(payload.as_ref())).await,
+            ClientMessage::Pong => Ok(()),
+            ClientMessage::Subscribe { id, payload } => self.on_subscribe(socket, id, payload).await,
+            ClientMessage::Complete { id } => {
+                // Stop the source and say nothing more for this id; unknown ids are ignored.
+                self.streams.remove(&id);
+                self.operations.remove(&id);
+                Ok(())
+            }
+            ClientMessage::Terminate => Err(close_with(1000, "terminated")),
+        }
+    }
+
+    async fn on_init(&mut self, socket: &mut WebSocket, payload: Option<serde_json::Value>) -> Result<(), End> {
+        if self.initialised {
+            return Err(close_with(close::TOO_MANY_INITS, "Too many initialisation requests"));
+        }
+        self.initialised = true;
+        let token = payload.as_ref().and_then(auth::token_in_params).or(self.header_token.as_deref());
+        if let Some(token) = token {
+            match self.state.keys.verify(token) {
+                Ok(user) => {
+                    tracing::Span::current().record("user", user.id.as_str());
+                    self.registration.sign_in(&user.id);
+                    self.expires = Some(deadline_of(&user));
+                    self.viewer = Some(user);
+                }
+                Err(refusal) => {
+                    if self.dialect == Dialect::Legacy {
+                        let _ = self.send(socket, ServerMessage::ConnectionError(&refusal.to_string())).await;
+                    }
+                    return Err(close_with(close::FORBIDDEN, format!("Forbidden: {refusal}")));
+                }
+            }
+        }
+        self.acked = true;
+        self.send(socket, ServerMessage::ConnectionAck).await?;
+        if self.dialect == Dialect::Legacy {
+            self.send(socket, ServerMessage::KeepAlive).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_subscribe(&mut self, socket: &mut WebSocket, id: String, payload: SubscribePayload) -> Result<(), End> {
+        if !self.acked {
+            return match self.dialect {
+                Dialect::TransportWs => Err(close_with(close::UNAUTHORIZED, "Unauthorized")),
+                Dialect::Legacy => {
+                    let refusal = ServerError::new("send connection_init first", None);
+                    self.send_error(socket, &id, vec![refusal]).await
+                }
+            };
+        }
+        if self.operations.contains_key(&id) {
+            match self.dialect {
+                Dialect::TransportWs => {
+                    return Err(close_with(close::SUBSCRIBER_EXISTS, format!("Subscriber for {id} already exists")));
+                }
+                // subscriptions-transport-ws replaces the old operation.
+                Dialect::Legacy => {
+                    self.streams.remove(&id);
+                    self.operations.remove(&id);
+                }
+            }
+        }
+        let limit = self.state.config.ws_max_operations;
+        if self.operations.len() >= limit {
+            let mut refusal = ServerError::new(format!("at most {limit} operations may run at once on one connection"), None);
+            refusal.extensions = Some(Default::default());
+            refusal.extensions.as_mut().expect("set").set("code", code::BAD_USER_INPUT);
+            return self.send_error(socket, &id, vec![refusal]).await;
+        }
+        let kind = match guard::check(&payload.query, payload.operation_name.as_deref(), self.state.query_limits) {
+            Ok(kind) => kind,
+            Err(refusal) => return self.send_error(socket, &id, vec![refusal]).await,
+        };
+        let mut request = async_graphql::Request::new(payload.query)
+            .data(self.viewer.clone())
+            .data(self.overflow.clone());
+        request.operation_name = payload.operation_name;
+        if let Some(variables) = payload.variables {
+            request.variables = Variables::from_json(variables);
+        }
+        let results = self.state.schema.execute_stream(request).map(Some).chain(stream::once(future::ready(None)));
+        self.streams.insert(id.clone(), results.boxed());
+        self.operations.insert(id, Operation { subscription: kind == Some(OperationKind::Subscription), started: false });
+        Ok(())
+    }
+
+    async fn on_result(&mut self, socket: &mut WebSocket, id: String, item: Option<Response>) -> Result<(), End> {
+        let Some(mut response) = item else {
+            // The source ended: `complete`, unless the client already completed it.
+            if self.operations.remove(&id).is_some() {
+                self.send(socket, ServerMessage::Complete { id: &id }).await?;
+            }
+            return Ok(());
+        };
+        let Some(operation) = self.operations.get_mut(&id) else { return Ok(()) };
+        add_codes(&mut response);
+        let subscription = operation.subscription;
+        if !operation.started && failed_before_execution(&response, subscription) {
+            // An `error` ends the operation; no `complete` follows it.
+            self.operations.remove(&id);
+            self.streams.remove(&id);
+            return self.send(socket, ServerMessage::Error { id: &id, errors: &response.errors }).await;
+        }
+        operation.started = true;
+        if subscription {
+            metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
+        }
+        self.send(socket, ServerMessage::Next { id: &id, payload: &response }).await
+    }
+}
+
+/// When a token stops being acceptable: its `exp` plus the leeway, as a timer deadline.
+fn deadline_of(user: &User) -> Instant {
+    let remaining = (user.expires_at - chrono::Utc::now()).num_milliseconds() + (LEEWAY_SECS as i64) * 1000;
+    Instant::now() + Duration::from_millis(remaining.max(0) as u64)
+}

@@ -1,0 +1,31 @@
+//! GraphQL over WebSocket at `GET /graphql`, in both dialects.
+//!
+//! Our own implementation rather than async-graphql's `GraphQLSubscription`: clients' retry
+//! behaviour hangs on exact close codes, and async-graphql 7.2 closes a refused init with 1002
+//! (fatal to Apollo and urql, where 4403 lets them retry with a fresh token), sends 1011 for 4401,
+//! silently replaces a duplicate id instead of closing 4409, echoes `complete`, never sends
+//! `error`, has no init timeout and never pings. `Schema::execute_stream` is still what runs each
+//! operation.
+
+mod connection;
+pub mod protocol;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::socket;
+use protocol::Dialect;
+
+/// The subprotocols we speak, in order of preference.
+pub const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
+
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    let header_token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ws = socket::configure(ws, state.config.ws_max_message_bytes).protocols(SUBPROTOCOLS);
+    let dialect = ws.selected_protocol().and_then(|p| p.to_str().ok()).and_then(Dialect::from_subprotocol);
+    let tracker = state.tracker.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, dialect, header_token)))
+}

@@ -1,0 +1,130 @@
+//! What the broker carries: one [`Event`] per stored change, with the stream it belongs to and its
+//! sequence number on that stream, and the payload types that both the GraphQL subscriptions and
+//! the room channel send (so that `order_update` on `/ws` is exactly an `OrderUpdatePayload`).
+
+use async_graphql::{ID, SimpleObject};
+use serde::{Deserialize, Serialize};
+
+use super::Key;
+use crate::model::{Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
+
+/// One stored change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// The entity's event stream: `order:42`, `product:7`, `user:u1`.
+    pub topic: String,
+    /// Position on `topic`, starting at 1 and without gaps: a subscriber that sees 5 after 3 knows
+    /// it missed one. Assigned in the transaction that stored the change.
+    pub seq: u64,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data")]
+pub enum EventBody {
+    Order(OrderEvent),
+    Inventory(InventoryChangePayload),
+    Notification(NotificationPayload),
+}
+
+impl Event {
+    /// The broker keys whose subscribers may want this event. Routing by key keeps a publish as
+    /// cheap as its matching subscribers, however many others there are.
+    pub fn keys(&self) -> Vec<Key> {
+        match &self.body {
+            EventBody::Order(e) => vec![
+                Key::Order(e.order.id),
+                Key::AllOrders,
+                Key::CustomerOrders(e.order.customer_id.clone()),
+            ],
+            EventBody::Inventory(c) => vec![Key::Product(c.product.id), Key::AllProducts],
+            EventBody::Notification(n) => vec![Key::User(n.user_id.to_string())],
+        }
+    }
+
+    pub fn order_topic(id: i64) -> String {
+        format!("order:{id}")
+    }
+
+    pub fn product_topic(id: i64) -> String {
+        format!("product:{id}")
+    }
+
+    pub fn user_topic(user_id: &str) -> String {
+        format!("user:{user_id}")
+    }
+}
+
+/// `orderEvents`: an order was created, updated or deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderEvent {
+    pub kind: OrderEventKind,
+    pub order: Order,
+    pub changed_fields: Vec<String>,
+    pub at: Timestamp,
+}
+
+impl OrderEvent {
+    /// The `orderUpdated` view of an `UPDATED` event.
+    pub fn update_payload(&self) -> OrderUpdatePayload {
+        OrderUpdatePayload {
+            order_id: ID(self.order.id.to_string()),
+            status: Some(self.order.status),
+            payment_status: Some(self.order.payment_status),
+            tracking_number: self.order.tracking_number.clone(),
+            updated_at: self.order.updated_at,
+            changed_fields: self.changed_fields.clone(),
+            order: self.order.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderUpdatePayload {
+    pub order_id: ID,
+    pub status: Option<OrderStatus>,
+    pub payment_status: Option<PaymentStatus>,
+    pub tracking_number: Option<String>,
+    pub updated_at: Timestamp,
+    /// The fields this update changed, in camelCase.
+    pub changed_fields: Vec<String>,
+    pub order: Order,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryChangePayload {
+    pub product_id: ID,
+    pub new_quantity: i32,
+    pub previous_quantity: Option<i32>,
+    pub timestamp: Timestamp,
+    pub product: Product,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPayload {
+    pub id: ID,
+    #[serde(rename = "type")]
+    #[graphql(name = "type")]
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    pub user_id: ID,
+    pub created_at: Timestamp,
+}
+
+impl From<&Notification> for NotificationPayload {
+    fn from(n: &Notification) -> Self {
+        Self {
+            id: ID(n.id.to_string()),
+            kind: n.kind.clone(),
+            title: n.title.clone(),
+            message: n.message.clone(),
+            user_id: ID(n.user_id.clone()),
+            created_at: n.created_at,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The in-process broker: events routed by key to bounded per-subscriber queues.
+//!
+//! Why not one `tokio::sync::broadcast` per key: a broadcast channel allocates its whole ring up
+//! front, so 10k subscribers on 10k distinct orders would hold 10k rings. Here each subscriber
+//! holds one bounded `mpsc` queue (allocated in small blocks as it fills) and a publish walks only
+//! the subscribers of the event's keys.
+//!
+//! A subscriber whose queue is full is *slow*: the event is not queued, its overflow token is
+//! cancelled and nothing more is queued for it, so it never sees a stream with a silent hole in
+//! it. The transport owning the token closes the socket with a retryable code (see the README).
+//!
+//! Publishing is synchronous and never waits on a subscriber, so a slow one cannot slow the
+//! publisher or the others. [`crate::commerce`] publishes in commit order, which with FIFO queues
+//! gives every subscriber the events of one entity in the order they were stored.
+
+pub mod event;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use slab::Slab;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use event::{Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent, OrderUpdatePayload};
+
+/// Where an event is routed: one entity, or one audience.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// One order: `orderUpdated(orderId)`, room `order:<id>`.
+    Order(i64),
+    /// Every order event: `orderEvents` for staff.
+    AllOrders,
+    /// One customer's order events: `orderEvents` for that customer.
+    CustomerOrders(String),
+    /// One product: `inventoryChanged(productId)`, room `product:<id>`.
+    Product(i64),
+    /// Every product: `inventoryChanged` without an id.
+    AllProducts,
+    /// One user's notifications.
+    User(String),
+}
+
+impl Key {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Key::Order(_) => "order",
+            Key::AllOrders => "all_orders",
+            Key::CustomerOrders(_) => "customer_orders",
+            Key::Product(_) => "product",
+            Key::AllProducts => "all_products",
+            Key::User(_) => "user",
+        }
+    }
+}
+
+struct Sink {
+    tx: mpsc::Sender<Arc<Event>>,
+    overflow: CancellationToken,
+}
+
+#[derive(Default)]
+struct Topics {
+    by_key: HashMap<Key, Slab<Sink>>,
+}
+
+/// A cheap handle to the broker; clones share it.
+#[derive(Clone, Default)]
+pub struct Broker {
+    topics: Arc<RwLock<Topics>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("keys", &self.key_count()).finish()
+    }
+}
+
+impl Broker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes to `key` with room for `capacity` undelivered events. When the queue overflows,
+    /// `overflow` is cancelled and the subscription receives nothing more.
+    pub fn subscribe(&self, key: Key, capacity: usize, overflow: CancellationToken) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let slot = {
+            let mut topics = self.topics.write().expect("broker lock");
+            topics.by_key.entry(key.clone()).or_default().insert(Sink { tx, overflow })
+        };
+        Subscription { rx, key, slot, topics: Arc::downgrade(&self.topics) }
+    }
+
+    /// Hands `event` to every subscriber of its keys. Never waits.
+    pub fn publish(&self, event: Event) {
+        let keys = event.keys();
+        let event = Arc::new(event);
+        metrics::counter!("switchboard_events_published_total", "topic" => keys[0].kind()).increment(1);
+        let topics = self.topics.read().expect("broker lock");
+        for key in &keys {
+            let Some(sinks) = topics.by_key.get(key) else { continue };
+            for (_, sink) in sinks {
+                if sink.overflow.is_cancelled() {
+                    continue; // already told it is too slow; a later event would hide the gap
+                }
+                match sink.tx.try_send(Arc::clone(&event)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("switchboard_deliveries_lagged_total").increment(1);
+                        sink.overflow.cancel();
+                    }
+                    // The subscription is being dropped; its `Drop` removes the sink.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+
+    /// Number of keys with at least one subscriber.
+    pub fn key_count(&self) -> usize {
+        self.topics.read().expect("broker lock").by_key.len()
+    }
+
+    /// Number of subscribers of `key`.
+    pub fn subscriber_count(&self, key: &Key) -> usize {
+        self.topics.read().expect("broker lock").by_key.get(key).map_or(0, Slab::len)
+    }
+}
+
+/// A live subscription: a stream of events that unsubscribes when dropped.
+pub struct Subscription {
+    rx: mpsc::Receiver<Arc<Event>>,
+    key: Key,
+    slot: usize,
+    topics: Weak<RwLock<Topics>>,
+}
+
+impl Subscription {
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    pub async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Arc<Event>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(topics) = self.topics.upgrade() else { return };
+        let mut topics = topics.write().expect("broker lock");
+        if let Some(sinks) = topics.by_key.get_mut(&self.key) {
+            sinks.try_remove(self.slot);
+            if sinks.is_empty() {
+                topics.by_key.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Notification, Timestamp};
+
+    fn notification(user: &str, seq: u64) -> Event {
+        let n = Notification {
+            id: seq as i64,
+            user_id: user.into(),
+            kind: "info".into(),
+            title: "t".into(),
+            message: "m".into(),
+            read: false,
+            created_at: Timestamp::now(),
+        };
+        Event { topic: Event::user_topic(user), seq, body: EventBody::Notification((&n).into()) }
+    }
+
+    #[tokio::test]
+    async fn routes_by_key_only() {
+        let broker = Broker::new();
+        let mut a = broker.subscribe(Key::User("a".into()), 8, CancellationToken::new());
+        let mut b = broker.subscribe(Key::User("b".into()), 8, CancellationToken::new());
+        broker.publish(notification("a", 1));
+        assert_eq!(a.recv().await.unwrap().seq, 1);
+        assert!(b.rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn overflow_cancels_and_stops_queueing() {
+        let broker = Broker::new();
+        let overflow = CancellationToken::new();
+        let mut sub = broker.subscribe(Key::User("a".into()), 2, overflow.clone());
+        for seq in 1..=4 {
+            broker.publish(notification("a", seq));
+        }
+        assert!(overflow.is_cancelled());
+        assert_eq!(sub.recv().await.unwrap().seq, 1);
+        assert_eq!(sub.recv().await.unwrap().seq, 2);
+        broker.publish(notification("a", 5));
+        assert!(sub.rx.try_recv().is_err(), "nothing after the gap");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_subscriber_removes_the_key() {
+        let broker = Broker::new();
+        let sub = broker.subscribe(Key::Product(1), 8, CancellationToken::new());
+        assert_eq!(broker.key_count(), 1);
+        drop(sub);
+        assert_eq!(broker.key_count(), 0);
+    }
+}

@@ -1,0 +1,118 @@
+//! What both WebSocket channels share: buffer sizing, liveness, and closing properly.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use tokio::time::{Instant, timeout};
+
+/// Bytes read from the socket at a time. axum's default is 128 KiB *per socket*, allocated up
+/// front (and zero-filled before each read by tungstenite): 1.3 GB for 10k idle sockets. Our
+/// messages are small; larger ones are simply read in several steps.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames are batched up to this size before being written, unless flushed sooner.
+const WRITE_BUFFER: usize = 8 * 1024;
+/// A socket whose writes keep failing may buffer this much before sends fail.
+const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// How long one frame may take to be written before the peer counts as gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close waits for the peer's answering close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Applies the buffer sizes and the message size limit to an upgrade.
+pub fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER.max(WRITE_BUFFER + max_message))
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
+/// Close reasons travel in a control frame of at most 125 bytes, two of which are the code
+/// (RFC 6455 §5.5): cut the reason at a character boundary within 123.
+pub fn close_reason(reason: &str) -> String {
+    const MAX: usize = 123;
+    if reason.len() <= MAX {
+        return reason.to_owned();
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+/// Sends one frame, giving up when the peer has not taken it within [`SEND_TIMEOUT`].
+pub async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    match timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Sends a close frame and waits briefly for the peer's, discarding what it still sends. Waiting
+/// matters: closing TCP with unread bytes in the receive buffer makes the kernel send a reset,
+/// and the peer may then never see the close code (it would report 1006 instead).
+pub async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: close_reason(reason).into() };
+    if send(&mut socket, Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Tracks the last sign of life from a peer.
+#[derive(Debug)]
+pub struct Liveness {
+    last_seen: Instant,
+    inactive: Option<Duration>,
+}
+
+impl Liveness {
+    pub fn new(inactive: Option<Duration>) -> Self {
+        Self { last_seen: Instant::now(), inactive }
+    }
+
+    pub fn seen(&mut self) {
+        self.last_seen = Instant::now();
+    }
+
+    /// When the peer will count as gone if nothing more arrives (far away when disabled).
+    pub fn deadline(&self) -> Instant {
+        match self.inactive {
+            Some(inactive) => self.last_seen + inactive,
+            None => Instant::now() + Duration::from_secs(86_400 * 365),
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        self.inactive.is_some() && Instant::now() >= self.deadline()
+    }
+}
+
+/// A heartbeat ticker, or one that never ticks when pings are off.
+pub fn heartbeat(interval: Option<Duration>) -> tokio::time::Interval {
+    let period = interval.unwrap_or(Duration::from_secs(86_400 * 365));
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_in_a_control_frame() {
+        assert_eq!(close_reason("short"), "short");
+        let long = "é".repeat(100); // 200 bytes
+        let cut = close_reason(&long);
+        assert!(cut.len() <= 123 && long.starts_with(&cut));
+    }
+}

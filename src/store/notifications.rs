@@ -1,0 +1,78 @@
+//! Notifications, each addressed to one user.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection, SqliteExecutor};
+
+use super::{StoreError, decode};
+use crate::model::{Notification, Timestamp};
+
+const COLUMNS: &str = "id, user_id, type, title, message, read, created_at";
+
+fn from_row(row: &SqliteRow) -> Result<Notification, StoreError> {
+    Ok(Notification {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        kind: row.try_get("type")?,
+        title: row.try_get("title")?,
+        message: row.try_get("message")?,
+        read: row.try_get("read")?,
+        created_at: decode(row, "created_at")?,
+    })
+}
+
+pub async fn get(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Notification>, StoreError> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// One user's notifications, newest first.
+pub async fn list_for(
+    db: impl SqliteExecutor<'_>,
+    user_id: &str,
+    unread_only: bool,
+    limit: i64,
+) -> Result<Vec<Notification>, StoreError> {
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM notifications WHERE user_id = ?1 AND (?2 = 0 OR read = 0) ORDER BY id DESC LIMIT ?3"
+    ))
+    .bind(user_id)
+    .bind(unread_only)
+    .bind(limit)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+pub struct NewNotification<'a> {
+    pub user_id: &'a str,
+    pub kind: &'a str,
+    pub title: &'a str,
+    pub message: &'a str,
+    pub at: Timestamp,
+}
+
+pub async fn insert(conn: &mut SqliteConnection, new: NewNotification<'_>) -> Result<Notification, StoreError> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO notifications (user_id, type, title, message, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(new.user_id)
+    .bind(new.kind)
+    .bind(new.title)
+    .bind(new.message)
+    .bind(new.at.to_string())
+    .fetch_one(conn)
+    .await?;
+    from_row(&row)
+}
+
+pub async fn mark_read(db: impl SqliteExecutor<'_>, id: i64) -> Result<(), StoreError> {
+    sqlx::query("UPDATE notifications SET read = 1 WHERE id = ?1").bind(id).execute(db).await.map(drop)
+}

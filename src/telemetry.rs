@@ -1,0 +1,50 @@
+//! Logs (tracing) and metrics (a Prometheus recorder), set up once per process.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the tracing subscriber: `RUST_LOG` filters (default `info`), `LOG_FORMAT` shapes.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The process-wide metrics recorder. The `metrics` facade has one global recorder, so servers
+/// started in one process (as tests do) share it; each renders the same registry.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; we then render an empty one.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!("switchboard_ws_connections", "Open WebSocket connections by channel");
+    describe_gauge!("switchboard_subscriptions", "Active GraphQL subscriptions by field");
+    describe_counter!("switchboard_events_published_total", "Events published, by the key kind of the entity");
+    describe_counter!("switchboard_events_delivered_total", "Events handed to subscribers and room members");
+    describe_counter!(
+        "switchboard_deliveries_lagged_total",
+        "Deliveries refused because a subscriber's queue was full (its socket is then closed with 1013)"
+    );
+    describe_counter!("switchboard_deliveries_dropped_total", "Room messages dropped for a socket too far behind");
+    describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
+    describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
+    describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");
+}
