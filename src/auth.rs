@@ -106,7 +106,12 @@ impl Keys {
         validation.leeway = LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss`/`aud` only when the token has them: a token that leaves them
+        // out would pass, so a configured one is also a required one.
+        let mut required = vec!["exp", "sub"];
+        required.extend(issuer.as_ref().map(|_| "iss"));
+        required.extend(audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,

@@ -67,6 +67,16 @@ pub async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     .await;
 }
 
+/// What to do about a failed read: a message over the size limit is answered with 1009
+/// ("message too big"); any other failure means the peer is gone.
+pub fn read_error_close(error: axum::Error) -> Option<(u16, &'static str)> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((1009, "message too big")),
+        _ => None,
+    }
+}
+
 /// Tracks the last sign of life from a peer.
 #[derive(Debug)]
 pub struct Liveness {

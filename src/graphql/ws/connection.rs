@@ -136,7 +136,11 @@ impl Connection {
                     }
                 }
                 frame = socket.recv() => {
-                    let Some(Ok(frame)) = frame else { return End::Gone };
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(e)) => return socket::read_error_close(e).map_or(End::Gone, |(c, r)| close_with(c, r)),
+                        None => return End::Gone,
+                    };
                     liveness.seen();
                     let result = match frame {
                         Message::Text(text) => self.on_text(socket, text.as_str()).await,
