@@ -54,7 +54,7 @@ pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry
 pub fn sdl() -> String {
     Schema::build(Query, Mutation, Subscription)
         .finish()
-        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+        .sdl_with_options(SDLExportOptions::new().sorted_fields())
 }
 
 fn viewer<'a>(ctx: &'a Context<'_>) -> Option<&'a User> {
@@ -74,8 +74,10 @@ fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Commerce {
     ctx.data_unchecked::<Arc<Commerce>>()
 }
 
-/// `first` arguments: not negative, and capped so that one request cannot ask for everything.
-fn page_size(first: i32) -> ApiResult<i64> {
+/// `first` arguments: an explicit null means the default; never negative; capped so that one
+/// request cannot ask for everything.
+fn page_size(first: Option<i32>, default: i32) -> ApiResult<i64> {
+    let first = first.unwrap_or(default);
     if first < 0 {
         return Err(ApiError::BadInput("first must not be negative".into()));
     }

@@ -32,8 +32,8 @@ struct CreateProductInput {
     sku: String,
     name: String,
     price: Decimal,
-    #[graphql(default = 0)]
-    quantity: i32,
+    #[graphql(default_with = "Some(0)")]
+    quantity: Option<i32>,
 }
 
 #[derive(InputObject)]
@@ -83,7 +83,7 @@ impl Mutation {
 
     async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> ApiResult<Product> {
         require_staff(ctx)?;
-        Ok(commerce(ctx).create_product(&input.sku, &input.name, input.price, input.quantity).await?)
+        Ok(commerce(ctx).create_product(&input.sku, &input.name, input.price, input.quantity.unwrap_or(0)).await?)
     }
 
     /// Adds `delta` to the stock (negative to take away); stock never goes below zero.

@@ -58,11 +58,11 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         status: Option<OrderStatus>,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default_with = "Some(50)")] first: Option<i32>,
     ) -> ApiResult<Vec<Order>> {
         let user = require_user(ctx)?;
         let customer = (!user.is_staff()).then_some(user.id.as_str());
-        Ok(orders::list(commerce(ctx).store().pool(), customer, status, page_size(first)?).await?)
+        Ok(orders::list(commerce(ctx).store().pool(), customer, status, page_size(first, 50)?).await?)
     }
 
     async fn product(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Product>> {
@@ -70,19 +70,19 @@ impl Query {
         Ok(products::get(commerce(ctx).store().pool(), id).await?)
     }
 
-    async fn products(&self, ctx: &Context<'_>, #[graphql(default = 100)] first: i32) -> ApiResult<Vec<Product>> {
-        Ok(products::list(commerce(ctx).store().pool(), page_size(first)?).await?)
+    async fn products(&self, ctx: &Context<'_>, #[graphql(default_with = "Some(100)")] first: Option<i32>) -> ApiResult<Vec<Product>> {
+        Ok(products::list(commerce(ctx).store().pool(), page_size(first, 100)?).await?)
     }
 
     /// The viewer's own notifications, newest first.
     async fn notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = false)] unread_only: bool,
-        #[graphql(default = 50)] first: i32,
+        #[graphql(default_with = "Some(false)")] unread_only: Option<bool>,
+        #[graphql(default_with = "Some(50)")] first: Option<i32>,
     ) -> ApiResult<Vec<Notification>> {
         let user = require_user(ctx)?;
-        Ok(notifications::list_for(commerce(ctx).store().pool(), &user.id, unread_only, page_size(first)?).await?)
+        Ok(notifications::list_for(commerce(ctx).store().pool(), &user.id, unread_only.unwrap_or(false), page_size(first, 50)?).await?)
     }
 
     /// Who is in a room, one entry per person; the same rules as joining it apply.
