@@ -129,10 +129,11 @@ impl Connection {
                     if socket::send(socket, Message::Ping(Default::default())).await.is_err() {
                         return End::Gone;
                     }
-                    if self.dialect == Dialect::Legacy && self.acked {
-                        if let Err(end) = self.send(socket, ServerMessage::KeepAlive).await {
-                            return end;
-                        }
+                    if self.dialect == Dialect::Legacy
+                        && self.acked
+                        && let Err(end) = self.send(socket, ServerMessage::KeepAlive).await
+                    {
+                        return end;
                     }
                 }
                 frame = socket.recv() => {
