@@ -26,9 +26,9 @@ use crate::graphql::guard::Limits;
 use crate::graphql::{self, AppSchema};
 use crate::pubsub::Broker;
 use crate::registry::Registry;
-use crate::rooms::Rooms;
+use crate::rooms::{RoomSettings, Rooms};
 use crate::store::Store;
-use crate::{demo, ops, telemetry};
+use crate::{demo, ops, rooms, telemetry};
 
 /// Everything a request handler or socket loop needs; cheap to clone.
 #[derive(Clone)]
@@ -79,7 +79,7 @@ impl Application {
         }
         let commerce = Arc::new(Commerce::new(store, Broker::new()));
         let registry = Registry::new();
-        let rooms = Rooms::default();
+        let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(
@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql::http::post))
         .route("/graphiql/{file}", get(graphql::http::asset))
+        .route("/ws", get(rooms::upgrade))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))

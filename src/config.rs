@@ -109,6 +109,27 @@ pub struct Config {
     #[arg(long, env = "WS_MAX_OPERATIONS", default_value_t = 100, global = true)]
     pub ws_max_operations: usize,
 
+    /// Rooms one `/ws` connection may be in at once (then `error` BAD_REQUEST).
+    #[arg(long, env = "WS_MAX_ROOMS", default_value_t = 50, global = true)]
+    pub ws_max_rooms: usize,
+
+    /// Members (distinct users) one room may have; a member's extra tabs always fit (then `error` FORBIDDEN).
+    #[arg(long, env = "WS_ROOM_MAX_MEMBERS", default_value_t = 1_000, global = true)]
+    pub ws_room_max_members: usize,
+
+    /// Messages per second one `/ws` connection may send, on average (0: unlimited); the excess is
+    /// answered with `error` RATE_LIMITED and otherwise ignored.
+    #[arg(long, env = "WS_RATE_LIMIT", default_value_t = 100, global = true)]
+    pub ws_rate_limit: u32,
+
+    /// Messages one `/ws` connection may send in a burst above `WS_RATE_LIMIT`.
+    #[arg(long, env = "WS_RATE_BURST", default_value_t = 200, global = true)]
+    pub ws_rate_burst: u32,
+
+    /// Milliseconds after the last `isTyping: true` at which the server stops the indicator itself.
+    #[arg(long, env = "WS_TYPING_TIMEOUT", default_value_t = 3_000, global = true)]
+    pub ws_typing_timeout: u64,
+
     /// Events queued for one subscriber before it counts as too slow and its socket is closed
     /// (1013, retryable) rather than skipped past.
     #[arg(long, env = "SUBSCRIBER_QUEUE", default_value_t = 256, global = true)]
@@ -170,6 +191,10 @@ impl Config {
 
     pub fn init_timeout(&self) -> Duration {
         Duration::from_millis(self.ws_init_timeout)
+    }
+
+    pub fn typing_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_typing_timeout)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -1,6 +1,63 @@
-//! The room channel at `/ws`: rooms, presence, typing indicators and entity relays.
+//! The room channel at `/ws` (SPEC section 5): rooms, presence, typing indicators and entity
+//! relays.
+//!
+//! - [`protocol`]: the client and server messages;
+//! - [`registry`]: rooms, members and typing state, shared with the GraphQL `roomPresence` and
+//!   `stats` queries;
+//! - [`access`]: who may join which room, shared with `roomPresence`;
+//! - `connection`: the socket loop.
 
 pub mod access;
+mod connection;
+pub mod protocol;
+mod rate;
 mod registry;
 
-pub use registry::Rooms;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+pub use registry::{JoinRefused, Membership, NotInRoom, RoomSettings, Rooms};
+
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::http_error::HttpError;
+use crate::socket;
+
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    token: Option<String>,
+}
+
+/// `GET /ws`: the token (`?token=` first, else `Authorization`) is checked before the upgrade, so
+/// a missing, invalid or expired one is a plain `401` and no socket is ever opened for it.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    params: Result<Query<Params>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let from_query = params.ok().and_then(|Query(p)| p.token).filter(|t| !t.trim().is_empty());
+    let token = from_query
+        .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .filter(|t| !crate::auth::strip_bearer(t).is_empty());
+    let Some(token) = token else {
+        let missing = AuthError::Invalid("a token is required: ?token=<jwt> or Authorization: Bearer <jwt>".into());
+        return HttpError::Unauthorized(missing).into_response();
+    };
+    let user = match state.keys.verify(&token) {
+        Ok(user) => user,
+        Err(refusal) => return HttpError::Unauthorized(refusal).into_response(),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let ws = socket::configure(ws, state.config.ws_max_message_bytes);
+    let tracker = state.tracker.clone();
+    ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, user)))
+}

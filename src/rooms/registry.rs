@@ -1,32 +1,491 @@
-//! Rooms and their members.
+//! Rooms, their members and who is typing: the one source of truth behind the `/ws` channel's
+//! presence messages and the `roomPresence` / `stats` queries, so that the two always agree.
+//!
+//! Everything lives under one `std::sync::Mutex`: every operation is a few map updates plus
+//! `try_send`s that never wait, and none is held across an `.await`. A membership change and the
+//! messages announcing it happen under the same lock, so every connection sees a room's events in
+//! one order, and a newcomer's `room_joined` list is exactly the state the following
+//! `user_joined_room` / `user_left_room` messages start from.
+//!
+//! Each connection has an outbox, a bounded queue its socket loop drains. A connection whose outbox
+//! is full is too slow to follow the room: rather than skip messages (a missed `user_left_room`
+//! leaves a ghost in its member list for good), its overflow token is cancelled and its socket loop
+//! closes it with 1013, which clients retry; on reconnecting they get fresh member lists.
+//!
+//! A connection is registered by [`Rooms::connect`] and unregistered when the returned
+//! [`Membership`] is dropped, however the connection ended: leaving every room is in `Drop`, so
+//! there are no ghosts.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use crate::model::PresenceUser;
+use async_graphql::ID;
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::ServerMessage;
+use crate::config::Config;
+use crate::model::{PresenceUser, Timestamp};
+
+/// The limits and timings the registry applies.
+#[derive(Debug, Clone)]
+pub struct RoomSettings {
+    /// After the last `isTyping: true`, the server stops the indicator itself.
+    pub typing_timeout: Duration,
+    /// Distinct users per room.
+    pub max_members: usize,
+    /// Rooms per connection.
+    pub max_rooms: usize,
+    /// Messages queued for one connection before it counts as too slow.
+    pub queue: usize,
+}
+
+impl RoomSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            typing_timeout: config.typing_timeout(),
+            max_members: config.ws_room_max_members,
+            max_rooms: config.ws_max_rooms,
+            queue: config.subscriber_queue,
+        }
+    }
+}
+
+impl Default for RoomSettings {
+    fn default() -> Self {
+        Self { typing_timeout: Duration::from_secs(3), max_members: 1_000, max_rooms: 50, queue: 256 }
+    }
+}
+
+/// Why a join was refused by a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("a connection may be in at most {0} rooms; leave one first")]
+    TooManyRooms(usize),
+    #[error("room is full: at most {0} members")]
+    RoomFull(usize),
+}
+
+/// A typing indicator for a room the connection has not joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("join room {0} first")]
+pub struct NotInRoom(pub String);
+
+type ConnId = u64;
+
+/// The rooms of one server; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    settings: RoomSettings,
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rooms: HashMap<String, Room>,
+    conns: HashMap<ConnId, Conn>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    user_id: String,
+    name: Option<String>,
+    outbox: mpsc::Sender<Utf8Bytes>,
+    overflow: CancellationToken,
+    rooms: HashSet<String>,
+}
 
 #[derive(Debug, Default)]
 struct Room {
-    members: Vec<PresenceUser>,
-    connections: usize,
+    conns: HashSet<ConnId>,
+    /// User id → member: one per person, however many tabs.
+    members: HashMap<String, Member>,
+    /// Orders the member list by arrival.
+    next_seq: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Rooms {
-    rooms: Arc<Mutex<HashMap<String, Room>>>,
+#[derive(Debug)]
+struct Member {
+    name: Option<String>,
+    connections: usize,
+    joined_at: Timestamp,
+    seq: u64,
+    typing: Option<Typing>,
+}
+
+/// A live typing indicator: who set it, and the timer that will clear it.
+#[derive(Debug)]
+struct Typing {
+    conn: ConnId,
+    field: Option<String>,
+    generation: u64,
+    timer: AbortHandle,
+}
+
+impl Drop for Typing {
+    fn drop(&mut self) {
+        self.timer.abort();
+    }
 }
 
 impl Rooms {
-    /// The room's members, one entry per person.
+    pub fn new(settings: RoomSettings) -> Self {
+        Self { inner: Arc::new(Inner { settings, ..Inner::default() }) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().expect("rooms lock")
+    }
+
+    /// Registers a connection of `user_id`; it leaves every room when the result is dropped.
+    pub fn connect(&self, user_id: &str, name: Option<String>) -> Membership {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.settings.queue.max(1));
+        let overflow = CancellationToken::new();
+        let conn = Conn { user_id: user_id.to_owned(), name, outbox: tx, overflow: overflow.clone(), rooms: HashSet::new() };
+        self.state().conns.insert(id, conn);
+        Membership { rooms: self.clone(), id, outbox: rx, overflow }
+    }
+
+    /// The room's members, one entry per person, in the order they arrived.
     pub fn presence(&self, room_id: &str) -> Vec<PresenceUser> {
-        self.rooms.lock().expect("rooms lock").get(room_id).map(|r| r.members.clone()).unwrap_or_default()
+        self.state().rooms.get(room_id).map(Room::presence).unwrap_or_default()
     }
 
     /// Every room with its connection count, sorted by id.
     pub fn stats(&self) -> Vec<(String, usize)> {
-        let rooms = self.rooms.lock().expect("rooms lock");
-        let mut stats: Vec<_> = rooms.iter().map(|(id, r)| (id.clone(), r.connections)).collect();
+        let state = self.state();
+        let mut stats: Vec<_> = state.rooms.iter().map(|(id, r)| (id.clone(), r.conns.len())).collect();
         stats.sort();
         stats
+    }
+
+    /// Called by a typing timer: clears the indicator unless it was set again since.
+    fn typing_expired(&self, room_id: &str, user_id: &str, generation: u64) {
+        let mut state = self.state();
+        let State { rooms, conns } = &mut *state;
+        let Some(room) = rooms.get_mut(room_id) else { return };
+        let Some(member) = room.members.get_mut(user_id) else { return };
+        if member.typing.as_ref().is_none_or(|t| t.generation != generation) {
+            return;
+        }
+        let typing = member.typing.take().expect("checked");
+        let message = ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
+        room.broadcast(conns, &message, Some(typing.conn));
+    }
+}
+
+impl Room {
+    fn presence(&self) -> Vec<PresenceUser> {
+        let mut members: Vec<_> = self.members.iter().collect();
+        members.sort_by_key(|(_, m)| m.seq);
+        members
+            .into_iter()
+            .map(|(user_id, m)| PresenceUser {
+                user_id: ID(user_id.clone()),
+                name: m.name.clone(),
+                connections: i32::try_from(m.connections).unwrap_or(i32::MAX),
+                joined_at: m.joined_at,
+                is_typing: m.typing.is_some(),
+                typing_field: m.typing.as_ref().and_then(|t| t.field.clone()),
+            })
+            .collect()
+    }
+
+    /// Queues `message` for every connection in the room but `except`.
+    fn broadcast(&self, conns: &HashMap<ConnId, Conn>, message: &ServerMessage<'_>, except: Option<ConnId>) {
+        let text = message.to_text();
+        for id in &self.conns {
+            if Some(*id) != except
+                && let Some(conn) = conns.get(id)
+            {
+                enqueue(conn, text.clone());
+            }
+        }
+    }
+}
+
+/// Queues a message for one connection without waiting; a full queue marks it too slow.
+fn enqueue(conn: &Conn, text: Utf8Bytes) {
+    if conn.overflow.is_cancelled() {
+        return; // already being closed; a later message would hide the gap
+    }
+    match conn.outbox.try_send(text) {
+        Ok(()) => metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            metrics::counter!("switchboard_deliveries_dropped_total").increment(1);
+            conn.overflow.cancel();
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// One connection's place in the rooms. Dropping it leaves every room the connection is in.
+#[derive(Debug)]
+pub struct Membership {
+    rooms: Rooms,
+    id: ConnId,
+    outbox: mpsc::Receiver<Utf8Bytes>,
+    overflow: CancellationToken,
+}
+
+impl Membership {
+    /// Cancelled when this connection's outbox overflows: it must then be closed.
+    pub fn overflow(&self) -> &CancellationToken {
+        &self.overflow
+    }
+
+    /// The next message queued for this connection.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        self.outbox.recv().await
+    }
+
+    /// A queued message, if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        self.outbox.try_recv().ok()
+    }
+
+    /// Joins `room_id` (already authorised): queues `room_joined` with the member list for this
+    /// connection and, if this is the user's first connection there, `user_joined_room` for the
+    /// others. Joining again just repeats `room_joined`.
+    pub fn join(&self, room_id: &str) -> Result<(), JoinRefused> {
+        let settings = &self.rooms.inner.settings;
+        let mut state = self.rooms.state();
+        let State { rooms, conns } = &mut *state;
+        let conn = conns.get_mut(&self.id).expect("a live membership is registered");
+        if conn.rooms.contains(room_id) {
+            let members = rooms.get(room_id).map(Room::presence).unwrap_or_default();
+            enqueue(conn, ServerMessage::RoomJoined { room_id, members }.to_text());
+            return Ok(());
+        }
+        if conn.rooms.len() >= settings.max_rooms {
+            return Err(JoinRefused::TooManyRooms(settings.max_rooms));
+        }
+        let room = rooms.get(room_id);
+        let first = room.is_none_or(|r| !r.members.contains_key(&conn.user_id));
+        if first && room.is_some_and(|r| r.members.len() >= settings.max_members) {
+            return Err(JoinRefused::RoomFull(settings.max_members));
+        }
+        let room = rooms.entry(room_id.to_owned()).or_insert_with(|| {
+            metrics::gauge!("switchboard_rooms").increment(1.0);
+            Room::default()
+        });
+        conn.rooms.insert(room_id.to_owned());
+        room.conns.insert(self.id);
+        let seq = room.next_seq;
+        let member = room.members.entry(conn.user_id.clone()).or_insert_with(|| {
+            metrics::gauge!("switchboard_presence_members").increment(1.0);
+            Member { name: conn.name.clone(), connections: 0, joined_at: Timestamp::now(), seq, typing: None }
+        });
+        member.connections += 1;
+        if first {
+            room.next_seq += 1;
+        }
+        let conn = &conns[&self.id];
+        enqueue(conn, ServerMessage::RoomJoined { room_id, members: room.presence() }.to_text());
+        if first {
+            let message =
+                ServerMessage::UserJoinedRoom { room_id, user_id: &conn.user_id, name: conn.name.as_deref() };
+            room.broadcast(conns, &message, Some(self.id));
+        }
+        Ok(())
+    }
+
+    /// Leaves `room_id` and queues `room_left` (also when the connection was not in it: leaving
+    /// is idempotent).
+    pub fn leave(&self, room_id: &str) {
+        let mut state = self.rooms.state();
+        remove_from_room(&mut state, self.id, room_id);
+        if let Some(conn) = state.conns.get(&self.id) {
+            enqueue(conn, ServerMessage::RoomLeft { room_id }.to_text());
+        }
+    }
+
+    /// Sets or clears this user's typing indicator in `room_id` and relays it to the room's other
+    /// connections. A `true` is cleared by the server after the typing timeout unless renewed.
+    pub fn typing(&self, room_id: &str, is_typing: bool, field: Option<&str>) -> Result<(), NotInRoom> {
+        let mut state = self.rooms.state();
+        let State { rooms, conns } = &mut *state;
+        let conn = &conns[&self.id];
+        let room = match rooms.get_mut(room_id) {
+            Some(room) if conn.rooms.contains(room_id) => room,
+            _ => return Err(NotInRoom(room_id.to_owned())),
+        };
+        let member = room.members.get_mut(&conn.user_id).expect("a connection in a room has a member entry");
+        // Dropping the previous indicator aborts its timer.
+        member.typing = is_typing.then(|| {
+            let generation = self.rooms.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let timer = spawn_typing_timer(&self.rooms, room_id, &conn.user_id, generation);
+            Typing { conn: self.id, field: field.map(str::to_owned), generation, timer }
+        });
+        let message = ServerMessage::TypingIndicator { room_id, user_id: &conn.user_id, is_typing, field };
+        room.broadcast(conns, &message, Some(self.id));
+        Ok(())
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut state = self.rooms.state();
+        let joined: Vec<String> = state.conns.get(&self.id).map(|c| c.rooms.iter().cloned().collect()).unwrap_or_default();
+        for room_id in joined {
+            remove_from_room(&mut state, self.id, &room_id);
+        }
+        state.conns.remove(&self.id);
+    }
+}
+
+/// Takes connection `id` out of `room_id`: its typing indicator stops, the user's member entry
+/// goes with their last connection (announced by `user_left_room`), the room with its last one.
+fn remove_from_room(state: &mut State, id: ConnId, room_id: &str) {
+    let State { rooms, conns } = state;
+    let Some(conn) = conns.get_mut(&id) else { return };
+    if !conn.rooms.remove(room_id) {
+        return;
+    }
+    let Some(room) = rooms.get_mut(room_id) else { return };
+    room.conns.remove(&id);
+    let user_id = conn.user_id.clone();
+    let user_id = user_id.as_str();
+    if let Some(member) = room.members.get_mut(user_id) {
+        member.connections -= 1;
+        let last = member.connections == 0;
+        if member.typing.as_ref().is_some_and(|t| t.conn == id || last) {
+            let typing = member.typing.take().expect("checked");
+            let message =
+                ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
+            room.broadcast(conns, &message, None);
+        }
+        if last {
+            room.members.remove(user_id);
+            metrics::gauge!("switchboard_presence_members").decrement(1.0);
+            room.broadcast(conns, &ServerMessage::UserLeftRoom { room_id, user_id }, None);
+        }
+    }
+    if room.conns.is_empty() {
+        rooms.remove(room_id);
+        metrics::gauge!("switchboard_rooms").decrement(1.0);
+    }
+}
+
+/// Clears an indicator after the typing timeout. The task holds the rooms weakly: a server that
+/// is gone has nobody to tell.
+fn spawn_typing_timer(rooms: &Rooms, room_id: &str, user_id: &str, generation: u64) -> AbortHandle {
+    let inner: Weak<Inner> = Arc::downgrade(&rooms.inner);
+    let timeout = rooms.inner.settings.typing_timeout;
+    let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        if let Some(inner) = inner.upgrade() {
+            Rooms { inner }.typing_expired(&room_id, &user_id, generation);
+        }
+    })
+    .abort_handle()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn rooms() -> Rooms {
+        Rooms::new(RoomSettings { typing_timeout: Duration::from_millis(50), max_members: 2, max_rooms: 2, queue: 16 })
+    }
+
+    fn drain(m: &mut Membership) -> Vec<Value> {
+        std::iter::from_fn(|| m.try_recv()).map(|t| serde_json::from_str(t.as_str()).unwrap()).collect()
+    }
+
+    fn types(messages: &[Value]) -> Vec<&str> {
+        messages.iter().map(|m| m["type"].as_str().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn tabs_are_one_member_and_leave_with_the_last() {
+        let rooms = rooms();
+        let mut watcher = rooms.connect("w", None);
+        watcher.join("r").unwrap();
+        let tab1 = rooms.connect("u", Some("U".into()));
+        let tab2 = rooms.connect("u", Some("U".into()));
+        tab1.join("r").unwrap();
+        tab2.join("r").unwrap();
+        let presence = rooms.presence("r");
+        assert_eq!(presence.len(), 2);
+        assert_eq!((presence[1].user_id.as_str(), presence[1].connections), ("u", 2));
+        assert_eq!(rooms.stats(), vec![("r".to_owned(), 3)]);
+        drop(tab1);
+        assert_eq!(rooms.presence("r")[1].connections, 1);
+        drop(tab2);
+        assert_eq!(rooms.presence("r").len(), 1);
+        let seen = drain(&mut watcher);
+        assert_eq!(types(&seen), ["room_joined", "user_joined_room", "user_left_room"]);
+        drop(watcher);
+        assert!(rooms.stats().is_empty() && rooms.presence("r").is_empty());
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_joins() {
+        let rooms = rooms();
+        let a = rooms.connect("a", None);
+        a.join("r1").unwrap();
+        a.join("r2").unwrap();
+        assert_eq!(a.join("r3"), Err(JoinRefused::TooManyRooms(2)));
+        a.join("r1").unwrap(); // re-joining is not a new room
+        let b = rooms.connect("b", None);
+        b.join("r1").unwrap();
+        let c = rooms.connect("c", None);
+        assert_eq!(c.join("r1"), Err(JoinRefused::RoomFull(2)));
+        let b2 = rooms.connect("b", None);
+        b2.join("r1").expect("a member's second tab fits a full room");
+    }
+
+    #[tokio::test]
+    async fn typing_times_out_and_stops_when_the_typist_leaves() {
+        let rooms = rooms();
+        let mut watcher = rooms.connect("w", None);
+        watcher.join("r").unwrap();
+        let typist = rooms.connect("t", None);
+        typist.join("r").unwrap();
+        drain(&mut watcher);
+        typist.typing("r", true, Some("body")).unwrap();
+        assert!(rooms.presence("r")[1].is_typing);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let seen = drain(&mut watcher);
+        assert_eq!(seen.iter().map(|m| m["payload"]["isTyping"].as_bool().unwrap()).collect::<Vec<_>>(), [true, false]);
+        assert!(!rooms.presence("r")[1].is_typing);
+
+        typist.typing("r", true, None).unwrap();
+        typist.leave("r");
+        let seen = drain(&mut watcher);
+        assert_eq!(types(&seen), ["typing_indicator", "typing_indicator", "user_left_room"]);
+        assert_eq!(seen[1]["payload"]["isTyping"], false);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(drain(&mut watcher).is_empty(), "the aborted timer sends nothing");
+        assert_eq!(typist.typing("r", true, None), Err(NotInRoom("r".into())));
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_marks_the_connection_too_slow() {
+        let rooms = rooms();
+        let slow = rooms.connect("slow", None);
+        slow.join("r").unwrap();
+        let chatty = rooms.connect("chatty", None);
+        chatty.join("r").unwrap();
+        for _ in 0..20 {
+            chatty.typing("r", true, None).unwrap();
+        }
+        assert!(slow.overflow().is_cancelled());
+        assert!(!chatty.overflow().is_cancelled());
     }
 }
