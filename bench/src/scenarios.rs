@@ -1,0 +1,881 @@
+//! The scenarios. Each one starts (or attaches to) a server, sets up its data over HTTP, opens
+//! its connections, measures one or more bounded phases and stops on its own.
+//!
+//! Sequence checking: the publisher sets a strictly increasing value per event (`setInventory`
+//! quantity 1, 2, 3, … or `trackingNumber` "T1", "T2", …). Each subscriber keeps a bitset of the
+//! values of the measured phase, so that a value seen twice is a duplicate, a value below the
+//! highest seen so far is out of order, and a value never seen is missing. Latency is measured
+//! from the value's *scheduled* send time (open loop), so a server that falls behind is charged
+//! for the whole wait (no coordinated omission).
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{self, HttpReader, HttpWriter, Ws, number_after};
+use crate::sys::{self, CpuMark};
+use crate::target::{Kind, Server, SpawnSettings};
+
+/// What every scenario needs to reach or start a server.
+pub struct Env {
+    pub settings: SpawnSettings,
+    /// `Some`: drive this already running server instead of starting one.
+    pub external: Option<(String, Option<String>, Option<u32>)>,
+    pub token: String,
+    /// Connections being opened at once.
+    pub concurrency: usize,
+    pub fd_limit: u64,
+    pub verbose: bool,
+}
+
+impl Env {
+    pub fn start(&self, kind: Kind) -> anyhow::Result<Server> {
+        match (&self.external, kind) {
+            (Some((ws, http, pid)), Kind::Switchboard | Kind::External) => Server::external(ws, http.as_deref(), *pid),
+            _ => Server::spawn(kind, &self.settings),
+        }
+    }
+
+    /// The most connections a scenario may hold: the generator's limit less a margin for
+    /// everything else it has open (the server has the same limit on its side).
+    pub fn max_connections(&self) -> usize {
+        (self.fd_limit.saturating_sub(300)) as usize
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |v: u64| v as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+/// Shared by the subscriber tasks of a scenario (single-threaded: `Cell`s, no atomics).
+struct Tally {
+    /// First value of the measured phase; 0 while warming up.
+    base: Cell<u64>,
+    n: Cell<u64>,
+    t0: Cell<Option<Instant>>,
+    interval: Cell<Duration>,
+    /// Subscribers that have received at least one event, ever.
+    warm: Cell<u64>,
+    deliveries: Cell<u64>,
+    unique: Cell<u64>,
+    duplicates: Cell<u64>,
+    out_of_order: Cell<u64>,
+    stray: Cell<u64>,
+    finished: Cell<u64>,
+    errors: Cell<u64>,
+    completes: Cell<u64>,
+    closed: Cell<u64>,
+    close_reasons: RefCell<BTreeMap<String, u64>>,
+    last_at: Cell<Option<Instant>>,
+    latency: RefCell<Histogram<u64>>,
+}
+
+impl Tally {
+    fn new() -> Rc<Self> {
+        Rc::new(Self {
+            base: Cell::new(0),
+            n: Cell::new(0),
+            t0: Cell::new(None),
+            interval: Cell::new(Duration::ZERO),
+            warm: Cell::new(0),
+            deliveries: Cell::new(0),
+            unique: Cell::new(0),
+            duplicates: Cell::new(0),
+            out_of_order: Cell::new(0),
+            stray: Cell::new(0),
+            finished: Cell::new(0),
+            errors: Cell::new(0),
+            completes: Cell::new(0),
+            closed: Cell::new(0),
+            close_reasons: RefCell::new(BTreeMap::new()),
+            last_at: Cell::new(None),
+            latency: RefCell::new(histogram()),
+        })
+    }
+
+    fn bump(cell: &Cell<u64>) {
+        cell.set(cell.get() + 1);
+    }
+
+    fn closed_because(&self, reason: String) {
+        Self::bump(&self.closed);
+        *self.close_reasons.borrow_mut().entry(reason).or_default() += 1;
+    }
+
+    /// Starts a measured phase of `n` values from `base`, value k scheduled at t0 + k·interval.
+    fn begin(&self, base: u64, n: u64, t0: Instant, interval: Duration) {
+        for c in [&self.deliveries, &self.unique, &self.duplicates, &self.out_of_order, &self.stray, &self.finished] {
+            c.set(0);
+        }
+        self.latency.borrow_mut().reset();
+        self.last_at.set(None);
+        self.n.set(n);
+        self.t0.set(Some(t0));
+        self.interval.set(interval);
+        self.base.set(base);
+    }
+}
+
+/// One subscriber: reads frames until cancelled or closed, checking the sequence of `key`'s value.
+async fn watch(mut ws: Ws, tally: Rc<Tally>, key: &'static str, cancel: CancellationToken) {
+    let mut seen_any = false;
+    let mut phase = 0u64;
+    let mut last = 0u64;
+    let mut bits: Vec<u64> = Vec::new();
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            message = ws.next() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                tally.closed_because(frame.map_or("close without code".into(), |f| format!("{} {}", u16::from(f.code), f.reason)));
+                return;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                tally.closed_because(format!("error: {e}"));
+                return;
+            }
+            None => {
+                tally.closed_because("eof".into());
+                return;
+            }
+        };
+        if text.contains("\"type\":\"next\"") {
+            let Some(value) = number_after(&text, key) else {
+                Tally::bump(&tally.stray);
+                continue;
+            };
+            if !seen_any {
+                seen_any = true;
+                Tally::bump(&tally.warm);
+            }
+            let base = tally.base.get();
+            if base == 0 || value < base {
+                continue; // a warm-up value
+            }
+            let n = tally.n.get();
+            if phase != base {
+                phase = base;
+                last = 0;
+                bits.clear();
+                bits.resize(n.div_ceil(64) as usize, 0);
+            }
+            let index = value - base;
+            if index >= n {
+                Tally::bump(&tally.stray);
+                continue;
+            }
+            Tally::bump(&tally.deliveries);
+            let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+            if bits[word] & bit != 0 {
+                Tally::bump(&tally.duplicates);
+                continue;
+            }
+            bits[word] |= bit;
+            Tally::bump(&tally.unique);
+            if value < last {
+                Tally::bump(&tally.out_of_order);
+            } else {
+                last = value;
+            }
+            let now = Instant::now();
+            if let Some(t0) = tally.t0.get() {
+                let scheduled = t0 + tally.interval.get().mul_f64(index as f64);
+                let micros = now.saturating_duration_since(scheduled).as_micros() as u64;
+                tally.latency.borrow_mut().saturating_record(micros.max(1));
+            }
+            tally.last_at.set(Some(now));
+            if index == n - 1 {
+                Tally::bump(&tally.finished);
+            }
+        } else if text.contains("\"type\":\"ping\"") {
+            if ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await.is_err() {
+                tally.closed_because("send failed".into());
+                return;
+            }
+        } else if text.contains("\"type\":\"error\"") {
+            Tally::bump(&tally.errors);
+        } else if text.contains("\"type\":\"complete\"") {
+            Tally::bump(&tally.completes);
+        }
+    }
+}
+
+/// Subscribers opened by [`open`]: their tasks and the token that stops them.
+struct Subscribers {
+    tasks: Vec<JoinHandle<()>>,
+    cancel: CancellationToken,
+    failed: usize,
+    first_failure: Option<String>,
+}
+
+impl Subscribers {
+    fn new() -> Self {
+        Self { tasks: Vec::new(), cancel: CancellationToken::new(), failed: 0, first_failure: None }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stops every subscriber and waits for its socket to be dropped.
+    async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Opens `count` more subscribers (`env.concurrency` at a time); `operation(i)` gives the i-th
+/// one's query and variables.
+async fn open(
+    env: &Env,
+    server: &Server,
+    subscribers: &mut Subscribers,
+    tally: &Rc<Tally>,
+    key: &'static str,
+    count: usize,
+    operation: impl Fn(usize) -> (&'static str, Value),
+) {
+    let first = subscribers.len();
+    let results: Vec<anyhow::Result<Ws>> = futures::stream::iter(first..first + count)
+        .map(|i| {
+            let (query, variables) = operation(i);
+            async move {
+                let mut ws = client::graphql_ws(server.addr, &server.ws_url, &env.token).await?;
+                client::subscribe(&mut ws, query, variables).await?;
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(env.concurrency)
+        .collect()
+        .await;
+    for result in results {
+        match result {
+            Ok(ws) => {
+                subscribers.tasks.push(tokio::task::spawn_local(watch(ws, tally.clone(), key, subscribers.cancel.clone())));
+            }
+            Err(e) => {
+                subscribers.failed += 1;
+                subscribers.first_failure.get_or_insert_with(|| format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// A publisher: one keep-alive connection, requests pipelined.
+struct Publisher {
+    writer: HttpWriter,
+    reader: HttpReader,
+    /// The last value published.
+    seq: u64,
+    make: Box<dyn Fn(u64) -> String>,
+}
+
+impl Publisher {
+    async fn new(server: &Server, token: &str, make: Box<dyn Fn(u64) -> String>) -> anyhow::Result<Self> {
+        let (writer, reader) = client::http(server.addr, token).await?;
+        Ok(Self { writer, reader, seq: 0, make })
+    }
+
+    /// Publishes one value and waits for its response.
+    async fn publish_one(&mut self) -> anyhow::Result<()> {
+        self.seq += 1;
+        self.writer.send(&(self.make)(self.seq)).await?;
+        let response = self.reader.next().await?;
+        if !response.ok() {
+            bail!("publish failed: HTTP {} {}", response.status, String::from_utf8_lossy(&response.body));
+        }
+        Ok(())
+    }
+
+    /// Publishes until `expect` subscribers have seen an event (or `limit` passes).
+    async fn warm_up(&mut self, tally: &Tally, expect: u64, limit: Duration) -> anyhow::Result<()> {
+        let until = Instant::now() + limit;
+        loop {
+            self.publish_one().await?;
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while tally.warm.get() < expect && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if tally.warm.get() >= expect {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                eprintln!("  warm-up: only {} of {expect} subscribers saw an event within {limit:?}", tally.warm.get());
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Results of one open-loop run of a pipelined publisher.
+#[derive(Default)]
+struct OpenLoop {
+    sent: u64,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    last_response: Option<Instant>,
+}
+
+/// Sends `n` requests (values `first`, `first+1`, …) at t0 + k·interval, whatever the responses
+/// do, and records each response's latency from its scheduled time in `latency`.
+async fn open_loop(
+    publisher: &mut Publisher,
+    n: u64,
+    t0: Instant,
+    interval: Duration,
+    latency: &RefCell<Histogram<u64>>,
+) -> anyhow::Result<OpenLoop> {
+    let first = publisher.seq + 1;
+    let make = &publisher.make;
+    let writer = &mut publisher.writer;
+    let reader = &mut publisher.reader;
+    let result = RefCell::new(OpenLoop::default());
+    let write = async {
+        for k in 0..n {
+            tokio::time::sleep_until((t0 + interval.mul_f64(k as f64)).into()).await;
+            writer.send(&make(first + k)).await?;
+            result.borrow_mut().sent += 1;
+        }
+        anyhow::Ok(())
+    };
+    let read = async {
+        for k in 0..n {
+            let response = reader.next().await?;
+            let now = Instant::now();
+            let scheduled = t0 + interval.mul_f64(k as f64);
+            latency.borrow_mut().saturating_record((now.saturating_duration_since(scheduled).as_micros() as u64).max(1));
+            let mut r = result.borrow_mut();
+            r.last_response = Some(now);
+            if response.ok() {
+                r.ok += 1;
+            } else {
+                r.errors += 1;
+                r.first_error.get_or_insert_with(|| String::from_utf8_lossy(&response.body).chars().take(300).collect());
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(write, read)?;
+    publisher.seq = first + n - 1;
+    Ok(result.into_inner())
+}
+
+/// A measured fan-out phase.
+#[derive(Clone, Debug, Default)]
+pub struct Phase {
+    pub subscribers: usize,
+    pub rate: f64,
+    pub events: u64,
+    pub deliveries: u64,
+    pub expected: u64,
+    pub missing: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub closed: u64,
+    pub close_reasons: String,
+    pub subscribe_errors: u64,
+    pub publish_errors: u64,
+    pub first_publish_error: Option<String>,
+    pub latency: Latency,
+    pub publish_latency: Latency,
+    /// Deliveries per second of wall time, from the first scheduled publish to the last delivery.
+    pub deliveries_per_s: f64,
+    pub server_cpu: Option<Duration>,
+    pub generator_cpu: Option<Duration>,
+    pub wall: Duration,
+}
+
+impl Phase {
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.deliveries > 0).then(|| cpu.as_secs_f64() * 1e6 / self.deliveries as f64)
+    }
+
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.events > 0).then(|| cpu.as_secs_f64() * 1e6 / self.events as f64)
+    }
+
+    /// Deliveries per second per fully busy server core.
+    pub fn per_core(&self) -> Option<f64> {
+        self.cpu_us_per_delivery().map(|us| 1e6 / us)
+    }
+
+    pub fn server_busy(&self) -> Option<f64> {
+        Some(self.server_cpu?.as_secs_f64() / self.wall.as_secs_f64())
+    }
+
+    pub fn generator_busy(&self) -> Option<f64> {
+        Some(self.generator_cpu?.as_secs_f64() / self.wall.as_secs_f64())
+    }
+
+    pub fn clean(&self) -> bool {
+        self.missing == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.closed == 0 && self.publish_errors == 0
+    }
+}
+
+/// Runs one measured phase: `rate` events/s for `seconds`, then waits (at most `drain`) for every
+/// live subscriber that should get them to have the last one.
+async fn measure(
+    server: &Server,
+    publisher: &mut Publisher,
+    tally: &Rc<Tally>,
+    receivers: usize,
+    rate: f64,
+    seconds: f64,
+    drain: Duration,
+) -> anyhow::Result<Phase> {
+    let n = ((rate * seconds).round() as u64).max(1);
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let base = publisher.seq + 1;
+    let closed_before = tally.closed.get();
+    let errors_before = tally.errors.get();
+    let server_cpu = CpuMark::start(server.pid);
+    let generator_cpu = CpuMark::start(Some(std::process::id()));
+    let start = Instant::now();
+    let t0 = start + Duration::from_millis(20);
+    tally.begin(base, n, t0, interval);
+    let publish_latency = RefCell::new(histogram());
+    let sent = open_loop(publisher, n, t0, interval, &publish_latency).await?;
+    let deadline = Instant::now() + drain;
+    while Instant::now() < deadline {
+        let live = receivers as u64 - (tally.closed.get() - closed_before).min(receivers as u64);
+        if tally.finished.get() >= live {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = start.elapsed();
+    let server_cpu = server_cpu.elapsed();
+    let generator_cpu = generator_cpu.elapsed();
+    let expected = n * receivers as u64;
+    let last = tally.last_at.get().unwrap_or(t0);
+    let window = last.saturating_duration_since(t0).max(interval.mul_f64(n as f64)).as_secs_f64();
+    let reasons = tally.close_reasons.borrow().iter().map(|(r, n)| format!("{n}×{r}")).collect::<Vec<_>>().join("; ");
+    Ok(Phase {
+        subscribers: receivers,
+        rate,
+        events: n,
+        deliveries: tally.deliveries.get(),
+        expected,
+        missing: expected.saturating_sub(tally.unique.get()),
+        duplicates: tally.duplicates.get(),
+        out_of_order: tally.out_of_order.get(),
+        closed: tally.closed.get() - closed_before,
+        close_reasons: reasons,
+        subscribe_errors: tally.errors.get() - errors_before,
+        publish_errors: sent.errors,
+        first_publish_error: sent.first_error,
+        latency: Latency::of(&tally.latency.borrow()),
+        publish_latency: Latency::of(&publish_latency.borrow()),
+        deliveries_per_s: tally.deliveries.get() as f64 / window,
+        server_cpu,
+        generator_cpu,
+        wall,
+    })
+}
+
+fn product_input(tag: &str) -> String {
+    json!({
+        "query": "mutation($input: CreateProductInput!){ createProduct(input: $input){ id } }",
+        "variables": {"input": {"sku": format!("bench-{}-{tag}", std::process::id()), "name": "bench", "price": "1.00", "quantity": 0}}
+    })
+    .to_string()
+}
+
+async fn create_products(server: &Server, token: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let (mut w, mut r) = client::http(server.addr, token).await?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let bodies: Vec<String> = (0..count).map(|i| product_input(&format!("{stamp}-{i}"))).collect();
+    let responses = client::graphql_batch(&mut w, &mut r, &bodies).await?;
+    responses
+        .iter()
+        .map(|v| v["data"]["createProduct"]["id"].as_str().map(str::to_owned).context("createProduct returned no id"))
+        .collect()
+}
+
+async fn create_orders(server: &Server, token: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    let (mut w, mut r) = client::http(server.addr, token).await?;
+    let body = json!({
+        "query": "mutation($input: CreateOrderInput!){ createOrder(input: $input){ id } }",
+        "variables": {"input": {"customerId": "bench-customer", "total": "1.00"}}
+    })
+    .to_string();
+    let bodies = vec![body; count];
+    let responses = client::graphql_batch(&mut w, &mut r, &bodies).await?;
+    responses
+        .iter()
+        .map(|v| v["data"]["createOrder"]["id"].as_str().map(str::to_owned).context("createOrder returned no id"))
+        .collect()
+}
+
+fn set_inventory(product: String) -> Box<dyn Fn(u64) -> String> {
+    Box::new(move |quantity| {
+        format!(
+            r#"{{"query":"mutation($productId: ID!, $quantity: Int!){{ setInventory(productId: $productId, quantity: $quantity){{ quantity }} }}","variables":{{"productId":"{product}","quantity":{quantity}}}}}"#
+        )
+    })
+}
+
+const INVENTORY: &str = "subscription($p: ID){ inventoryChanged(productId: $p){ productId newQuantity previousQuantity timestamp } }";
+const INVENTORY_KEY: &str = "\"newQuantity\":";
+const ORDER: &str = "subscription($o: ID!){ orderUpdated(orderId: $o){ orderId status trackingNumber } }";
+const ORDER_KEY: &str = "\"trackingNumber\":";
+
+/// Waits for the server to have handled what was just sent (no protocol answer to `subscribe`).
+async fn settle(subscribers: usize) {
+    let ms = 300 + (subscribers as u64 / 10).min(2000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Lines of `/metrics` worth keeping next to a result: lag, drops, shared-work counters.
+pub async fn interesting_metrics(server: &Server) -> Vec<String> {
+    let Ok(text) = http_get(server, "/metrics").await else { return Vec::new() };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| ["lagged", "dropped", "execut", "serializ", "shared", "delivered", "published"].iter().any(|k| l.contains(k)))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = client::tcp_connect(server.addr, false).await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn log(env: &Env, message: impl AsRef<str>) {
+    let _ = env;
+    eprintln!("  {}", message.as_ref());
+}
+
+/// `fanout`: S subscribers on one product's `inventoryChanged`, `rate` setInventory/s.
+pub async fn fanout(env: &Env, kind: Kind, subscribers: usize, rate: f64, seconds: f64) -> anyhow::Result<(Phase, Vec<String>)> {
+    let server = env.start(kind)?;
+    log(env, format!("fanout on {} ({}): {subscribers} subscribers, {rate}/s for {seconds} s", kind.label(), server.addr));
+    let product = create_products(&server, &env.token, 1).await?.remove(0);
+    let tally = Tally::new();
+    let mut subs = Subscribers::new();
+    let opened = Instant::now();
+    open(env, &server, &mut subs, &tally, INVENTORY_KEY, subscribers, |_| (INVENTORY, json!({"p": product}))).await;
+    log(env, format!("opened {} subscribers in {:.1} s ({} failed{})", subs.len(), opened.elapsed().as_secs_f64(), subs.failed,
+        subs.first_failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()));
+    settle(subscribers).await;
+    let mut publisher = Publisher::new(&server, &env.token, set_inventory(product)).await?;
+    publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(20)).await?;
+    let drain = Duration::from_secs(10);
+    let mut phase = measure(&server, &mut publisher, &tally, subs.len(), rate, seconds, drain).await?;
+    phase.subscribe_errors += subs.failed as u64;
+    let metrics = interesting_metrics(&server).await;
+    subs.stop().await;
+    Ok((phase, metrics))
+}
+
+/// Result of `idle`.
+#[derive(Clone, Debug, Default)]
+pub struct Idle {
+    pub samples: Vec<(usize, u64)>,
+    pub bytes_per_connection: Option<f64>,
+    pub live: u64,
+    pub opened: usize,
+    pub failed: usize,
+}
+
+/// `idle`: N connections with one subscription each, RSS sampled at every `step`.
+pub async fn idle(env: &Env, kind: Kind, max: usize, step: usize) -> anyhow::Result<Idle> {
+    let max = max.min(env.max_connections());
+    let server = env.start(kind)?;
+    let pid = server.pid.context("idle needs the server's pid (--pid) to read its RSS")?;
+    log(env, format!("idle on {} ({}): up to {max} connections, step {step}", kind.label(), server.addr));
+    let product = create_products(&server, &env.token, 1).await?.remove(0);
+    let tally = Tally::new();
+    let mut subs = Subscribers::new();
+    let mut publisher = Publisher::new(&server, &env.token, set_inventory(product.clone())).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut samples = vec![(0usize, sample_rss(pid).await)];
+    let mut target = 0;
+    while target < max {
+        target = (target + step).min(max);
+        let more = target - subs.len();
+        open(env, &server, &mut subs, &tally, INVENTORY_KEY, more, |_| (INVENTORY, json!({"p": product}))).await;
+        settle(more).await;
+        let rss = sample_rss(pid).await;
+        log(env, format!("{:>6} connections: RSS {:.1} MiB", subs.len(), rss as f64 / 1048576.0));
+        samples.push((subs.len(), rss));
+        if subs.failed > 0 {
+            log(env, format!("{} connections failed: {}", subs.failed, subs.first_failure.as_deref().unwrap_or("")));
+            break;
+        }
+    }
+    // Prove the connections were live subscribers, not just open sockets.
+    publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(15)).await?;
+    let points: Vec<(f64, f64)> = samples.iter().map(|&(n, rss)| (n as f64, rss as f64)).collect();
+    let result = Idle { bytes_per_connection: sys::slope(&points), live: tally.warm.get(), opened: subs.len(), failed: subs.failed, samples };
+    subs.stop().await;
+    Ok(result)
+}
+
+/// RSS settles a little after a burst of connections: take the median of three samples.
+async fn sample_rss(pid: u32) -> u64 {
+    let mut values = Vec::new();
+    for _ in 0..3 {
+        values.push(sys::rss_bytes(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    values.sort_unstable();
+    values[1]
+}
+
+/// Result of `filter`.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub alone: Phase,
+    pub crowded: Phase,
+    pub others: usize,
+    /// Server CPU over an equally long stretch with the `others` connected and no events.
+    pub idle_cpu: Option<Duration>,
+}
+
+impl Filter {
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.crowded.cpu_us_per_event()? / self.alone.cpu_us_per_event()?)
+    }
+
+    /// The ratio with the crowd's own idle cost (heartbeats, timers) taken out.
+    pub fn net_ratio(&self) -> Option<f64> {
+        let idle = self.idle_cpu?.as_secs_f64() * 1e6 / self.crowded.events as f64;
+        Some((self.crowded.cpu_us_per_event()? - idle) / self.alone.cpu_us_per_event()?)
+    }
+}
+
+/// `filter`: events on one order, with 1 subscriber, then with `others` more on other orders.
+pub async fn filter(env: &Env, kind: Kind, others: usize, rate: f64, seconds: f64) -> anyhow::Result<Filter> {
+    let others = others.min(env.max_connections().saturating_sub(10));
+    let server = env.start(kind)?;
+    log(env, format!("filter on {} ({}): {others} subscribers on other orders, {rate}/s for {seconds} s", kind.label(), server.addr));
+    let created = Instant::now();
+    let orders = create_orders(&server, &env.token, others + 1).await?;
+    log(env, format!("created {} orders in {:.1} s", orders.len(), created.elapsed().as_secs_f64()));
+    let hot = orders[0].clone();
+    let tally = Tally::new();
+    let mut subs = Subscribers::new();
+    open(env, &server, &mut subs, &tally, ORDER_KEY, 1, |_| (ORDER, json!({"o": hot}))).await;
+    if subs.len() != 1 {
+        bail!("could not subscribe to the hot order: {}", subs.first_failure.unwrap_or_default());
+    }
+    let hot_id = hot.clone();
+    let make: Box<dyn Fn(u64) -> String> = Box::new(move |k| {
+        json!({
+            "query": "mutation($id: ID!, $t: String!){ updateOrder(id: $id, input: {trackingNumber: $t}){ id } }",
+            "variables": {"id": hot_id, "t": format!("T{k}")}
+        })
+        .to_string()
+    });
+    let mut publisher = Publisher::new(&server, &env.token, make).await?;
+    settle(1).await;
+    publisher.warm_up(&tally, 1, Duration::from_secs(10)).await?;
+    let alone = measure(&server, &mut publisher, &tally, 1, rate, seconds, Duration::from_secs(5)).await?;
+    open(env, &server, &mut subs, &tally, ORDER_KEY, others, |i| (ORDER, json!({"o": orders[i]}))).await;
+    log(env, format!("opened {} more subscribers ({} failed)", subs.len() - 1, subs.failed));
+    settle(others).await;
+    let idle = CpuMark::start(server.pid);
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let idle_cpu = idle.elapsed();
+    publisher.warm_up(&tally, 1, Duration::from_secs(10)).await?;
+    let crowded = measure(&server, &mut publisher, &tally, 1, rate, seconds, Duration::from_secs(5)).await?;
+    let result = Filter { alone, crowded, others: subs.len() - 1, idle_cpu };
+    subs.stop().await;
+    Ok(result)
+}
+
+/// Result of `connect`.
+#[derive(Clone, Debug, Default)]
+pub struct Connect {
+    pub connections: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
+    pub per_s: f64,
+    pub latency: Latency,
+    pub server_cpu: Option<Duration>,
+    pub generator_cpu: Option<Duration>,
+    pub wall: Duration,
+    pub live: u64,
+}
+
+impl Connect {
+    pub fn cpu_us_per_connection(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.connections > 0).then(|| cpu.as_secs_f64() * 1e6 / self.connections as f64)
+    }
+}
+
+/// `connect`: as many new connections (upgrade, init, ack, subscribe) as the server takes, for
+/// `seconds` or up to `max`, `env.concurrency` at a time; they stay open until the end.
+pub async fn connect(env: &Env, kind: Kind, seconds: f64, max: usize) -> anyhow::Result<Connect> {
+    let max = max.min(env.max_connections());
+    let server = env.start(kind)?;
+    log(env, format!("connect on {} ({}): {} at a time, for {seconds} s or {max} connections", kind.label(), server.addr, env.concurrency));
+    let product = create_products(&server, &env.token, 1).await?.remove(0);
+    let tally = Tally::new();
+    let cancel = CancellationToken::new();
+    let tasks = RefCell::new(Vec::new());
+    let latency = RefCell::new(histogram());
+    let done = Cell::new(0u64);
+    let failed = Cell::new(0u64);
+    let first_failure = RefCell::new(None);
+    let last_done = Cell::new(Instant::now());
+    let server_cpu = CpuMark::start(server.pid);
+    let generator_cpu = CpuMark::start(Some(std::process::id()));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let worker = || async {
+        while Instant::now() < deadline && done.get() + failed.get() < max as u64 {
+            let began = Instant::now();
+            let attempt = async {
+                let mut ws = client::graphql_ws(server.addr, &server.ws_url, &env.token).await?;
+                client::subscribe(&mut ws, INVENTORY, json!({"p": product})).await?;
+                anyhow::Ok(ws)
+            };
+            match attempt.await {
+                Ok(ws) => {
+                    let now = Instant::now();
+                    latency.borrow_mut().saturating_record((now.duration_since(began).as_micros() as u64).max(1));
+                    done.set(done.get() + 1);
+                    last_done.set(now);
+                    tasks.borrow_mut().push(tokio::task::spawn_local(watch(ws, tally.clone(), INVENTORY_KEY, cancel.clone())));
+                }
+                Err(e) => {
+                    failed.set(failed.get() + 1);
+                    first_failure.borrow_mut().get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..env.concurrency).map(|_| worker())).await;
+    let wall = last_done.get().duration_since(start);
+    let server_cpu = server_cpu.elapsed();
+    let generator_cpu = generator_cpu.elapsed();
+    settle(done.get() as usize).await;
+    let mut publisher = Publisher::new(&server, &env.token, set_inventory(product.clone())).await?;
+    publisher.warm_up(&tally, done.get(), Duration::from_secs(15)).await?;
+    let result = Connect {
+        connections: done.get(),
+        failed: failed.get(),
+        first_failure: first_failure.into_inner(),
+        per_s: done.get() as f64 / wall.as_secs_f64().max(1e-9),
+        latency: Latency::of(&latency.borrow()),
+        server_cpu,
+        generator_cpu,
+        wall,
+        live: tally.warm.get(),
+    };
+    cancel.cancel();
+    for task in tasks.into_inner() {
+        let _ = task.await;
+    }
+    Ok(result)
+}
+
+/// Result of `setinventory`.
+#[derive(Clone, Debug, Default)]
+pub struct Mutations {
+    pub rate: f64,
+    pub connections: usize,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub per_s: f64,
+    pub latency: Latency,
+    pub server_cpu: Option<Duration>,
+    pub wall: Duration,
+}
+
+/// `setinventory`: open-loop `rate` setInventory/s over `connections` pipelined keep-alive
+/// connections, one product each.
+pub async fn setinventory(env: &Env, kind: Kind, rate: f64, seconds: f64, connections: usize) -> anyhow::Result<Mutations> {
+    let server = env.start(kind)?;
+    log(env, format!("setinventory on {} ({}): {rate}/s over {connections} connections for {seconds} s", kind.label(), server.addr));
+    let products = create_products(&server, &env.token, connections).await?;
+    let mut publishers = Vec::new();
+    for product in products {
+        let mut p = Publisher::new(&server, &env.token, set_inventory(product)).await?;
+        p.publish_one().await?;
+        publishers.push(p);
+    }
+    let per_connection = rate / connections as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_connection);
+    let n = ((per_connection * seconds).round() as u64).max(1);
+    let latency = RefCell::new(histogram());
+    let server_cpu = CpuMark::start(server.pid);
+    let start = Instant::now();
+    let t0 = start + Duration::from_millis(20);
+    let runs = publishers.iter_mut().enumerate().map(|(c, p)| {
+        let offset = interval.mul_f64(c as f64 / connections as f64);
+        open_loop(p, n, t0 + offset, interval, &latency)
+    });
+    let results = futures::future::try_join_all(runs).await?;
+    let server_cpu = server_cpu.elapsed();
+    let wall = start.elapsed();
+    let last = results.iter().filter_map(|r| r.last_response).max().unwrap_or(t0);
+    let ok: u64 = results.iter().map(|r| r.ok).sum();
+    Ok(Mutations {
+        rate,
+        connections,
+        sent: results.iter().map(|r| r.sent).sum(),
+        ok,
+        errors: results.iter().map(|r| r.errors).sum(),
+        first_error: results.iter().find_map(|r| r.first_error.clone()),
+        per_s: ok as f64 / last.saturating_duration_since(t0).as_secs_f64().max(1e-9),
+        latency: Latency::of(&latency.borrow()),
+        server_cpu,
+        wall,
+    })
+}

@@ -1,0 +1,111 @@
+//! The few operating-system calls the harness needs: CPU pinning, the file-descriptor limit, and
+//! reading a process's CPU time and resident memory from `/proc`.
+
+use std::time::Duration;
+
+/// Pins the calling thread (and every thread it starts afterwards) to `core`.
+pub fn pin_to_core(core: usize) -> std::io::Result<()> {
+    // SAFETY: `set` is a plain bitmask owned by this frame; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: plain struct in and out of getrlimit/setrlimit.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        let mut now: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+        now.rlim_cur as u64
+    }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// User + system CPU time of process `pid` (every thread), from `/proc/<pid>/stat`.
+/// Resolution is one clock tick (10 ms): windows of several seconds keep the error small.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is index 0 here, so utime (14) and stime (15) are 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = utime + stime;
+    Some(Duration::from_micros(ticks * 1_000_000 / clock_ticks_per_second()))
+}
+
+/// Resident set size of process `pid` in bytes, from `/proc/<pid>/status` (VmRSS).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time of a process between two instants, as a tiny helper for reports.
+#[derive(Clone, Copy)]
+pub struct CpuMark {
+    pid: Option<u32>,
+    start: Option<Duration>,
+}
+
+impl CpuMark {
+    pub fn start(pid: Option<u32>) -> Self {
+        Self { pid, start: pid.and_then(cpu_time) }
+    }
+
+    /// CPU time used since `start`, if the process could be read both times.
+    pub fn elapsed(&self) -> Option<Duration> {
+        let now = cpu_time(self.pid?)?;
+        Some(now.saturating_sub(self.start?))
+    }
+}
+
+/// Least-squares slope of y over x.
+pub fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slope_of_a_line() {
+        let points = [(0.0, 10.0), (1.0, 12.0), (2.0, 14.0)];
+        assert!((slope(&points).unwrap() - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        assert!(cpu_time(pid).is_some());
+        assert!(rss_bytes(pid).unwrap() > 0);
+    }
+}
