@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Keys, Role};
 use crate::commerce::Commerce;
 use crate::config::Config;
+use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
 use crate::graphql::{self, AppSchema};
 use crate::pubsub::Broker;
@@ -48,6 +49,8 @@ pub struct AppState {
     /// Tracks socket tasks so that shutdown can wait for their close handshakes.
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
+    /// Shared subscriptions (one execution per event per audience).
+    pub fanout: Fanout,
 }
 
 /// A built application: state ready, port bound.
@@ -95,7 +98,10 @@ impl Application {
         });
         let graphiql_token = demo_data.then(|| keys.sign("staff-1", Role::Staff, Some("Demo staff"), 86_400));
         let listener = TcpListener::bind(config.bind_addr).await?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let state = AppState {
+            fanout: Fanout::new(tracker.clone(), shutdown.clone()),
             query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },
             config: Arc::new(config),
             keys,
@@ -104,8 +110,8 @@ impl Application {
             registry,
             rooms,
             graphiql_token,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            shutdown,
+            tracker,
             metrics: telemetry::metrics_handle(),
         };
         Ok((Self { listener, state }, samples))

@@ -49,6 +49,24 @@ pub async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
     }
 }
 
+/// Queues one frame without flushing (see [`flush`]); same timeout as [`send`].
+pub async fn feed(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+    use futures::SinkExt;
+    match timeout(SEND_TIMEOUT, socket.feed(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Writes out every queued frame.
+pub async fn flush(socket: &mut WebSocket) -> Result<(), ()> {
+    use futures::SinkExt;
+    match timeout(SEND_TIMEOUT, socket.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
 /// Sends a close frame and waits briefly for the peer's, discarding what it still sends. Waiting
 /// matters: closing TCP with unread bytes in the receive buffer makes the kernel send a reset,
 /// and the peer may then never see the close code (it would report 1006 instead).

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema, resolvers, and the two transports (HTTP and graphql-ws).
 
 pub mod error;
+pub mod fanout;
 pub mod guard;
 pub mod http;
 mod mutation;

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
+use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, future};
+use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use super::fanout::{Handover, Probe, Source};
 use super::{Overflow, SubscriberSettings, commerce, require_user};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
 use crate::pubsub::{
@@ -18,16 +21,32 @@ use crate::store::{orders, products};
 
 pub struct Subscription;
 
-/// Subscribes to `key` and keeps the subscription counted for as long as the stream lives.
-fn listen(ctx: &Context<'_>, field: &'static str, key: Key) -> impl Stream<Item = Arc<Event>> + use<> {
+/// The events of `key`, for a viewer already found to be allowed them.
+///
+/// Three cases (see [`super::fanout`]): a probe run deposits a fresh broker subscription in the
+/// probe and returns nothing; a shared group's run takes over the probe's subscription; any other
+/// run (a subscription that cannot be shared) subscribes for itself and counts itself.
+fn listen(ctx: &Context<'_>, field: &'static str, key: Key) -> BoxStream<'static, Arc<Event>> {
     let queue = ctx.data_unchecked::<SubscriberSettings>().queue;
+    let broker = commerce(ctx).broker();
+    if let Some(probe) = ctx.data_opt::<Probe>() {
+        let overflow = CancellationToken::new();
+        let subscription = broker.subscribe(key.clone(), queue, overflow.clone());
+        probe.found(Source { field, key, subscription, overflow });
+        return stream::empty().boxed();
+    }
+    if let Some(subscription) = ctx.data_opt::<Handover>().and_then(Handover::take) {
+        return subscription.boxed();
+    }
     let overflow = ctx.data_opt::<Overflow>().cloned().unwrap_or_default();
-    let subscription = commerce(ctx).broker().subscribe(key, queue, overflow.0);
+    let subscription = broker.subscribe(key, queue, overflow.0);
     let counted = ctx.data_unchecked::<Registry>().subscription(field);
-    subscription.map(move |event| {
-        let _alive = &counted;
-        event
-    })
+    subscription
+        .map(move |event| {
+            let _alive = &counted;
+            event
+        })
+        .boxed()
 }
 
 #[SubscriptionObject]

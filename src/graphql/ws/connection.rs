@@ -13,11 +13,13 @@ use async_graphql::{Response, ServerError, Variables};
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, future};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, info_span};
 
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload, close};
+use crate::graphql::fanout::{Delivery, DeliveryKind, GroupKey, Joiner, Membership, Probe};
 use crate::app::AppState;
 use crate::auth::{self, LEEWAY_SECS, User};
 use crate::graphql::Overflow;
@@ -27,6 +29,14 @@ use crate::registry::{Channel, ConnectionGuard};
 use crate::socket::{self, Liveness};
 
 /// How a connection ends: with a close frame we send, or because the peer is already gone.
+enum Shared {
+    Joined,
+    /// Refused at subscribe time: answered with `error`.
+    Refused(Vec<ServerError>),
+    /// Not one source (or not a subscription after all): run it on this connection.
+    NotShareable,
+}
+
 enum End {
     Close(u16, String),
     Gone,
@@ -36,10 +46,19 @@ fn close_with(code: u16, reason: impl Into<String>) -> End {
     End::Close(code, reason.into())
 }
 
-struct Operation {
-    subscription: bool,
-    /// Whether anything was sent for it yet: only a first response can become an `error`.
-    started: bool,
+enum Operation {
+    /// Executed by this connection: queries, mutations, and subscriptions that cannot be shared.
+    Local {
+        subscription: bool,
+        /// Whether anything was sent for it yet: only a first response can become an `error`.
+        started: bool,
+    },
+    /// A member of a shared group (see `graphql::fanout`).
+    Shared {
+        membership: Membership,
+        /// The id, JSON-encoded once, for splicing into `next` frames.
+        id_json: String,
+    },
 }
 
 struct Connection {
@@ -54,10 +73,18 @@ struct Connection {
     viewer: Option<User>,
     expires: Option<Instant>,
     overflow: Overflow,
-    /// Each operation's results, then `None` when it completes.
+    /// Each local operation's results, then `None` when it completes.
     streams: StreamMap<String, BoxStream<'static, Option<Response>>>,
     operations: HashMap<String, Operation>,
+    /// What the shared groups this connection belongs to send it, and the sender they use.
+    deliveries: mpsc::Receiver<Delivery>,
+    deliveries_tx: mpsc::Sender<Delivery>,
+    /// Membership id → operation id, for the deliveries.
+    shared: HashMap<u64, String>,
 }
+
+/// Frames written in one go before a flush, when deliveries are waiting.
+const BATCH: usize = 64;
 
 pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, header_token: Option<String>) {
     let Some(dialect) = dialect else {
@@ -69,7 +96,11 @@ pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, h
         Dialect::Legacy => Channel::GraphqlWs,
     };
     let span = info_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
+    let (deliveries_tx, deliveries) = mpsc::channel(state.config.subscriber_queue.max(1));
     let mut connection = Connection {
+        deliveries,
+        deliveries_tx,
+        shared: HashMap::new(),
         registration: state.registry.connect(channel),
         state,
         dialect,
@@ -87,6 +118,7 @@ pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, h
         let end = connection.serve(&mut socket).await;
         // Dispose of every operation before the close handshake: nothing more is sent for them.
         connection.streams.clear();
+        connection.operations.clear();
         if let End::Close(code, reason) = end {
             debug!(code, %reason, "closing");
             socket::close(socket, code, &reason).await;
@@ -162,6 +194,11 @@ impl Connection {
                         return end;
                     }
                 }
+                Some(delivery) = self.deliveries.recv() => {
+                    if let Err(end) = self.on_deliveries(socket, delivery).await {
+                        return end;
+                    }
+                }
             }
         }
     }
@@ -200,8 +237,7 @@ impl Connection {
             ClientMessage::Subscribe { id, payload } => self.on_subscribe(socket, id, payload).await,
             ClientMessage::Complete { id } => {
                 // Stop the source and say nothing more for this id; unknown ids are ignored.
-                self.streams.remove(&id);
-                self.operations.remove(&id);
+                self.forget(&id);
                 Ok(())
             }
             ClientMessage::Terminate => Err(close_with(1000, "terminated")),
@@ -254,10 +290,7 @@ impl Connection {
                     return Err(close_with(close::SUBSCRIBER_EXISTS, format!("Subscriber for {id} already exists")));
                 }
                 // subscriptions-transport-ws replaces the old operation.
-                Dialect::Legacy => {
-                    self.streams.remove(&id);
-                    self.operations.remove(&id);
-                }
+                Dialect::Legacy => self.forget(&id),
             }
         }
         let limit = self.state.config.ws_max_operations;
@@ -271,17 +304,106 @@ impl Connection {
             Ok(kind) => kind,
             Err(refusal) => return self.send_error(socket, &id, vec![refusal]).await,
         };
-        let mut request = async_graphql::Request::new(payload.query)
-            .data(self.viewer.clone())
-            .data(self.overflow.clone());
-        request.operation_name = payload.operation_name;
-        if let Some(variables) = payload.variables {
-            request.variables = Variables::from_json(variables);
+        let subscription = kind == Some(OperationKind::Subscription);
+        if subscription {
+            match self.try_share(&id, &payload).await {
+                Shared::Joined => return Ok(()),
+                Shared::Refused(errors) => return self.send_error(socket, &id, errors).await,
+                Shared::NotShareable => {}
+            }
         }
+        let request = self.request(&payload).data(self.overflow.clone());
         let results = self.state.schema.execute_stream(request).map(Some).chain(stream::once(future::ready(None)));
         self.streams.insert(id.clone(), results.boxed());
-        self.operations.insert(id, Operation { subscription: kind == Some(OperationKind::Subscription), started: false });
+        self.operations.insert(id, Operation::Local { subscription, started: false });
         Ok(())
+    }
+
+    fn request(&self, payload: &SubscribePayload) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(payload.query.clone()).data(self.viewer.clone());
+        request.operation_name = payload.operation_name.clone();
+        if let Some(variables) = &payload.variables {
+            request.variables = Variables::from_json(variables.clone());
+        }
+        request
+    }
+
+    /// Probes the subscription (the viewer's checks run, the broker source is found) and joins
+    /// the shared group for its audience.
+    async fn try_share(&mut self, id: &str, payload: &SubscribePayload) -> Shared {
+        let probe = Probe::default();
+        let first = self.state.schema.execute_stream(self.request(payload).data(probe.clone())).next().await;
+        if let Some(mut response) = first {
+            add_codes(&mut response);
+            return if failed_before_execution(&response, true) {
+                Shared::Refused(response.errors)
+            } else {
+                Shared::NotShareable
+            };
+        }
+        let Some(source) = probe.take_single() else { return Shared::NotShareable };
+        let key = GroupKey {
+            query: payload.query.as_str().into(),
+            operation_name: payload.operation_name.as_deref().map(Into::into),
+            variables: payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string()).into(),
+            audience: source.key.clone(),
+        };
+        let joiner = Joiner { deliveries: self.deliveries_tx.clone(), overflow: self.overflow.0.clone() };
+        let counted = self.state.registry.subscription(source.field);
+        let membership = self.state.fanout.join(&self.state.schema, key, self.request(payload), source, joiner, counted);
+        self.shared.insert(membership.id, id.to_owned());
+        let id_json = serde_json::to_string(id).expect("strings serialise");
+        self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
+        Shared::Joined
+    }
+
+    /// Ends an operation on our side, whatever its kind.
+    fn forget(&mut self, id: &str) {
+        self.streams.remove(id);
+        if let Some(Operation::Shared { membership, .. }) = self.operations.remove(id) {
+            self.shared.remove(&membership.id);
+        }
+    }
+
+    /// Writes `first` and whatever else is already waiting (up to [`BATCH`]), then flushes once.
+    async fn on_deliveries(&mut self, socket: &mut WebSocket, first: Delivery) -> Result<(), End> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(delivery) = next.take() {
+            if let Some(frame) = self.frame_for(delivery) {
+                socket::feed(socket, Message::Text(frame.into())).await.map_err(|()| End::Gone)?;
+                written += 1;
+            }
+            if written < BATCH {
+                next = self.deliveries.try_recv().ok();
+            }
+        }
+        socket::flush(socket).await.map_err(|()| End::Gone)
+    }
+
+    /// The frame a delivery becomes, if its operation is still ours.
+    fn frame_for(&mut self, delivery: Delivery) -> Option<String> {
+        let id = self.shared.get(&delivery.membership)?;
+        let Some(Operation::Shared { id_json, .. }) = self.operations.get(id) else { return None };
+        match delivery.kind {
+            DeliveryKind::Next(payload) => {
+                let kind = if self.dialect == Dialect::Legacy { "data" } else { "next" };
+                let mut frame = String::with_capacity(payload.len() + id_json.len() + 40);
+                frame.push_str("{\"id\":");
+                frame.push_str(id_json);
+                frame.push_str(",\"type\":\"");
+                frame.push_str(kind);
+                frame.push_str("\",\"payload\":");
+                frame.push_str(&payload);
+                frame.push('}');
+                Some(frame)
+            }
+            DeliveryKind::Complete => {
+                let id = id.clone();
+                self.forget(&id);
+                Some(ServerMessage::Complete { id: &id }.to_json(self.dialect))
+            }
+        }
     }
 
     async fn on_result(&mut self, socket: &mut WebSocket, id: String, item: Option<Response>) -> Result<(), End> {
@@ -292,16 +414,16 @@ impl Connection {
             }
             return Ok(());
         };
-        let Some(operation) = self.operations.get_mut(&id) else { return Ok(()) };
+        let Some(Operation::Local { subscription, started }) = self.operations.get_mut(&id) else { return Ok(()) };
         add_codes(&mut response);
-        let subscription = operation.subscription;
-        if !operation.started && failed_before_execution(&response, subscription) {
+        let subscription = *subscription;
+        if !*started && failed_before_execution(&response, subscription) {
             // An `error` ends the operation; no `complete` follows it.
             self.operations.remove(&id);
             self.streams.remove(&id);
             return self.send(socket, ServerMessage::Error { id: &id, errors: &response.errors }).await;
         }
-        operation.started = true;
+        *started = true;
         if subscription {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
         }
