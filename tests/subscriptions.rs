@@ -314,3 +314,54 @@ async fn shutdown_closes_every_socket_with_1001_promptly() {
     tokio::time::timeout(Duration::from_secs(5), stopping).await.expect("shutdown finishes").unwrap();
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
+
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Identical subscriptions share one execution per event; different audiences never share.
+#[tokio::test]
+async fn identical_subscriptions_share_one_execution_per_event() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 1).await;
+    let mut sockets = Vec::new();
+    for i in 0..5 {
+        let mut ws = app.graphql_ws(Some(&app.token(&format!("c{i}"), TestRole::Customer))).await;
+        ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
+        sockets.push(ws);
+    }
+    assert_eq!(app.state.fanout.group_count(), 1, "five viewers, one audience: one group");
+    let mut c1 = app.graphql_ws(Some(&app.token("c1", TestRole::Customer))).await;
+    c1.subscribe_live(&app, "n", NOTIFICATIONS, json!({})).await;
+    let mut c2 = app.graphql_ws(Some(&app.token("c2", TestRole::Customer))).await;
+    c2.subscribe_live(&app, "n", NOTIFICATIONS, json!({})).await;
+    assert_eq!(app.state.fanout.group_count(), 3, "each user's notifications are their own group");
+
+    let before = app.metrics().await;
+    set_stock(&app, &product, 2).await;
+    set_stock(&app, &product, 3).await;
+    for ws in &mut sockets {
+        assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 2);
+        assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 3);
+    }
+    let after = app.metrics().await;
+    let executions = counter(&after, "switchboard_subscription_executions_total")
+        - counter(&before, "switchboard_subscription_executions_total");
+    assert_eq!(executions, 2.0, "two events, one execution each");
+
+    // Leaving and rejoining: the group ends with its last member and starts afresh.
+    drop(sockets);
+    let deadline = Instant::now() + WAIT;
+    while app.state.fanout.group_count() != 2 {
+        assert!(Instant::now() < deadline, "the group outlived its members");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut again = app.graphql_ws(None).await;
+    again.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
+    set_stock(&app, &product, 4).await;
+    assert_eq!(again.next_data("s").await["inventoryChanged"]["newQuantity"], 4);
+}
