@@ -176,6 +176,7 @@ text_enum!(OrderEventKind {
 #[graphql(complex)]
 pub struct Order {
     #[graphql(skip)]
+    #[serde(with = "id_string")]
     pub id: i64,
     pub order_number: String,
     #[graphql(skip)]
@@ -207,6 +208,7 @@ impl Order {
 #[graphql(complex)]
 pub struct Product {
     #[graphql(skip)]
+    #[serde(with = "id_string")]
     pub id: i64,
     pub sku: String,
     pub name: String,
@@ -228,6 +230,7 @@ impl Product {
 #[graphql(complex)]
 pub struct Notification {
     #[graphql(skip)]
+    #[serde(with = "id_string")]
     pub id: i64,
     #[graphql(skip)]
     pub user_id: String,
@@ -266,6 +269,30 @@ pub struct PresenceUser {
     pub typing_field: Option<String>,
 }
 
+/// Entity ids are `ID`s, strings on the wire, in serde as in GraphQL: the room channel sends
+/// these types through serde (`order_update`, `inventory_update`) and must say what the GraphQL
+/// subscriptions say. A number is still accepted when reading.
+mod id_string {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(i64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Number(n) => Ok(n),
+            Repr::Text(s) => s.parse().map_err(D::Error::custom),
+        }
+    }
+}
+
 /// Parses a client-given id; ids are positive integers, anything else names nothing.
 pub fn parse_id(id: &str) -> Option<i64> {
     id.trim().parse().ok().filter(|n: &i64| *n > 0)
@@ -287,6 +314,24 @@ mod tests {
         for s in ["", "abc", "1e5", "1.", ".5", "1,00", "NaN", "--1", "1.2.3", "99999999999999999999999999999999"] {
             assert!(s.parse::<Decimal>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn ids_serialise_as_strings_like_graphql_ids() {
+        let product = Product {
+            id: 7,
+            sku: "S".into(),
+            name: "N".into(),
+            price: "1.00".parse().unwrap(),
+            quantity: 1,
+            updated_at: Timestamp::now(),
+        };
+        let json = serde_json::to_value(&product).unwrap();
+        assert_eq!(json["id"], "7");
+        assert_eq!(serde_json::from_value::<Product>(json).unwrap(), product);
+        let mut numeric = serde_json::to_value(&product).unwrap();
+        numeric["id"] = 7.into();
+        assert_eq!(serde_json::from_value::<Product>(numeric).unwrap().id, 7);
     }
 
     #[test]

@@ -43,9 +43,10 @@ struct Connection {
     state: AppState,
     user: User,
     client_id: String,
-    /// Declared before `registration`: presence is cleared before the user may go offline.
-    membership: Membership,
+    /// Declared (so dropped) before `membership`: a client told `user_left_room` already finds
+    /// the user offline in `isUserOnline`.
     _registration: ConnectionGuard,
+    membership: Membership,
     /// Every connection hears its user's notifications.
     notifications: Subscription,
     /// Broker subscriptions of the `order:<id>` / `product:<id>` rooms joined, by room id.
@@ -70,8 +71,8 @@ pub async fn run(socket: WebSocket, state: AppState, user: User) {
             state,
             user,
             client_id,
-            membership,
             _registration: registration,
+            membership,
             notifications,
             relays: StreamMap::new(),
             limiter,

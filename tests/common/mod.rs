@@ -142,6 +142,37 @@ impl TestApp {
         GqlWs(self.ws_raw("/graphql", &["graphql-transport-ws"], &[]).await.expect("upgrade"))
     }
 
+    /// A room-channel connection at `/ws?token=`, past its `connection_established`.
+    pub async fn rooms_ws(&self, token: &str) -> GqlWs {
+        let mut ws = GqlWs(self.ws_raw(&format!("/ws?token={token}"), &[], &[]).await.expect("upgrade"));
+        let welcome = ws.expect("connection_established").await;
+        assert!(welcome["clientId"].is_string(), "{welcome}");
+        ws
+    }
+
+    /// A token signed with the test key whose `exp` is `exp_offset` seconds from now (negative:
+    /// in the past; the server allows 30 s of leeway).
+    pub fn token_expiring(&self, sub: &str, exp_offset: i64) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": sub, "role": "customer", "exp": chrono::Utc::now().timestamp() + exp_offset }),
+            &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+        )
+        .expect("token signs")
+    }
+
+    /// The sum of a metric's samples whose labels include every one of `labels` (`name="value"`).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| line.split(['{', ' ']).next() == Some(name))
+            .filter(|line| labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Stops the server and waits for it to finish.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -229,6 +260,29 @@ impl GqlWs {
             Next::Silent => {}
             other => panic!("expected silence, got {other:?}"),
         }
+    }
+
+    /// The next message, which must be of type `kind`; returns its payload.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let message = self.recv().await;
+        assert_eq!(message["type"], kind, "{message}");
+        assert!(message["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{message}");
+        message["payload"].clone()
+    }
+
+    /// Room channel: joins `room_id` and returns the member list of its `room_joined`.
+    pub async fn join(&mut self, room_id: &str) -> Vec<Value> {
+        self.send(json!({ "type": "join_room", "payload": { "roomId": room_id } })).await;
+        let joined = self.expect("room_joined").await;
+        assert_eq!(joined["roomId"], room_id);
+        joined["members"].as_array().expect("members").clone()
+    }
+
+    /// Room channel: the `error` answering the last message; returns its code.
+    pub async fn expect_error(&mut self) -> String {
+        let payload = self.expect("error").await;
+        assert!(payload["message"].as_str().is_some_and(|m| !m.is_empty()), "{payload}");
+        payload["code"].as_str().expect("code").to_owned()
     }
 
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
