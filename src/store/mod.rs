@@ -70,6 +70,23 @@ pub async fn next_seq(conn: &mut SqliteConnection, topic: &str) -> Result<u64, S
     Ok(seq as u64)
 }
 
+/// The row of `table` with this id, decoded by `from_row`.
+async fn by_id<T>(
+    db: impl sqlx::SqliteExecutor<'_>,
+    table: &str,
+    columns: &str,
+    id: i64,
+    from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    sqlx::query(&format!("SELECT {columns} FROM {table} WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 /// Decodes a text column into a domain value, turning a bad stored value into a decode error.
 fn decode<T: FromStr>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, StoreError>
 where

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 
-use super::{StoreError, decode};
+use super::{StoreError, by_id, decode};
 use crate::model::{Notification, Timestamp};
 
 const COLUMNS: &str = "id, user_id, type, title, message, read, created_at";
@@ -21,13 +21,7 @@ fn from_row(row: &SqliteRow) -> Result<Notification, StoreError> {
 }
 
 pub async fn get(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Notification>, StoreError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    by_id(db, "notifications", COLUMNS, id, from_row).await
 }
 
 /// One user's notifications, newest first.

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 
-use super::{StoreError, decode};
+use super::{StoreError, by_id, decode};
 use crate::model::{Decimal, Order, OrderStatus, Timestamp};
 
 const COLUMNS: &str = "id, order_number, customer_id, status, payment_status, total, currency, tracking_number, \
@@ -25,13 +25,7 @@ fn from_row(row: &SqliteRow) -> Result<Order, StoreError> {
 }
 
 pub async fn get(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Order>, StoreError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    by_id(db, "orders", COLUMNS, id, from_row).await
 }
 
 /// Newest first; `customer` narrows to one customer's orders.

@@ -3,7 +3,7 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqliteExecutor};
 
-use super::{StoreError, decode};
+use super::{StoreError, by_id, decode};
 use crate::model::{Decimal, Product, Timestamp};
 
 const COLUMNS: &str = "id, sku, name, price, quantity, updated_at";
@@ -20,13 +20,7 @@ fn from_row(row: &SqliteRow) -> Result<Product, StoreError> {
 }
 
 pub async fn get(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Product>, StoreError> {
-    sqlx::query(&format!("SELECT {COLUMNS} FROM products WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    by_id(db, "products", COLUMNS, id, from_row).await
 }
 
 /// In creation order.
