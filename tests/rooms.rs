@@ -298,7 +298,7 @@ async fn shutdown_closes_every_room_socket_with_1001() {
 
 #[tokio::test]
 async fn typing_is_relayed_to_the_others_only_and_stops_by_itself() {
-    let app = spawn_app_with(|c| c.ws_typing_timeout = 500).await;
+    let app = spawn_app_with(|c| c.ws_typing_timeout = 800).await;
     let mut alice = app.rooms_ws(&customer(&app, "alice")).await;
     let mut bob = app.rooms_ws(&customer(&app, "bob")).await;
     alice.join("doc").await;
@@ -315,7 +315,7 @@ async fn typing_is_relayed_to_the_others_only_and_stops_by_itself() {
 
     let stopped = bob.expect("typing_indicator").await;
     assert_eq!(stopped, json!({ "roomId": "doc", "userId": "alice", "isTyping": false, "field": "title" }));
-    assert!(started.elapsed() >= Duration::from_millis(450), "stopped after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(750), "stopped after {:?}", started.elapsed());
     let listed = presence(&app, "doc").await;
     assert_eq!((listed[0]["isTyping"].as_bool(), listed[0]["typingField"].is_null()), (Some(false), true));
 
@@ -327,14 +327,14 @@ async fn typing_is_relayed_to_the_others_only_and_stops_by_itself() {
     let renewed = Instant::now();
     bob.expect("typing_indicator").await;
     assert_eq!(bob.expect("typing_indicator").await["isTyping"], false);
-    assert!(renewed.elapsed() >= Duration::from_millis(450), "stopped {:?} after the renewal", renewed.elapsed());
+    assert!(renewed.elapsed() >= Duration::from_millis(750), "stopped {:?} after the renewal", renewed.elapsed());
 
     // An explicit stop is relayed, and nothing follows it.
     typing(&mut alice, "doc", true, None).await;
     bob.expect("typing_indicator").await;
     typing(&mut alice, "doc", false, None).await;
     assert_eq!(bob.expect("typing_indicator").await["isTyping"], false);
-    match bob.next_within(Duration::from_millis(800)).await {
+    match bob.next_within(Duration::from_millis(1000)).await {
         Next::Silent => {}
         other => panic!("expected no second stop, got {other:?}"),
     }
@@ -406,7 +406,8 @@ async fn a_flood_is_rate_limited_without_affecting_other_users() {
             _ => panic!("unexpected {message}"),
         }
     }
-    assert!((4..=8).contains(&pongs), "{pongs} pongs: about the burst");
+    // The burst (5, one spent on the join) plus what refills while the 30 are read: far below 30.
+    assert!((4..=12).contains(&pongs), "{pongs} pongs: about the burst");
     assert_eq!(pongs + limited, 30);
 
     // Bob is not throttled by alice's flood, and still hears her room.

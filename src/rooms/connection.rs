@@ -112,6 +112,7 @@ impl Connection {
         if let Err(end) = send(socket, &welcome).await {
             return end;
         }
+        debug!("connected");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down"),

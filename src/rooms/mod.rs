@@ -46,7 +46,7 @@ pub async fn upgrade(
         .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned))
         .filter(|t| !crate::auth::strip_bearer(t).is_empty());
     let Some(token) = token else {
-        let missing = AuthError::Invalid("a token is required: ?token=<jwt> or Authorization: Bearer <jwt>".into());
+        let missing = AuthError::Invalid("none given; send ?token=<jwt> or an Authorization: Bearer <jwt> header".into());
         return HttpError::Unauthorized(missing).into_response();
     };
     let user = match state.keys.verify(&token) {

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_graphql::ID;
@@ -143,8 +143,11 @@ impl Rooms {
         Self { inner: Arc::new(Inner { settings, ..Inner::default() }) }
     }
 
+    /// The state, even after a panic elsewhere poisoned the lock: every mutation here is a few map
+    /// updates with no await in between, and a `Membership` dropped while unwinding must still
+    /// clean up (a panic in `Drop` during unwinding would abort the process).
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().expect("rooms lock")
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers a connection of `user_id`; it leaves every room when the result is dropped.
