@@ -616,3 +616,36 @@ async fn notifications_reach_every_connection_of_their_user_and_nobody_else() {
     bob.silent().await;
     admin.silent().await;
 }
+
+// ---------------------------------------------------------------- slow members
+
+#[tokio::test]
+async fn a_member_too_slow_to_keep_up_is_closed_1013_rather_than_skipped() {
+    let app = spawn_app_with(|c| {
+        c.ws_rate_limit = 0;
+        c.subscriber_queue = 4;
+    })
+    .await;
+    let mut slow = app.rooms_ws(&customer(&app, "bob")).await;
+    slow.join("lobby").await;
+    let mut alice = app.rooms_ws(&customer(&app, "alice")).await;
+    alice.join("lobby").await;
+    let before = app.metric("switchboard_deliveries_dropped_total", &[]).await;
+
+    // Bob reads nothing while alice types as fast as she can: once his TCP buffers are full his
+    // outbox fills, and the server stops queueing for him instead of blocking alice.
+    let typing_fast = json!({ "type": "typing_indicator", "payload": { "roomId": "lobby", "isTyping": true, "field": "f".repeat(256) } });
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while app.metric("switchboard_deliveries_dropped_total", &[]).await == before {
+        assert!(Instant::now() < give_up, "bob's outbox never overflowed");
+        for _ in 0..500 {
+            alice.send(typing_fast.clone()).await;
+        }
+    }
+    // He then gets what was queued before the gap, and a retryable close instead of a silent hole.
+    let (code, reason) = slow.closed().await;
+    assert_eq!(code, 1013, "{reason}");
+    assert_eq!(alice.expect("user_left_room").await["userId"], "bob");
+    ping(&mut alice).await;
+    assert_eq!(user_ids(&presence(&app, "lobby").await), ["alice"]);
+}
