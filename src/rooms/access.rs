@@ -47,10 +47,10 @@ pub async fn check(user: &User, room_id: &str, store: &Store) -> Result<(), Deni
             None => None,
         };
         product.ok_or_else(|| Denied::NotFound(format!("Product {id}")))?;
-    } else if let Some(id) = room_id.strip_prefix("user:") {
-        if !(user.is_admin() || user.id == id) {
-            return Err(Denied::Forbidden("only that user and admins may join".into()));
-        }
+    } else if let Some(id) = room_id.strip_prefix("user:")
+        && !(user.is_admin() || user.id == id)
+    {
+        return Err(Denied::Forbidden("only that user and admins may join".into()));
     }
     Ok(())
 }
