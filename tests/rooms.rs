@@ -35,7 +35,8 @@ fn user_ids(members: &[Value]) -> Vec<&str> {
 }
 
 async fn is_online(app: &TestApp, user_id: &str) -> bool {
-    let body = app.gql(Some(&app.staff()), "query($u: ID!) { isUserOnline(userId: $u) }", json!({ "u": user_id })).await;
+    let body =
+        app.gql(Some(&app.staff()), "query($u: ID!) { isUserOnline(userId: $u) }", json!({ "u": user_id })).await;
     body["data"]["isUserOnline"].as_bool().unwrap_or_else(|| panic!("{body}"))
 }
 
@@ -56,8 +57,10 @@ async fn leave(ws: &mut GqlWs, room_id: &str) {
 }
 
 async fn typing(ws: &mut GqlWs, room_id: &str, is_typing: bool, field: Option<&str>) {
-    ws.send(json!({ "type": "typing_indicator", "payload": { "roomId": room_id, "isTyping": is_typing, "field": field } }))
-        .await;
+    ws.send(
+        json!({ "type": "typing_indicator", "payload": { "roomId": room_id, "isTyping": is_typing, "field": field } }),
+    )
+    .await;
 }
 
 async fn ping(ws: &mut GqlWs) {
@@ -160,14 +163,20 @@ async fn room_joined_lists_who_is_there_and_the_others_hear_of_arrivals_and_depa
     let members = alice.join("lobby").await;
     assert_eq!(members.len(), 1);
     let me = &members[0];
-    assert_eq!((me["userId"].as_str(), me["name"].as_str(), me["connections"].as_i64()), (Some("alice"), Some("User alice"), Some(1)));
+    assert_eq!(
+        (me["userId"].as_str(), me["name"].as_str(), me["connections"].as_i64()),
+        (Some("alice"), Some("User alice"), Some(1))
+    );
     assert_eq!((me["isTyping"].as_bool(), me["typingField"].is_null()), (Some(false), true));
     assert!(me["joinedAt"].as_str().unwrap().ends_with('Z'));
 
     let mut bob = app.rooms_ws(&customer(&app, "bob")).await;
     let members = bob.join("lobby").await;
     assert_eq!(user_ids(&members), ["alice", "bob"], "a newcomer sees who was already there");
-    assert_eq!(alice.expect("user_joined_room").await, json!({ "roomId": "lobby", "userId": "bob", "name": "User bob" }));
+    assert_eq!(
+        alice.expect("user_joined_room").await,
+        json!({ "roomId": "lobby", "userId": "bob", "name": "User bob" })
+    );
     bob.silent().await; // nobody announces bob to himself
     assert_eq!(user_ids(&presence(&app, "lobby").await), ["alice", "bob"]);
 
@@ -352,7 +361,10 @@ async fn a_typist_who_leaves_or_drops_stops_typing() {
     typing(&mut alice, "doc", true, Some("body")).await;
     assert_eq!(bob.expect("typing_indicator").await["isTyping"], true);
     leave(&mut alice, "doc").await;
-    assert_eq!(bob.expect("typing_indicator").await, json!({ "roomId": "doc", "userId": "alice", "isTyping": false, "field": "body" }));
+    assert_eq!(
+        bob.expect("typing_indicator").await,
+        json!({ "roomId": "doc", "userId": "alice", "isTyping": false, "field": "body" })
+    );
     assert_eq!(bob.expect("user_left_room").await["userId"], "alice");
 
     alice.join("doc").await;
@@ -387,7 +399,8 @@ async fn a_flood_is_rate_limited_without_affecting_other_users() {
         c.ws_rate_burst = 5;
     })
     .await;
-    let before = app.metric("switchboard_rejected_messages_total", &["channel=\"rooms\"", "reason=\"rate_limited\""]).await;
+    let before =
+        app.metric("switchboard_rejected_messages_total", &["channel=\"rooms\"", "reason=\"rate_limited\""]).await;
     let mut flooder = app.rooms_ws(&customer(&app, "alice")).await;
     let mut bob = app.rooms_ws(&customer(&app, "bob")).await;
     flooder.join("lobby").await;
@@ -417,7 +430,8 @@ async fn a_flood_is_rate_limited_without_affecting_other_users() {
     // The flooder's socket stays open and recovers as the bucket refills.
     tokio::time::sleep(Duration::from_millis(500)).await;
     ping(&mut flooder).await;
-    let after = app.metric("switchboard_rejected_messages_total", &["channel=\"rooms\"", "reason=\"rate_limited\""]).await;
+    let after =
+        app.metric("switchboard_rejected_messages_total", &["channel=\"rooms\"", "reason=\"rate_limited\""]).await;
     assert!(after - before >= f64::from(limited), "{before} → {after}, {limited} refused");
 }
 
@@ -551,17 +565,22 @@ async fn members_of_an_order_room_get_its_updates_and_nobody_else_does() {
     let mut elsewhere = app.rooms_ws(&customer(&app, "alice")).await;
     elsewhere.join(&format!("order:{other}")).await;
 
-    let update = "mutation($id: ID!) { updateOrder(id: $id, input: {status: SHIPPED, trackingNumber: \"TRK-1\"}) { id } }";
+    let update =
+        "mutation($id: ID!) { updateOrder(id: $id, input: {status: SHIPPED, trackingNumber: \"TRK-1\"}) { id } }";
     gql_ok(&app, update, json!({ "id": order })).await;
     for ws in [&mut alice, &mut staff] {
         let payload = ws.expect("order_update").await;
         assert_eq!(payload["orderId"], json!(order));
         assert_eq!((payload["status"].as_str(), payload["trackingNumber"].as_str()), (Some("SHIPPED"), Some("TRK-1")));
         assert_eq!(payload["paymentStatus"], "PENDING");
-        let mut changed: Vec<&str> = payload["changedFields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        let mut changed: Vec<&str> =
+            payload["changedFields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
         changed.sort();
         assert_eq!(changed, ["status", "trackingNumber"]);
-        assert_eq!((payload["order"]["id"].as_str(), payload["order"]["customerId"].as_str()), (Some(order.as_str()), Some("alice")));
+        assert_eq!(
+            (payload["order"]["id"].as_str(), payload["order"]["customerId"].as_str()),
+            (Some(order.as_str()), Some("alice"))
+        );
         assert_eq!(payload["order"]["total"], "12.50");
         assert!(payload["updatedAt"].as_str().unwrap().ends_with('Z'));
     }
@@ -586,11 +605,19 @@ async fn members_of_a_product_room_get_its_inventory_updates() {
     bob.join(&format!("product:{unrelated}")).await;
     bob.join("lobby").await;
 
-    gql_ok(&app, "mutation($p: ID!) { adjustInventory(productId: $p, delta: -3) { quantity } }", json!({ "p": product })).await;
+    gql_ok(
+        &app,
+        "mutation($p: ID!) { adjustInventory(productId: $p, delta: -3) { quantity } }",
+        json!({ "p": product }),
+    )
+    .await;
     let payload = alice.expect("inventory_update").await;
     assert_eq!(payload["productId"], json!(product));
     assert_eq!((payload["newQuantity"].as_i64(), payload["previousQuantity"].as_i64()), (Some(7), Some(10)));
-    assert_eq!((payload["product"]["sku"].as_str(), payload["product"]["quantity"].as_i64()), (Some("SKU-RELAY"), Some(7)));
+    assert_eq!(
+        (payload["product"]["sku"].as_str(), payload["product"]["quantity"].as_i64()),
+        (Some("SKU-RELAY"), Some(7))
+    );
     assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'));
     bob.silent().await;
 }

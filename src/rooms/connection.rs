@@ -176,7 +176,13 @@ impl Connection {
     }
 
     /// Answers a message that cannot be served with an `error`; the connection stays open.
-    async fn refuse(&mut self, socket: &mut WebSocket, reason: &'static str, code: ErrorCode, message: &str) -> Result<(), End> {
+    async fn refuse(
+        &mut self,
+        socket: &mut WebSocket,
+        reason: &'static str,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), End> {
         metrics::counter!("switchboard_rejected_messages_total", "channel" => "rooms", "reason" => reason).increment(1);
         debug!(reason, message, "refused");
         self.reply(socket, &ServerMessage::Error { code, message }).await
@@ -204,7 +210,9 @@ impl Connection {
             return self.refuse(socket, "rate_limited", ErrorCode::RateLimited, &message).await;
         }
         let Some(text) = text else {
-            return self.refuse(socket, "invalid", ErrorCode::BadRequest, "binary frames are not supported; send JSON text").await;
+            return self
+                .refuse(socket, "invalid", ErrorCode::BadRequest, "binary frames are not supported; send JSON text")
+                .await;
         };
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,

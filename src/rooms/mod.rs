@@ -13,8 +13,8 @@ pub mod protocol;
 mod rate;
 mod registry;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -46,7 +46,8 @@ pub async fn upgrade(
         .or_else(|| headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned))
         .filter(|t| !crate::auth::strip_bearer(t).is_empty());
     let Some(token) = token else {
-        let missing = AuthError::Invalid("none given; send ?token=<jwt> or an Authorization: Bearer <jwt> header".into());
+        let missing =
+            AuthError::Invalid("none given; send ?token=<jwt> or an Authorization: Bearer <jwt> header".into());
         return HttpError::Unauthorized(missing).into_response();
     };
     let user = match state.keys.verify(&token) {

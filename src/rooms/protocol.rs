@@ -124,8 +124,14 @@ mod tests {
             Ok(ClientMessage::JoinRoom(RoomRef { room_id: "lobby".into() }))
         );
         assert_eq!(
-            ClientMessage::parse(r#"{"type":"typing_indicator","payload":{"roomId":"a","isTyping":true,"field":"body"}}"#),
-            Ok(ClientMessage::TypingIndicator(Typing { room_id: "a".into(), is_typing: true, field: Some("body".into()) }))
+            ClientMessage::parse(
+                r#"{"type":"typing_indicator","payload":{"roomId":"a","isTyping":true,"field":"body"}}"#
+            ),
+            Ok(ClientMessage::TypingIndicator(Typing {
+                room_id: "a".into(),
+                is_typing: true,
+                field: Some("body".into())
+            }))
         );
         assert_eq!(
             ClientMessage::parse(r#"{"payload":{"roomId":"a","isTyping":false},"type":"typing_indicator","id":7}"#),
@@ -155,16 +161,18 @@ mod tests {
 
     #[test]
     fn server_messages_have_type_payload_and_timestamp() {
-        let text = ServerMessage::TypingIndicator { room_id: "r", user_id: "u", is_typing: false, field: None }.to_text();
+        let text =
+            ServerMessage::TypingIndicator { room_id: "r", user_id: "u", is_typing: false, field: None }.to_text();
         let value: Value = serde_json::from_str(text.as_str()).unwrap();
         assert_eq!(value["type"], "typing_indicator");
         assert_eq!(value["payload"], json!({ "roomId": "r", "userId": "u", "isTyping": false, "field": null }));
         assert!(value["timestamp"].as_str().unwrap().ends_with('Z'));
         let pong: Value = serde_json::from_str(ServerMessage::Pong {}.to_text().as_str()).unwrap();
         assert_eq!(pong["payload"], json!({}));
-        let error: Value =
-            serde_json::from_str(ServerMessage::Error { code: ErrorCode::RateLimited, message: "slow" }.to_text().as_str())
-                .unwrap();
+        let error: Value = serde_json::from_str(
+            ServerMessage::Error { code: ErrorCode::RateLimited, message: "slow" }.to_text().as_str(),
+        )
+        .unwrap();
         assert_eq!(error["payload"], json!({ "code": "RATE_LIMITED", "message": "slow" }));
     }
 }

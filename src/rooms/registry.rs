@@ -155,7 +155,8 @@ impl Rooms {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.inner.settings.queue.max(1));
         let overflow = CancellationToken::new();
-        let conn = Conn { user_id: user_id.to_owned(), name, outbox: tx, overflow: overflow.clone(), rooms: HashSet::new() };
+        let conn =
+            Conn { user_id: user_id.to_owned(), name, outbox: tx, overflow: overflow.clone(), rooms: HashSet::new() };
         self.state().conns.insert(id, conn);
         Membership { rooms: self.clone(), id, outbox: rx, overflow }
     }
@@ -183,7 +184,8 @@ impl Rooms {
             return;
         }
         let typing = member.typing.take().expect("checked");
-        let message = ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
+        let message =
+            ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
         room.broadcast(conns, &message, Some(typing.conn));
     }
 }
@@ -297,8 +299,7 @@ impl Membership {
         let conn = &conns[&self.id];
         enqueue(conn, ServerMessage::RoomJoined { room_id, members: room.presence() }.to_text());
         if first {
-            let message =
-                ServerMessage::UserJoinedRoom { room_id, user_id: &conn.user_id, name: conn.name.as_deref() };
+            let message = ServerMessage::UserJoinedRoom { room_id, user_id: &conn.user_id, name: conn.name.as_deref() };
             room.broadcast(conns, &message, Some(self.id));
         }
         Ok(())
@@ -340,7 +341,8 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut state = self.rooms.state();
-        let joined: Vec<String> = state.conns.get(&self.id).map(|c| c.rooms.iter().cloned().collect()).unwrap_or_default();
+        let joined: Vec<String> =
+            state.conns.get(&self.id).map(|c| c.rooms.iter().cloned().collect()).unwrap_or_default();
         for room_id in joined {
             remove_from_room(&mut state, self.id, &room_id);
         }
