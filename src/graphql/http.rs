@@ -108,14 +108,18 @@ fn graphiql(state: &AppState) -> Html<String> {
 
 const WELCOME_OPERATION: &str = "# Welcome to Switchboard.\n#\n# Put a token in the Headers tab as {\"Authorization\": \"Bearer <jwt>\"}\n# (`switchboard token --sub u1 --role staff` prints one), then run:\n\nquery Products {\n  products { id sku name price quantity }\n}\n";
 
-const DEMO_OPERATION: &str = "# Demo mode: the Headers tab holds a staff token.\n# Run this subscription, then change some stock in another tab, e.g.\n#   mutation { adjustInventory(productId: \"1\", delta: -1) { quantity } }\n# and watch the event arrive here.\n\nsubscription Stock {\n  inventoryChanged {\n    productId\n    previousQuantity\n    newQuantity\n    product { name }\n  }\n}\n";
+/// "A second browser tab", not "another tab": a tab inside GraphiQL shares its Run button, which
+/// stops the running subscription instead of sending the mutation.
+const DEMO_OPERATION: &str = "# Demo mode: the Headers tab holds a staff token.\n# Run this subscription, then open /graphql in a\n# second browser tab and change some stock there:\n#   mutation { adjustInventory(productId: \"1\", delta: -1) { quantity } }\n# and watch the event arrive here.\n\nsubscription Stock {\n  inventoryChanged {\n    productId\n    previousQuantity\n    newQuantity\n    product { name }\n  }\n}\n";
 
 /// The vendored GraphiQL files (see `assets/graphiql/VERSIONS`).
 pub async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     let (body, mime): (&'static [u8], &str) = match file.as_str() {
         "graphiql.min.js" => (include_bytes!("../../assets/graphiql/graphiql.min.js"), "text/javascript"),
         "graphiql.min.css" => (include_bytes!("../../assets/graphiql/graphiql.min.css"), "text/css"),
-        "react.production.min.js" => (include_bytes!("../../assets/graphiql/react.production.min.js"), "text/javascript"),
+        "react.production.min.js" => {
+            (include_bytes!("../../assets/graphiql/react.production.min.js"), "text/javascript")
+        }
         "react-dom.production.min.js" => {
             (include_bytes!("../../assets/graphiql/react-dom.production.min.js"), "text/javascript")
         }
