@@ -54,6 +54,13 @@ impl User {
     pub fn may_see_customer(&self, customer_id: &str) -> bool {
         self.is_staff() || self.id == customer_id
     }
+
+    /// When a live connection of this user must end: the token's `exp` plus the leeway, as a
+    /// timer deadline (sockets outlive the check made when they opened).
+    pub fn expiry_deadline(&self) -> tokio::time::Instant {
+        let remaining = (self.expires_at - Utc::now()).num_milliseconds() + (LEEWAY_SECS as i64) * 1000;
+        tokio::time::Instant::now() + std::time::Duration::from_millis(remaining.max(0) as u64)
+    }
 }
 
 /// Who is asking: nobody, or a user.
@@ -249,8 +256,9 @@ mod tests {
 
     #[test]
     fn missing_exp_and_string_exp_are_refused() {
-        let no_exp = encode(&Header::default(), &serde_json::json!({"sub": "u1"}), &EncodingKey::from_secret(b"secret"))
-            .unwrap();
+        let no_exp =
+            encode(&Header::default(), &serde_json::json!({"sub": "u1"}), &EncodingKey::from_secret(b"secret"))
+                .unwrap();
         assert!(keys().verify(&no_exp).is_err());
         let string_exp = encode(
             &Header::default(),

@@ -74,9 +74,11 @@ impl Commerce {
         let mut tx = self.store.pool().begin().await?;
         let at = Timestamp::now();
         let order_number = order_number(at);
-        let order =
-            orders::insert(&mut tx, orders::NewOrder { order_number: &order_number, customer_id, total, currency: &currency, at })
-                .await?;
+        let order = orders::insert(
+            &mut tx,
+            orders::NewOrder { order_number: &order_number, customer_id, total, currency: &currency, at },
+        )
+        .await?;
         let event = order_event(&mut tx, OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
         tx.commit().await?;
         self.broker.publish(event);
@@ -170,9 +172,7 @@ impl Commerce {
         let previous = product.quantity;
         let quantity = new_quantity(previous)?;
         if quantity < 0 {
-            return Err(CommerceError::BadInput(format!(
-                "stock cannot go below zero (product {id} has {previous})"
-            )));
+            return Err(CommerceError::BadInput(format!("stock cannot go below zero (product {id} has {previous})")));
         }
         let at = Timestamp::now();
         products::set_quantity(&mut tx, id, quantity, at).await?;
@@ -195,7 +195,13 @@ impl Commerce {
         Ok(product)
     }
 
-    pub async fn send_notification(&self, user_id: &str, kind: &str, title: &str, message: &str) -> Result<Notification> {
+    pub async fn send_notification(
+        &self,
+        user_id: &str,
+        kind: &str,
+        title: &str,
+        message: &str,
+    ) -> Result<Notification> {
         let user_id = user_id.trim();
         if user_id.is_empty() || kind.trim().is_empty() || title.trim().is_empty() {
             return Err(CommerceError::BadInput("userId, type and title must not be empty".into()));

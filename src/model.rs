@@ -7,7 +7,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use async_graphql::{ComplexObject, Enum, ID, InputValueError, InputValueResult, Scalar, ScalarType, SimpleObject, Value};
+use async_graphql::{
+    ComplexObject, Enum, ID, InputValueError, InputValueResult, Scalar, ScalarType, SimpleObject, Value,
+};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -15,10 +15,7 @@ fn schema_command_prints_the_committed_sdl() {
     assert!(output.status.success());
     let printed = String::from_utf8(output.stdout).unwrap();
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/schema.graphql")).unwrap();
-    assert!(
-        printed == committed,
-        "schema/schema.graphql is stale: run `cargo run -- schema > schema/schema.graphql`"
-    );
+    assert!(printed == committed, "schema/schema.graphql is stale: run `cargo run -- schema > schema/schema.graphql`");
     for needle in [
         "orderUpdated(orderId: ID!): OrderUpdatePayload!",
         "inventoryChanged(productId: ID): InventoryChangePayload!",
@@ -41,7 +38,10 @@ fn token_command_signs_with_the_configured_key() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let token = String::from_utf8(output.stdout).unwrap();
     let user = switchboard::auth::Keys::new(b"cli-secret", None, None).verify(token.trim()).unwrap();
-    assert_eq!((user.id.as_str(), user.role, user.name.as_deref()), ("u1", switchboard::auth::Role::Staff, Some("Ann")));
+    assert_eq!(
+        (user.id.as_str(), user.role, user.name.as_deref()),
+        ("u1", switchboard::auth::Role::Staff, Some("Ann"))
+    );
 }
 
 #[test]

@@ -40,8 +40,12 @@ async fn issuer_and_audience_are_enforced_when_configured() {
     })
     .await;
     assert_eq!(app.post(Some(&app.staff()), "{ me { userId } }", json!({})).await.0, 200);
-    let foreign = switchboard::auth::Keys::new(b"test-secret", Some("other".into()), Some("web".into()))
-        .sign("u", TestRole::Staff, None, 60);
+    let foreign = switchboard::auth::Keys::new(b"test-secret", Some("other".into()), Some("web".into())).sign(
+        "u",
+        TestRole::Staff,
+        None,
+        60,
+    );
     assert_eq!(app.post(Some(&foreign), "{ me { userId } }", json!({})).await.0, 401);
     let bare = switchboard::auth::Keys::new(b"test-secret", None, None).sign("u", TestRole::Staff, None, 60);
     assert_eq!(app.post(Some(&bare), "{ me { userId } }", json!({})).await.0, 401);
@@ -52,7 +56,13 @@ async fn products_are_public() {
     let app = spawn_app().await;
     let id = app.create_product("P-1", 3).await;
     for token in [None, Some(customer(&app, "c1")), Some(app.staff())] {
-        let body = app.gql(token.as_deref(), "query($id: ID!) { product(id: $id) { sku quantity price } products { id } }", json!({ "id": id })).await;
+        let body = app
+            .gql(
+                token.as_deref(),
+                "query($id: ID!) { product(id: $id) { sku quantity price } products { id } }",
+                json!({ "id": id }),
+            )
+            .await;
         assert_eq!(body["data"]["product"], json!({ "sku": "P-1", "quantity": 3, "price": "9.99" }));
         assert_eq!(body["data"]["products"].as_array().unwrap().len(), 1);
     }
@@ -102,7 +112,10 @@ async fn create_order_is_for_self_unless_staff() {
     assert_eq!(error_code(&app.gql(None, q, json!({})).await), "UNAUTHENTICATED");
     let own = app.gql(Some(&customer(&app, "c1")), q, json!({})).await;
     let order = &own["data"]["createOrder"];
-    assert_eq!((order["customerId"].as_str(), order["status"].as_str(), order["paymentStatus"].as_str()), (Some("c1"), Some("PENDING"), Some("PENDING")));
+    assert_eq!(
+        (order["customerId"].as_str(), order["status"].as_str(), order["paymentStatus"].as_str()),
+        (Some("c1"), Some("PENDING"), Some("PENDING"))
+    );
     assert_eq!((order["total"].as_str(), order["currency"].as_str()), (Some("12.50"), Some("USD")));
     let explicit_self = app.gql(Some(&customer(&app, "c1")), q, json!({ "c": "c1" })).await;
     assert!(explicit_self["errors"].is_null());
@@ -128,7 +141,10 @@ async fn staff_only_mutations_refuse_everyone_else_and_change_nothing() {
         ("mutation($p: ID!) { adjustInventory(productId: $p, delta: 1) { quantity } }", "adjustInventory"),
         ("mutation($p: ID!) { setInventory(productId: $p, quantity: 99) { quantity } }", "setInventory"),
         ("mutation { createProduct(input: {sku: \"NEW\", name: \"n\", price: \"1.00\"}) { id } }", "createProduct"),
-        ("mutation { sendNotification(input: {userId: \"c1\", type: \"t\", title: \"t\", message: \"m\"}) { id } }", "sendNotification"),
+        (
+            "mutation { sendNotification(input: {userId: \"c1\", type: \"t\", title: \"t\", message: \"m\"}) { id } }",
+            "sendNotification",
+        ),
         ("mutation($o: ID!) { deleteOrder(id: $o) { id } }", "deleteOrder"),
     ];
     let vars = json!({ "o": order, "p": product });
@@ -158,7 +174,10 @@ async fn notifications_are_each_users_own_even_for_staff() {
     let list = "{ notifications { id userId type title read } }";
     assert_eq!(error_code(&app.gql(None, list, json!({})).await), "UNAUTHENTICATED");
     let c1 = app.gql(Some(&customer(&app, "c1")), list, json!({})).await;
-    assert_eq!(c1["data"]["notifications"], json!([{ "id": to_c1, "userId": "c1", "type": "info", "title": "Hi", "read": false }]));
+    assert_eq!(
+        c1["data"]["notifications"],
+        json!([{ "id": to_c1, "userId": "c1", "type": "info", "title": "Hi", "read": false }])
+    );
     let staff = app.gql(Some(&app.staff()), list, json!({})).await;
     assert_eq!(staff["data"]["notifications"].as_array().unwrap().len(), 1, "staff see only their own");
     assert_eq!(staff["data"]["notifications"][0]["userId"], "staff-1");
@@ -178,14 +197,18 @@ async fn notifications_are_each_users_own_even_for_staff() {
 #[tokio::test]
 async fn online_and_stats_are_for_staff() {
     let app = spawn_app().await;
-    for q in ["{ isUserOnline(userId: \"x\") }", "{ stats { userCount totalConnections activeSubscriptions activeRooms } }"] {
+    for q in
+        ["{ isUserOnline(userId: \"x\") }", "{ stats { userCount totalConnections activeSubscriptions activeRooms } }"]
+    {
         assert_eq!(error_code(&app.gql(None, q, json!({})).await), "UNAUTHENTICATED");
         assert_eq!(error_code(&app.gql(Some(&customer(&app, "c1")), q, json!({})).await), "FORBIDDEN");
         assert!(app.gql(Some(&app.staff()), q, json!({})).await["errors"].is_null());
     }
     // A signed-in graphql-ws connection makes its user online and counts in stats.
     let _ws = app.graphql_ws(Some(&customer(&app, "c9"))).await;
-    let body = app.gql(Some(&app.staff()), "{ isUserOnline(userId: \"c9\") stats { userCount totalConnections } }", json!({})).await;
+    let body = app
+        .gql(Some(&app.staff()), "{ isUserOnline(userId: \"c9\") stats { userCount totalConnections } }", json!({}))
+        .await;
     assert_eq!(body["data"], json!({ "isUserOnline": true, "stats": { "userCount": 1, "totalConnections": 1 } }));
 }
 
@@ -198,7 +221,10 @@ async fn room_presence_follows_the_room_rules() {
     let c1 = customer(&app, "c1");
     let c2 = customer(&app, "c2");
     assert_eq!(app.gql(Some(&c1), q, json!({ "r": "lobby" })).await["data"]["roomPresence"], json!([]));
-    assert_eq!(app.gql(Some(&c1), q, json!({ "r": format!("order:{order}") })).await["data"]["roomPresence"], json!([]));
+    assert_eq!(
+        app.gql(Some(&c1), q, json!({ "r": format!("order:{order}") })).await["data"]["roomPresence"],
+        json!([])
+    );
     assert_eq!(error_code(&app.gql(Some(&c2), q, json!({ "r": format!("order:{order}") })).await), "FORBIDDEN");
     assert_eq!(error_code(&app.gql(Some(&c2), q, json!({ "r": "user:c1" })).await), "FORBIDDEN");
     assert_eq!(error_code(&app.gql(Some(&c2), q, json!({ "r": "bad room!" })).await), "BAD_USER_INPUT");
@@ -227,9 +253,17 @@ async fn stock_never_goes_below_zero_and_values_are_checked() {
         let body = app.gql(Some(&staff), create, json!({ "t": given })).await;
         assert_eq!(body["data"]["createOrder"]["total"], kept);
     }
-    let literal = app.gql(Some(&staff), "mutation { createOrder(input: {total: \"7.00\", currency: \"eur\"}) { total currency } }", json!({})).await;
+    let literal = app
+        .gql(
+            Some(&staff),
+            "mutation { createOrder(input: {total: \"7.00\", currency: \"eur\"}) { total currency } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(literal["data"]["createOrder"], json!({ "total": "7.00", "currency": "EUR" }));
-    let currency = app.gql(Some(&staff), "mutation { createOrder(input: {total: \"7\", currency: \"EURO\"}) { id } }", json!({})).await;
+    let currency = app
+        .gql(Some(&staff), "mutation { createOrder(input: {total: \"7\", currency: \"EURO\"}) { id } }", json!({}))
+        .await;
     assert_eq!(error_code(&currency), "BAD_USER_INPUT");
     let unknown_enum = app.gql(Some(&staff), "{ orders(status: LOST) { id } }", json!({})).await;
     assert_eq!(error_code(&unknown_enum), "BAD_USER_INPUT");
@@ -243,7 +277,8 @@ async fn update_order_reports_what_changed_and_ignores_no_ops() {
     let order = app.create_order("c1").await;
     let staff = app.staff();
     let q = "mutation($o: ID!, $i: UpdateOrderInput!) { updateOrder(id: $o, input: $i) { status paymentStatus trackingNumber updatedAt createdAt } }";
-    let body = app.gql(Some(&staff), q, json!({ "o": order, "i": { "status": "SHIPPED", "trackingNumber": "TN1" } })).await;
+    let body =
+        app.gql(Some(&staff), q, json!({ "o": order, "i": { "status": "SHIPPED", "trackingNumber": "TN1" } })).await;
     let updated = &body["data"]["updateOrder"];
     assert_eq!((updated["status"].as_str(), updated["trackingNumber"].as_str()), (Some("SHIPPED"), Some("TN1")));
     let stamp = updated["updatedAt"].as_str().unwrap();
@@ -258,14 +293,15 @@ async fn update_order_reports_what_changed_and_ignores_no_ops() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_hurt_nobody() {
     let app = spawn_app_with(|c| c.max_body_bytes = 64 * 1024).await;
-    let post_raw = |body: String| {
-        app.http.post(app.url("/graphql")).header("content-type", "application/json").body(body).send()
-    };
+    let post_raw =
+        |body: String| app.http.post(app.url("/graphql")).header("content-type", "application/json").body(body).send();
     let malformed = post_raw("{not json".into()).await.unwrap();
     assert_eq!(malformed.status(), 400);
     let body: Value = malformed.json().await.unwrap();
     assert_eq!(error_code(&body), "BAD_REQUEST");
-    let huge = post_raw(format!("{{\"query\": \"{{ products {{ id }} }}\", \"x\": \"{}\"}}", "a".repeat(100_000))).await.unwrap();
+    let huge = post_raw(format!("{{\"query\": \"{{ products {{ id }} }}\", \"x\": \"{}\"}}", "a".repeat(100_000)))
+        .await
+        .unwrap();
     assert_eq!(huge.status(), 413);
     let deep = format!("{{ products(first: {}1{}) {{ id }} }}", "[".repeat(4000), "]".repeat(4000));
     assert_eq!(error_code(&app.gql(None, &deep, json!({})).await), "GRAPHQL_PARSE_FAILED");
@@ -273,7 +309,8 @@ async fn bad_requests_get_clear_errors_and_hurt_nobody() {
     assert_eq!(error_code(&app.gql(None, &deep_object, json!({})).await), "GRAPHQL_PARSE_FAILED");
     let deep_selection = format!("{{ {} }}", "me { ".repeat(40) + "userId" + &" }".repeat(40));
     assert!(app.gql(None, &deep_selection, json!({})).await["errors"].is_array());
-    let aliases = format!("{{ {} }}", (0..600).map(|i| format!("a{i}: products {{ id }}")).collect::<Vec<_>>().join(" "));
+    let aliases =
+        format!("{{ {} }}", (0..600).map(|i| format!("a{i}: products {{ id }}")).collect::<Vec<_>>().join(" "));
     assert_eq!(error_code(&app.gql(None, &aliases, json!({})).await), "GRAPHQL_VALIDATION_FAILED");
     let directives = format!("{{ products {} {{ id }} }}", "@include(if: true) ".repeat(200));
     assert_eq!(error_code(&app.gql(None, &directives, json!({})).await), "GRAPHQL_VALIDATION_FAILED");
@@ -289,7 +326,12 @@ async fn get_runs_queries_but_not_mutations_and_serves_graphiql() {
     let ok = app.http.get(app.url("/graphql?query=%7B%20products%20%7B%20id%20%7D%20%7D")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap(), json!({ "data": { "products": [] } }));
-    let mutation = app.http.get(app.url("/graphql?query=mutation%20%7B%20deleteOrder(id%3A%221%22)%20%7B%20id%20%7D%20%7D")).send().await.unwrap();
+    let mutation = app
+        .http
+        .get(app.url("/graphql?query=mutation%20%7B%20deleteOrder(id%3A%221%22)%20%7B%20id%20%7D%20%7D"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(mutation.status(), 405);
     let page = app.http.get(app.url("/graphql")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(page.status(), 200);

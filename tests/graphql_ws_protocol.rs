@@ -200,13 +200,21 @@ async fn queries_and_mutations_run_over_the_socket_with_next_then_complete() {
     let app = spawn_app().await;
     let product = app.create_product("SKU-1", 5).await;
     let mut ws = app.graphql_ws(Some(&app.staff())).await;
-    ws.subscribe("m", "mutation($p: ID!) { adjustInventory(productId: $p, delta: 2) { quantity } }", json!({ "p": product }))
-        .await;
+    ws.subscribe(
+        "m",
+        "mutation($p: ID!) { adjustInventory(productId: $p, delta: 2) { quantity } }",
+        json!({ "p": product }),
+    )
+    .await;
     assert_eq!(ws.next_data("m").await, json!({ "adjustInventory": { "quantity": 7 } }));
     assert_eq!(ws.recv().await, json!({ "id": "m", "type": "complete" }));
     // A resolver error in a mutation is an execution result: `next` with errors, then `complete`.
-    ws.subscribe("bad", "mutation($p: ID!) { adjustInventory(productId: $p, delta: -100) { quantity } }", json!({ "p": product }))
-        .await;
+    ws.subscribe(
+        "bad",
+        "mutation($p: ID!) { adjustInventory(productId: $p, delta: -100) { quantity } }",
+        json!({ "p": product }),
+    )
+    .await;
     let next = ws.recv().await;
     assert_eq!(next["type"], "next", "{next}");
     assert_eq!(next["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
@@ -224,8 +232,12 @@ async fn client_complete_stops_the_stream_and_is_not_echoed() {
     // Once the server has handled the completes (the pong proves it), nothing is delivered.
     ws.send(json!({ "type": "ping" })).await;
     assert_eq!(ws.recv().await["type"], "pong");
-    app.gql(Some(&app.staff()), "mutation($p: ID!) { setInventory(productId: $p, quantity: 1) { id } }", json!({ "p": product }))
-        .await;
+    app.gql(
+        Some(&app.staff()),
+        "mutation($p: ID!) { setInventory(productId: $p, quantity: 1) { id } }",
+        json!({ "p": product }),
+    )
+    .await;
     ws.silent().await;
     assert_eq!(app.state.registry.subscription_count(), 0);
 }

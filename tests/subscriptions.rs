@@ -10,19 +10,28 @@ use serde_json::{Value, json};
 
 const INVENTORY: &str = "subscription($p: ID) { inventoryChanged(productId: $p) { productId previousQuantity newQuantity timestamp product { quantity } } }";
 const ORDER_UPDATED: &str = "subscription($o: ID!) { orderUpdated(orderId: $o) { orderId status paymentStatus trackingNumber changedFields updatedAt order { id status customerId } } }";
-const ORDER_EVENTS: &str = "subscription($s: OrderStatus) { orderEvents(status: $s) { kind changedFields order { id customerId status } } }";
+const ORDER_EVENTS: &str =
+    "subscription($s: OrderStatus) { orderEvents(status: $s) { kind changedFields order { id customerId status } } }";
 const NOTIFICATIONS: &str = "subscription { notificationCreated { id type title message userId createdAt } }";
 
 async fn set_stock(app: &TestApp, product: &str, quantity: i32) {
     let body = app
-        .gql(Some(&app.staff()), "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }", json!({ "p": product, "q": quantity }))
+        .gql(
+            Some(&app.staff()),
+            "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }",
+            json!({ "p": product, "q": quantity }),
+        )
         .await;
     assert!(body["errors"].is_null(), "{body}");
 }
 
 async fn update_order(app: &TestApp, order: &str, input: Value) -> Value {
-    app.gql(Some(&app.staff()), "mutation($o: ID!, $i: UpdateOrderInput!) { updateOrder(id: $o, input: $i) { status } }", json!({ "o": order, "i": input }))
-        .await
+    app.gql(
+        Some(&app.staff()),
+        "mutation($o: ID!, $i: UpdateOrderInput!) { updateOrder(id: $o, input: $i) { status } }",
+        json!({ "o": order, "i": input }),
+    )
+    .await
 }
 
 async fn notify(app: &TestApp, user: &str, title: &str) {
@@ -45,7 +54,10 @@ async fn inventory_changed_delivers_previous_and_new_quantity_for_the_chosen_pro
     set_stock(&app, &a, 9).await;
 
     let event = only_a.next_data("a").await["inventoryChanged"].clone();
-    assert_eq!((event["productId"].as_str(), event["previousQuantity"].as_i64(), event["newQuantity"].as_i64()), (Some(a.as_str()), Some(5), Some(9)));
+    assert_eq!(
+        (event["productId"].as_str(), event["previousQuantity"].as_i64(), event["newQuantity"].as_i64()),
+        (Some(a.as_str()), Some(5), Some(9))
+    );
     assert_eq!(event["product"]["quantity"], 9);
     only_a.silent().await; // B's change was not for it
     assert_eq!(all.next_data("all").await["inventoryChanged"]["productId"], b);
@@ -145,14 +157,22 @@ async fn order_events_are_filtered_per_customer_whatever_the_arguments() {
     let kinds = |events: Vec<Value>| -> Vec<(String, String)> {
         events
             .iter()
-            .map(|e| (e["orderEvents"]["kind"].as_str().unwrap().to_owned(), e["orderEvents"]["order"]["id"].as_str().unwrap().to_owned()))
+            .map(|e| {
+                (
+                    e["orderEvents"]["kind"].as_str().unwrap().to_owned(),
+                    e["orderEvents"]["order"]["id"].as_str().unwrap().to_owned(),
+                )
+            })
             .collect()
     };
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(c1.next_data("e").await);
     }
-    assert_eq!(kinds(got), vec![("CREATED".into(), mine.clone()), ("UPDATED".into(), mine.clone()), ("DELETED".into(), mine.clone())]);
+    assert_eq!(
+        kinds(got),
+        vec![("CREATED".into(), mine.clone()), ("UPDATED".into(), mine.clone()), ("DELETED".into(), mine.clone())]
+    );
     c1.silent().await;
 
     let mut got = Vec::new();
@@ -187,7 +207,10 @@ async fn notifications_reach_their_user_alone() {
 
     for ws in [&mut c1, &mut c1_tab2] {
         let n = ws.next_data("n").await["notificationCreated"].clone();
-        assert_eq!((n["title"].as_str(), n["userId"].as_str(), n["type"].as_str()), (Some("yours"), Some("c1"), Some("info")));
+        assert_eq!(
+            (n["title"].as_str(), n["userId"].as_str(), n["type"].as_str()),
+            (Some("yours"), Some("c1"), Some("info"))
+        );
         ws.silent().await;
     }
     admin.silent().await;
@@ -202,7 +225,10 @@ async fn a_refused_mutation_publishes_nothing() {
     let adjust = "mutation($p: ID!, $d: Int!) { adjustInventory(productId: $p, delta: $d) { quantity } }";
     let customer = app.token("c1", TestRole::Customer);
     assert_eq!(error_code(&app.gql(Some(&customer), adjust, json!({ "p": product, "d": 1 })).await), "FORBIDDEN");
-    assert_eq!(error_code(&app.gql(Some(&app.staff()), adjust, json!({ "p": product, "d": -5 })).await), "BAD_USER_INPUT");
+    assert_eq!(
+        error_code(&app.gql(Some(&app.staff()), adjust, json!({ "p": product, "d": -5 })).await),
+        "BAD_USER_INPUT"
+    );
     ws.silent().await;
 }
 
@@ -241,7 +267,8 @@ async fn a_slow_subscriber_is_closed_retryably_and_never_slows_the_others() {
     let close = loop {
         match slow.next_within(Duration::from_secs(10)).await {
             Next::Json(message) => {
-                let title: i64 = message["payload"]["data"]["notificationCreated"]["title"].as_str().unwrap().parse().unwrap();
+                let title: i64 =
+                    message["payload"]["data"]["notificationCreated"]["title"].as_str().unwrap().parse().unwrap();
                 assert_eq!(title, last + 1, "no gap before the close");
                 last = title;
             }
@@ -263,7 +290,8 @@ async fn the_legacy_graphql_ws_protocol_serves_subscriptions() {
     ws.send(json!({ "type": "connection_init", "payload": { "authToken": app.staff() } })).await;
     assert_eq!(ws.recv().await["type"], "connection_ack");
     assert_eq!(ws.recv().await["type"], "ka");
-    ws.send(json!({ "id": "1", "type": "start", "payload": { "query": INVENTORY, "variables": { "p": product } } })).await;
+    ws.send(json!({ "id": "1", "type": "start", "payload": { "query": INVENTORY, "variables": { "p": product } } }))
+        .await;
     ws.send(json!({ "id": "q", "type": "start", "payload": { "query": "{ me { userId } }" } })).await;
     let data = ws.recv().await;
     assert_eq!((data["type"].as_str(), data["id"].as_str()), (Some("data"), Some("q")));

@@ -11,7 +11,7 @@ pub mod ws;
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Schema, SDLExportOptions};
+use async_graphql::{Context, SDLExportOptions, Schema};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{User, Viewer};
@@ -53,9 +53,7 @@ pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry
 
 /// The SDL as `switchboard schema` prints it and `schema/schema.graphql` stores it.
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, Subscription)
-        .finish()
-        .sdl_with_options(SDLExportOptions::new().sorted_fields())
+    Schema::build(Query, Mutation, Subscription).finish().sdl_with_options(SDLExportOptions::new().sorted_fields())
 }
 
 fn viewer<'a>(ctx: &'a Context<'_>) -> Option<&'a User> {

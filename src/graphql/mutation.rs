@@ -107,8 +107,9 @@ impl Mutation {
         let user = require_user(ctx)?;
         let id = id_of(&id, "Notification")?;
         let commerce = commerce(ctx);
-        let notification =
-            notifications::get(commerce.store().pool(), id).await?.ok_or(ApiError::NotFound(format!("Notification {id}")))?;
+        let notification = notifications::get(commerce.store().pool(), id)
+            .await?
+            .ok_or(ApiError::NotFound(format!("Notification {id}")))?;
         if notification.user_id != user.id {
             return Err(ApiError::forbidden("this notification belongs to another user"));
         }

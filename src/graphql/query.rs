@@ -70,7 +70,11 @@ impl Query {
         Ok(products::get(commerce(ctx).store().pool(), id).await?)
     }
 
-    async fn products(&self, ctx: &Context<'_>, #[graphql(default_with = "Some(100)")] first: Option<i32>) -> ApiResult<Vec<Product>> {
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(100)")] first: Option<i32>,
+    ) -> ApiResult<Vec<Product>> {
         Ok(products::list(commerce(ctx).store().pool(), page_size(first, 100)?).await?)
     }
 
@@ -82,7 +86,13 @@ impl Query {
         #[graphql(default_with = "Some(50)")] first: Option<i32>,
     ) -> ApiResult<Vec<Notification>> {
         let user = require_user(ctx)?;
-        Ok(notifications::list_for(commerce(ctx).store().pool(), &user.id, unread_only.unwrap_or(false), page_size(first, 50)?).await?)
+        Ok(notifications::list_for(
+            commerce(ctx).store().pool(),
+            &user.id,
+            unread_only.unwrap_or(false),
+            page_size(first, 50)?,
+        )
+        .await?)
     }
 
     /// Who is in a room, one entry per person; the same rules as joining it apply.

@@ -52,7 +52,11 @@ fn listen(ctx: &Context<'_>, field: &'static str, key: Key) -> BoxStream<'static
 #[SubscriptionObject]
 impl Subscription {
     /// Changes to one order; the stream completes when the order is deleted.
-    async fn order_updated(&self, ctx: &Context<'_>, order_id: ID) -> Result<impl Stream<Item = OrderUpdatePayload> + use<>, ApiError> {
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        order_id: ID,
+    ) -> Result<impl Stream<Item = OrderUpdatePayload> + use<>, ApiError> {
         let user = require_user(ctx)?;
         let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
         let id = parse_id(&order_id).ok_or_else(not_found)?;
@@ -61,7 +65,9 @@ impl Subscription {
             return Err(ApiError::forbidden("this order belongs to another customer"));
         }
         Ok(listen(ctx, "orderUpdated", Key::Order(id))
-            .take_while(|event| future::ready(!matches!(&event.body, EventBody::Order(e) if e.kind == OrderEventKind::Deleted)))
+            .take_while(|event| {
+                future::ready(!matches!(&event.body, EventBody::Order(e) if e.kind == OrderEventKind::Deleted))
+            })
             .filter_map(|event| {
                 future::ready(match &event.body {
                     EventBody::Order(e) if e.kind == OrderEventKind::Updated => Some(e.update_payload()),
@@ -94,7 +100,10 @@ impl Subscription {
     }
 
     /// Notifications sent to the viewer, and to nobody else.
-    async fn notification_created(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = NotificationPayload> + use<>, ApiError> {
+    async fn notification_created(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = NotificationPayload> + use<>, ApiError> {
         let user = require_user(ctx)?;
         Ok(listen(ctx, "notificationCreated", Key::User(user.id.clone())).filter_map(|event| {
             future::ready(match &event.body {

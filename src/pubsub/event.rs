@@ -32,11 +32,9 @@ impl Event {
     /// cheap as its matching subscribers, however many others there are.
     pub fn keys(&self) -> Vec<Key> {
         match &self.body {
-            EventBody::Order(e) => vec![
-                Key::Order(e.order.id),
-                Key::AllOrders,
-                Key::CustomerOrders(e.order.customer_id.clone()),
-            ],
+            EventBody::Order(e) => {
+                vec![Key::Order(e.order.id), Key::AllOrders, Key::CustomerOrders(e.order.customer_id.clone())]
+            }
             EventBody::Inventory(c) => vec![Key::Product(c.product.id), Key::AllProducts],
             EventBody::Notification(n) => vec![Key::User(n.user_id.to_string())],
         }

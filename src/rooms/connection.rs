@@ -7,11 +7,9 @@
 //! reach the socket through the outbox, in the order the registry decided them. Every other reply
 //! drains the outbox first, so a client sees the answers to its messages in the order it sent them.
 
-use std::time::Duration;
-
 use axum::extract::ws::{Message, WebSocket};
 use futures::StreamExt;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::sleep_until;
 use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, info_span};
 
@@ -20,7 +18,7 @@ use super::protocol::{ClientMessage, ErrorCode, FEATURES, MAX_TYPING_FIELD, Serv
 use super::rate::RateLimiter;
 use super::registry::{JoinRefused, Membership};
 use crate::app::AppState;
-use crate::auth::{LEEWAY_SECS, User};
+use crate::auth::User;
 use crate::model::{OrderEventKind, parse_id};
 use crate::pubsub::{Event, EventBody, Key, Subscription};
 use crate::registry::{Channel, ConnectionGuard};
@@ -100,7 +98,7 @@ impl Connection {
         let overflow = self.membership.overflow().clone();
         let mut liveness = Liveness::new(config.inactive_timeout());
         let mut heartbeat = socket::heartbeat(config.heartbeat_interval());
-        let expiry = sleep_until(expiry_deadline(&self.user));
+        let expiry = sleep_until(self.user.expiry_deadline());
         let idle = sleep_until(liveness.deadline());
         tokio::pin!(expiry, idle);
 
@@ -321,11 +319,4 @@ fn entity_key(room_id: &str) -> Option<Key> {
     } else {
         None
     }
-}
-
-/// When the token stops being acceptable: its `exp` plus the leeway, as a timer deadline (as on
-/// the GraphQL channel, whose helper is private to it).
-fn expiry_deadline(user: &User) -> Instant {
-    let remaining = (user.expires_at - chrono::Utc::now()).num_milliseconds() + (LEEWAY_SECS as i64) * 1000;
-    Instant::now() + Duration::from_millis(remaining.max(0) as u64)
 }

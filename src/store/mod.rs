@@ -94,8 +94,6 @@ where
 {
     use sqlx::Row;
     let text: String = row.try_get(column)?;
-    text.parse().map_err(|e: T::Err| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: format!("{e}").into(),
-    })
+    text.parse()
+        .map_err(|e: T::Err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: format!("{e}").into() })
 }

@@ -59,7 +59,12 @@ pub async fn insert(
     from_row(&row)
 }
 
-pub async fn set_quantity(conn: &mut SqliteConnection, id: i64, quantity: i32, at: Timestamp) -> Result<(), StoreError> {
+pub async fn set_quantity(
+    conn: &mut SqliteConnection,
+    id: i64,
+    quantity: i32,
+    at: Timestamp,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE products SET quantity = ?2, updated_at = ?3 WHERE id = ?1")
         .bind(id)
         .bind(quantity)

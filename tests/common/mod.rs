@@ -116,10 +116,17 @@ impl TestApp {
     }
 
     /// A WebSocket to `path` offering `protocols`, with extra headers.
-    pub async fn ws_raw(&self, path: &str, protocols: &[&str], headers: &[(&str, &str)]) -> Result<Ws, tungstenite::Error> {
+    pub async fn ws_raw(
+        &self,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tungstenite::Error> {
         let mut request = self.ws_url(path).into_client_request().expect("valid request");
         if !protocols.is_empty() {
-            request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(&protocols.join(", ")).unwrap());
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_str(&protocols.join(", ")).unwrap());
         }
         for (name, value) in headers {
             let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
@@ -228,7 +235,9 @@ impl GqlWs {
                     return Next::Json(serde_json::from_str(&text).expect("server sends JSON"));
                 }
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Next::Closed(frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string())));
+                    return Next::Closed(
+                        frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string())),
+                    );
                 }
                 Ok(Some(Ok(_))) => continue,
             }
@@ -286,7 +295,8 @@ impl GqlWs {
     }
 
     pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
-        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } })).await;
+        self.send(json!({ "id": id, "type": "subscribe", "payload": { "query": query, "variables": variables } }))
+            .await;
     }
 
     /// The next message, which must be `next` for `id`; returns its payload's `data`.

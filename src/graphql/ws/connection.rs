@@ -19,11 +19,11 @@ use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, info_span};
 
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload, close};
-use crate::graphql::fanout::{Delivery, DeliveryKind, GroupKey, Joiner, Membership, Probe};
 use crate::app::AppState;
-use crate::auth::{self, LEEWAY_SECS, User};
+use crate::auth::{self, User};
 use crate::graphql::Overflow;
 use crate::graphql::error::{add_codes, code, failed_before_execution};
+use crate::graphql::fanout::{Delivery, DeliveryKind, GroupKey, Joiner, Membership, Probe};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::{Channel, ConnectionGuard};
 use crate::socket::{self, Liveness};
@@ -255,7 +255,7 @@ impl Connection {
                 Ok(user) => {
                     tracing::Span::current().record("user", user.id.as_str());
                     self.registration.sign_in(&user.id);
-                    self.expires = Some(deadline_of(&user));
+                    self.expires = Some(user.expiry_deadline());
                     self.viewer = Some(user);
                 }
                 Err(refusal) => {
@@ -295,7 +295,8 @@ impl Connection {
         }
         let limit = self.state.config.ws_max_operations;
         if self.operations.len() >= limit {
-            let mut refusal = ServerError::new(format!("at most {limit} operations may run at once on one connection"), None);
+            let mut refusal =
+                ServerError::new(format!("at most {limit} operations may run at once on one connection"), None);
             refusal.extensions = Some(Default::default());
             refusal.extensions.as_mut().expect("set").set("code", code::BAD_USER_INPUT);
             return self.send_error(socket, &id, vec![refusal]).await;
@@ -350,7 +351,8 @@ impl Connection {
         };
         let joiner = Joiner { deliveries: self.deliveries_tx.clone(), overflow: self.overflow.0.clone() };
         let counted = self.state.registry.subscription(source.field);
-        let membership = self.state.fanout.join(&self.state.schema, key, self.request(payload), source, joiner, counted);
+        let membership =
+            self.state.fanout.join(&self.state.schema, key, self.request(payload), source, joiner, counted);
         self.shared.insert(membership.id, id.to_owned());
         let id_json = serde_json::to_string(id).expect("strings serialise");
         self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
@@ -429,10 +431,4 @@ impl Connection {
         }
         self.send(socket, ServerMessage::Next { id: &id, payload: &response }).await
     }
-}
-
-/// When a token stops being acceptable: its `exp` plus the leeway, as a timer deadline.
-fn deadline_of(user: &User) -> Instant {
-    let remaining = (user.expires_at - chrono::Utc::now()).num_milliseconds() + (LEEWAY_SECS as i64) * 1000;
-    Instant::now() + Duration::from_millis(remaining.max(0) as u64)
 }

@@ -58,8 +58,13 @@ pub enum ClientMessage {
     ConnectionInit(Option<Value>),
     Ping(Option<Value>),
     Pong,
-    Subscribe { id: String, payload: SubscribePayload },
-    Complete { id: String },
+    Subscribe {
+        id: String,
+        payload: SubscribePayload,
+    },
+    Complete {
+        id: String,
+    },
     /// Legacy `connection_terminate`.
     Terminate,
 }
@@ -140,9 +145,17 @@ pub enum ServerMessage<'a> {
     /// Legacy only: keep-alive.
     KeepAlive,
     Pong(Option<&'a Value>),
-    Next { id: &'a str, payload: &'a Response },
-    Error { id: &'a str, errors: &'a [async_graphql::ServerError] },
-    Complete { id: &'a str },
+    Next {
+        id: &'a str,
+        payload: &'a Response,
+    },
+    Error {
+        id: &'a str,
+        errors: &'a [async_graphql::ServerError],
+    },
+    Complete {
+        id: &'a str,
+    },
 }
 
 #[derive(Serialize)]
@@ -159,7 +172,9 @@ impl ServerMessage<'_> {
     pub fn to_json(&self, dialect: Dialect) -> String {
         let legacy = dialect == Dialect::Legacy;
         let json = match self {
-            Self::ConnectionAck => serde_json::to_string(&Frame::<()> { id: None, kind: "connection_ack", payload: None }),
+            Self::ConnectionAck => {
+                serde_json::to_string(&Frame::<()> { id: None, kind: "connection_ack", payload: None })
+            }
             Self::ConnectionError(message) => serde_json::to_string(&Frame {
                 id: None,
                 kind: "connection_error",
@@ -175,7 +190,9 @@ impl ServerMessage<'_> {
             Self::Error { id, errors } => {
                 serde_json::to_string(&Frame { id: Some(id), kind: "error", payload: Some(errors) })
             }
-            Self::Complete { id } => serde_json::to_string(&Frame::<()> { id: Some(id), kind: "complete", payload: None }),
+            Self::Complete { id } => {
+                serde_json::to_string(&Frame::<()> { id: Some(id), kind: "complete", payload: None })
+            }
         };
         json.expect("server messages always serialise")
     }
