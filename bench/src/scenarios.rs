@@ -34,7 +34,6 @@ pub struct Env {
     /// Connections being opened at once.
     pub concurrency: usize,
     pub fd_limit: u64,
-    pub verbose: bool,
 }
 
 impl Env {
@@ -48,7 +47,7 @@ impl Env {
     /// The most connections a scenario may hold: the generator's limit less a margin for
     /// everything else it has open (the server has the same limit on its side).
     pub fn max_connections(&self) -> usize {
-        (self.fd_limit.saturating_sub(300)) as usize
+        (self.fd_limit.saturating_sub(500)) as usize
     }
 }
 
@@ -356,6 +355,7 @@ struct OpenLoop {
     ok: u64,
     errors: u64,
     first_error: Option<String>,
+    first_response: Option<Instant>,
     last_response: Option<Instant>,
 }
 
@@ -388,6 +388,7 @@ async fn open_loop(
             let scheduled = t0 + interval.mul_f64(k as f64);
             latency.borrow_mut().saturating_record((now.saturating_duration_since(scheduled).as_micros() as u64).max(1));
             let mut r = result.borrow_mut();
+            r.first_response.get_or_insert(now);
             r.last_response = Some(now);
             if response.ok() {
                 r.ok += 1;
@@ -591,15 +592,14 @@ async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
     Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-fn log(env: &Env, message: impl AsRef<str>) {
-    let _ = env;
+fn log(_env: &Env, message: impl AsRef<str>) {
     eprintln!("  {}", message.as_ref());
 }
 
 /// `fanout`: S subscribers on one product's `inventoryChanged`, `rate` setInventory/s.
 pub async fn fanout(env: &Env, kind: Kind, subscribers: usize, rate: f64, seconds: f64) -> anyhow::Result<(Phase, Vec<String>)> {
     let server = env.start(kind)?;
-    log(env, format!("fanout on {} ({}): {subscribers} subscribers, {rate}/s for {seconds} s", kind.label(), server.addr));
+    log(env, format!("fanout on {} ({}, log {}): {subscribers} subscribers, {rate}/s for {seconds} s", kind.label(), server.addr, server.log_path()));
     let product = create_products(&server, &env.token, 1).await?.remove(0);
     let tally = Tally::new();
     let mut subs = Subscribers::new();
@@ -864,8 +864,12 @@ pub async fn setinventory(env: &Env, kind: Kind, rate: f64, seconds: f64, connec
     let results = futures::future::try_join_all(runs).await?;
     let server_cpu = server_cpu.elapsed();
     let wall = start.elapsed();
+    // Completions per second between the first and the last response: the offered rate while
+    // the server keeps up, its own pace when it falls behind.
+    let first = results.iter().filter_map(|r| r.first_response).min().unwrap_or(t0);
     let last = results.iter().filter_map(|r| r.last_response).max().unwrap_or(t0);
     let ok: u64 = results.iter().map(|r| r.ok).sum();
+    let responses: u64 = ok + results.iter().map(|r| r.errors).sum::<u64>();
     Ok(Mutations {
         rate,
         connections,
@@ -873,7 +877,7 @@ pub async fn setinventory(env: &Env, kind: Kind, rate: f64, seconds: f64, connec
         ok,
         errors: results.iter().map(|r| r.errors).sum(),
         first_error: results.iter().find_map(|r| r.first_error.clone()),
-        per_s: ok as f64 / last.saturating_duration_since(t0).as_secs_f64().max(1e-9),
+        per_s: responses.saturating_sub(1) as f64 / last.saturating_duration_since(first).as_secs_f64().max(1e-9),
         latency: Latency::of(&latency.borrow()),
         server_cpu,
         wall,

@@ -44,7 +44,6 @@ pub struct SpawnSettings {
 
 /// A server to drive. Dropping it stops a server this harness started.
 pub struct Server {
-    pub kind: Kind,
     pub addr: SocketAddr,
     pub ws_url: String,
     pub pid: Option<u32>,
@@ -65,7 +64,7 @@ impl Server {
         if !addr.ip().is_loopback() {
             bail!("this harness only sends traffic to 127.0.0.0/8, not {addr}");
         }
-        Ok(Self { kind: Kind::External, addr, ws_url: ws_url.to_owned(), pid, child: None, log: None, db_file: None })
+        Ok(Self { addr, ws_url: ws_url.to_owned(), pid, child: None, log: None, db_file: None })
     }
 
     pub fn spawn(kind: Kind, settings: &SpawnSettings) -> anyhow::Result<Self> {
@@ -129,7 +128,6 @@ impl Server {
         let child = command.spawn().with_context(|| format!("starting {}", kind.label()))?;
         let pid = child.id();
         let mut server = Self {
-            kind,
             addr: "127.0.0.1:0".parse().expect("literal"),
             ws_url: String::new(),
             pid: Some(pid),
@@ -155,8 +153,9 @@ impl Server {
         }
     }
 
-    pub fn http_base(&self) -> String {
-        format!("http://{}", self.addr)
+    /// Where a spawned server's output goes (for the reader of a failed run).
+    pub fn log_path(&self) -> String {
+        self.log.as_ref().map_or_else(|| "-".into(), |p| p.display().to_string())
     }
 }
 
