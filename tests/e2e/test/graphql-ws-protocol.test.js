@@ -145,7 +145,7 @@ test('an expired token is refused with 4403 and, with retries off, reported to t
   const c = client({ connectionParams: { token: expired } });
   const events = subscribe(c, NOTIFICATIONS);
   const { error } = await events.take((i) => i.error || i.next, 5_000, 'close error');
-  assert.equal(error?.code, 4403, String(error));
+  assert.equal(error?.code, 4403, `got ${JSON.stringify({ code: error?.code, reason: error?.reason, message: error?.message })}`);
   assert.equal(c.log.connecting, 1);
 });
 
