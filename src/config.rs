@@ -139,8 +139,9 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
 
-    /// Deepest selection nesting a query may have.
-    #[arg(long, env = "QUERY_MAX_DEPTH", default_value_t = 12, global = true)]
+    /// Deepest selection nesting a query may have. The standard introspection query (GraphiQL,
+    /// codegen) needs 15.
+    #[arg(long, env = "QUERY_MAX_DEPTH", default_value_t = 16, global = true)]
     pub query_max_depth: usize,
 
     /// Highest complexity (fields, aliases included) a query may have.

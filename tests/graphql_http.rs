@@ -355,3 +355,24 @@ async fn health_ready_and_metrics_answer() {
     app.state.commerce.store().close().await;
     assert_eq!(app.http.get(app.url("/ready")).send().await.unwrap().status(), 503);
 }
+
+/// graphql-js 16's `getIntrospectionQuery()`, which GraphiQL and codegen tools send: it nests
+/// 15 deep, so the default depth limit must admit it.
+#[tokio::test]
+async fn the_standard_introspection_query_is_admitted() {
+    let app = spawn_app().await;
+    let type_ref = "kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }";
+    let query = format!(
+        "query IntrospectionQuery {{ __schema {{ queryType {{ name }} mutationType {{ name }} subscriptionType {{ name }} \
+         types {{ ...FullType }} directives {{ name description locations args {{ ...InputValue }} }} }} }} \
+         fragment FullType on __Type {{ kind name description fields(includeDeprecated: true) {{ name description \
+         args {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated deprecationReason }} inputFields {{ ...InputValue }} \
+         interfaces {{ ...TypeRef }} enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }} \
+         possibleTypes {{ ...TypeRef }} }} \
+         fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue }} \
+         fragment TypeRef on __Type {{ {type_ref} }}"
+    );
+    let body = app.gql(None, &query, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["__schema"]["subscriptionType"]["name"], "Subscription");
+}

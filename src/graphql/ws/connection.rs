@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_graphql::{Response, ServerError, Variables};
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{self, BoxStream};
+use futures::future::Either;
 use futures::{StreamExt, future};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -86,10 +87,19 @@ struct Connection {
 /// Frames written in one go before a flush, when deliveries are waiting.
 const BATCH: usize = 64;
 
-pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, header_token: Option<String>) {
+/// Serves one upgraded socket until it closes.
+///
+/// Not an `async fn`: the connection is built before the returned future exists, so the future
+/// holds it once rather than beside the arguments it was built from. Every byte of an idle
+/// connection's task counts, times tens of thousands.
+pub fn run(
+    socket: WebSocket,
+    state: AppState,
+    dialect: Option<Dialect>,
+    header_token: Option<String>,
+) -> impl Future<Output = ()> + Send {
     let Some(dialect) = dialect else {
-        socket::close(socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable").await;
-        return;
+        return Either::Left(Box::pin(socket::close(socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")));
     };
     let channel = match dialect {
         Dialect::TransportWs => Channel::GraphqlTransportWs,
@@ -97,7 +107,7 @@ pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, h
     };
     let span = info_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
     let (deliveries_tx, deliveries) = mpsc::channel(state.config.subscriber_queue.max(1));
-    let mut connection = Connection {
+    let connection = Connection {
         deliveries,
         deliveries_tx,
         shared: HashMap::new(),
@@ -113,19 +123,24 @@ pub async fn run(socket: WebSocket, state: AppState, dialect: Option<Dialect>, h
         streams: StreamMap::new(),
         operations: HashMap::new(),
     };
-    async move {
-        let mut socket = socket;
-        let end = connection.serve(&mut socket).await;
-        // Dispose of every operation before the close handshake: nothing more is sent for them.
-        connection.streams.clear();
-        connection.operations.clear();
-        if let End::Close(code, reason) = end {
-            debug!(code, %reason, "closing");
-            socket::close(socket, code, &reason).await;
+    Either::Right(connection.live(socket).instrument(span))
+}
+
+impl Connection {
+    // An async block rather than an `async fn`: rustc keeps an async fn's arguments and the
+    // locals they move into side by side (rust-lang/rust#62958), doubling this future's size.
+    fn live(mut self, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = Box::pin(self.serve(&mut socket)).await;
+            // Dispose of every operation before the close handshake: nothing more is sent for them.
+            self.streams.clear();
+            self.operations.clear();
+            if let End::Close(code, reason) = end {
+                debug!(code, %reason, "closing");
+                Box::pin(socket::close(socket, code, &reason)).await;
+            }
         }
     }
-    .instrument(span)
-    .await;
 }
 
 impl Connection {
@@ -141,6 +156,9 @@ impl Connection {
         tokio::pin!(init_deadline, expiry, idle);
         let mut expiry_armed = false;
 
+        // Every handler below is boxed: a connection spends its life waiting, and a handler's
+        // state inline in this loop would make every idle connection's task as large as the
+        // largest handler (measured: 4.1 KB inline, against 1 KB boxed).
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return close_with(close::GOING_AWAY, "server shutting down"),
@@ -158,13 +176,7 @@ impl Connection {
                     idle.as_mut().reset(liveness.deadline());
                 }
                 _ = heartbeat.tick() => {
-                    if socket::send(socket, Message::Ping(Default::default())).await.is_err() {
-                        return End::Gone;
-                    }
-                    if self.dialect == Dialect::Legacy
-                        && self.acked
-                        && let Err(end) = self.send(socket, ServerMessage::KeepAlive).await
-                    {
+                    if let Err(end) = Box::pin(self.on_heartbeat(socket)).await {
                         return end;
                     }
                 }
@@ -176,7 +188,7 @@ impl Connection {
                     };
                     liveness.seen();
                     let result = match frame {
-                        Message::Text(text) => self.on_text(socket, text.as_str()).await,
+                        Message::Text(text) => Box::pin(self.on_text(socket, text.as_str())).await,
                         Message::Binary(_) => Err(close_with(close::BAD_REQUEST, "binary frames are not supported")),
                         Message::Ping(_) | Message::Pong(_) => Ok(()),
                         Message::Close(_) => Err(End::Gone),
@@ -190,17 +202,25 @@ impl Connection {
                     }
                 }
                 Some((id, item)) = self.streams.next(), if !self.streams.is_empty() => {
-                    if let Err(end) = self.on_result(socket, id, item).await {
+                    if let Err(end) = Box::pin(self.on_result(socket, id, item)).await {
                         return end;
                     }
                 }
                 Some(delivery) = self.deliveries.recv() => {
-                    if let Err(end) = self.on_deliveries(socket, delivery).await {
+                    if let Err(end) = Box::pin(self.on_deliveries(socket, delivery)).await {
                         return end;
                     }
                 }
             }
         }
+    }
+
+    async fn on_heartbeat(&mut self, socket: &mut WebSocket) -> Result<(), End> {
+        socket::send(socket, Message::Ping(Default::default())).await.map_err(|()| End::Gone)?;
+        if self.dialect == Dialect::Legacy && self.acked {
+            self.send(socket, ServerMessage::KeepAlive).await?;
+        }
+        Ok(())
     }
 
     // `&mut self` although they only read: the task must be `Send`, and a `&Connection` held
@@ -430,5 +450,20 @@ impl Connection {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
         }
         self.send(socket, ServerMessage::Next { id: &id, payload: &response }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's task is mostly this future: keep it small (it was 4.1 KB before the
+    /// handlers were boxed and `run`/`live` stopped holding their arguments twice).
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        fn size_of_output<F: Fn(A, B) -> R, A, B, R>(_: &F) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let run = |socket, state| super::run(socket, state, None, None);
+        let size = size_of_output(&run);
+        assert!(size <= 1536, "the graphql-ws connection future grew to {size} bytes");
     }
 }

@@ -154,14 +154,9 @@ test('GraphiQL: ?token= fills the Headers tab and a subscription error is shown 
   await page.screenshot({ path: path.join(ARTIFACTS, 'graphiql-forbidden.png') });
 });
 
-// KNOWN SERVER BUG (reported to the lead): the default QUERY_MAX_DEPTH (12) refuses the standard
-// introspection query (graphql-js 16 getIntrospectionQuery and GraphiQL 3.9 need 15), so GraphiQL
-// opens with "Query is nested too deep." in the result pane and its Docs say "Error fetching
-// schema". Marked `todo` so that the suite stays green until the default is raised; drop the
-// `todo` option once it is fixed.
-test('GraphiQL: the schema loads, so Docs list the root types and the page opens without an error', {
-  todo: 'server bug: QUERY_MAX_DEPTH=12 refuses the introspection query (needs 15)',
-}, async (t) => {
+// The standard introspection query (graphql-js 16, GraphiQL 3.9) nests 15 deep: a QUERY_MAX_DEPTH
+// default below that leaves GraphiQL with "Error fetching schema" and no Docs.
+test('GraphiQL: the schema loads, so Docs list the root types and the page opens without an error', async (t) => {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   t.after(() => context.close());
   const page = await context.newPage();
