@@ -72,19 +72,19 @@ pub async fn graphql_ws(addr: SocketAddr, url: &str, token: &str) -> anyhow::Res
         .max_write_buffer_size(256 * 1024)
         .max_message_size(Some(1024 * 1024))
         .max_frame_size(Some(1024 * 1024));
-    let (mut ws, _) = tokio::time::timeout(
-        STEP_TIMEOUT,
-        tokio_tungstenite::client_async_with_config(request, stream, Some(config)),
-    )
-    .await
-    .context("handshake timed out")??;
+    let (mut ws, _) =
+        tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::client_async_with_config(request, stream, Some(config)))
+            .await
+            .context("handshake timed out")??;
     let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
     ws.send(Message::Text(init.to_string().into())).await?;
     let ack = tokio::time::timeout(STEP_TIMEOUT, async {
         while let Some(message) = ws.next().await {
             match message? {
                 Message::Text(t) if t.contains("\"connection_ack\"") => return Ok(()),
-                Message::Text(t) if t.contains("\"ping\"") => ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await?,
+                Message::Text(t) if t.contains("\"ping\"") => {
+                    ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await?
+                }
                 Message::Close(frame) => bail!("closed before ack: {frame:?}"),
                 _ => {}
             }
@@ -106,10 +106,15 @@ pub async fn subscribe(ws: &mut Ws, query: &str, variables: Value) -> anyhow::Re
 
 /// An HS256 token with `sub`, `role` and a one-day `exp`, as Switchboard and the peer expect.
 pub fn token(secret: &str, sub: &str, role: &str) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 86_400;
+    let exp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 86_400;
     let claims = json!({"sub": sub, "role": role, "name": "bench", "exp": exp});
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))
-        .expect("HS256 signing cannot fail")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
 }
 
 /// Writes POST /graphql requests on one keep-alive connection.
@@ -233,7 +238,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Sends `bodies` pipelined in batches and returns the parsed JSON responses, failing on any
 /// GraphQL error (set-up requests must all succeed).
-pub async fn graphql_batch(writer: &mut HttpWriter, reader: &mut HttpReader, bodies: &[String]) -> anyhow::Result<Vec<Value>> {
+pub async fn graphql_batch(
+    writer: &mut HttpWriter,
+    reader: &mut HttpReader,
+    bodies: &[String],
+) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::with_capacity(bodies.len());
     for batch in bodies.chunks(64) {
         for body in batch {

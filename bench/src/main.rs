@@ -44,7 +44,9 @@ enum Scenario {
 }
 
 #[derive(Parser, Debug)]
-#[command(about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke")]
+#[command(
+    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke"
+)]
 struct Args {
     scenario: Scenario,
     /// Drive an already running server at this graphql-ws URL (ws://127.0.0.1:PORT/graphql).
@@ -147,11 +149,8 @@ fn default_binary() -> PathBuf {
 
 /// Runs the scenario, prints the table; `Ok(false)` when `--check` found a problem.
 async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
-    let extra_env = args
-        .server_env
-        .iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
+    let extra_env =
+        args.server_env.iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
     let env = Env {
         settings: SpawnSettings {
             switchboard_bin: args.spawn.clone().unwrap_or_else(default_binary),
@@ -186,7 +185,11 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
     let s = args.subscribers;
     match args.scenario {
         Scenario::Fanout | Scenario::Smoke => {
-            let (s, rate, seconds) = if args.scenario == Scenario::Smoke { (50, 100.0, 2.0) } else { (s, args.rate.unwrap_or(20.0), seconds) };
+            let (s, rate, seconds) = if args.scenario == Scenario::Smoke {
+                (50, 100.0, 2.0)
+            } else {
+                (s, args.rate.unwrap_or(20.0), seconds)
+            };
             let (phase, metrics) = scenarios::fanout(&env, sb, s, rate, seconds).await?;
             clean &= phase.clean();
             table.fanout("fanout", sb, &phase);
@@ -214,7 +217,12 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             let node_idle = scenarios::idle(&env, Kind::Node, args.max_connections, args.step).await?;
             table.idle(Kind::Node, &node_idle);
             table.ratio("deliveries/s per core vs Node peer", ours.per_core(), node.per_core(), "≥ 5");
-            table.ratio("memory per connection vs Node peer", ours_idle.bytes_per_connection, node_idle.bytes_per_connection, "≤ 0.25");
+            table.ratio(
+                "memory per connection vs Node peer",
+                ours_idle.bytes_per_connection,
+                node_idle.bytes_per_connection,
+                "≤ 0.25",
+            );
         }
         Scenario::Idle => {
             let idle = scenarios::idle(&env, sb, args.max_connections, args.step).await?;
@@ -237,7 +245,9 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
     }
     table.print();
     if args.check && !clean {
-        eprintln!("check failed: missing, duplicate or out-of-order deliveries, closed subscribers or failed publishes");
+        eprintln!(
+            "check failed: missing, duplicate or out-of-order deliveries, closed subscribers or failed publishes"
+        );
         return Ok(false);
     }
     Ok(true)
@@ -248,7 +258,10 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     let seconds = args.seconds;
     let node = args.node_dir.join("node_modules").is_dir();
     if !node {
-        eprintln!("no Node peer at {} (copy shared/peers/node there and run npm ci): peer rows skipped", args.node_dir.display());
+        eprintln!(
+            "no Node peer at {} (copy shared/peers/node there and run npm ci): peer rows skipped",
+            args.node_dir.display()
+        );
     }
     let mut clean = true;
     let mut per_core = Vec::new();
@@ -269,7 +282,12 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
         per_core.push((subs, base, ours, peer));
     }
     for (subs, base, ours, peer) in &per_core {
-        table.ratio(&format!("S={subs}: deliveries/s per core vs baseline"), ours.per_core(), base.per_core(), "≥ 0.60");
+        table.ratio(
+            &format!("S={subs}: deliveries/s per core vs baseline"),
+            ours.per_core(),
+            base.per_core(),
+            "≥ 0.60",
+        );
         if let Some(peer) = peer {
             table.ratio(&format!("S={subs}: deliveries/s per core vs Node"), ours.per_core(), peer.per_core(), "≥ 5");
             // What the target can be at most on this machine: the stack's own ceiling against Node.
@@ -290,7 +308,12 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
         let (floor, _) = scenarios::fanout(env, Kind::Baseline, 10_000, half, seconds.max(10.0)).await?;
         table.fanout("fanout ½ ceiling", Kind::Baseline, &floor);
         table.target("S=10k p99 at ½ ceiling (ms)", phase.latency.p99, "≤ 25", phase.latency.p99 <= 25.0);
-        table.target("S=10k p99 at ½ ceiling (ms), baseline: the floor", floor.latency.p99, "≤ 25", floor.latency.p99 <= 25.0);
+        table.target(
+            "S=10k p99 at ½ ceiling (ms), baseline: the floor",
+            floor.latency.p99,
+            "≤ 25",
+            floor.latency.p99 <= 25.0,
+        );
     }
     let idle = scenarios::idle(env, sb, args.max_connections, args.step).await?;
     table.idle(sb, &idle);
@@ -300,7 +323,12 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     if node {
         let node_idle = scenarios::idle(env, Kind::Node, args.max_connections, args.step).await?;
         table.idle(Kind::Node, &node_idle);
-        table.ratio("memory per connection vs Node", idle.bytes_per_connection, node_idle.bytes_per_connection, "≤ 0.25");
+        table.ratio(
+            "memory per connection vs Node",
+            idle.bytes_per_connection,
+            node_idle.bytes_per_connection,
+            "≤ 0.25",
+        );
     }
     let filter = scenarios::filter(env, sb, args.others, 50.0, seconds).await?;
     table.filter(sb, &filter);
@@ -353,7 +381,11 @@ impl Table {
                     p.deliveries, p.expected, p.latency.max, p.publish_latency.p99
                 );
                 if p.publish_errors > 0 {
-                    note += &format!("; {} publish errors: {}", p.publish_errors, p.first_publish_error.as_deref().unwrap_or(""));
+                    note += &format!(
+                        "; {} publish errors: {}",
+                        p.publish_errors,
+                        p.first_publish_error.as_deref().unwrap_or("")
+                    );
                 }
                 if p.subscribe_errors > 0 {
                     note += &format!("; {} subscribe errors", p.subscribe_errors);
@@ -384,7 +416,11 @@ impl Table {
                 last.1 as f64 / 1048576.0,
                 i.live,
                 i.opened,
-                i.samples.iter().map(|(n, r)| format!("{n}:{:.1}", *r as f64 / 1048576.0)).collect::<Vec<_>>().join(" ")
+                i.samples
+                    .iter()
+                    .map(|(n, r)| format!("{n}:{:.1}", *r as f64 / 1048576.0))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
         ]);
     }
@@ -465,13 +501,26 @@ impl Table {
     }
 
     fn target(&mut self, what: &str, value: f64, target: &str, met: bool) {
-        self.targets.push([what.into(), format!("{value:.2}"), target.into(), if met { "met".into() } else { "MISSED".into() }]);
+        self.targets.push([
+            what.into(),
+            format!("{value:.2}"),
+            target.into(),
+            if met { "met".into() } else { "MISSED".into() },
+        ]);
     }
 
     fn print(&self) {
         let header = [
-            "scenario", "server", "params", "throughput", "server CPU", "per server core", "lat p50/p99/p99.9 ms",
-            "miss/dup/ooo/closed", "busy srv/gen", "notes",
+            "scenario",
+            "server",
+            "params",
+            "throughput",
+            "server CPU",
+            "per server core",
+            "lat p50/p99/p99.9 ms",
+            "miss/dup/ooo/closed",
+            "busy srv/gen",
+            "notes",
         ];
         print_rows(&header, &self.rows);
         if !self.targets.is_empty() {
@@ -493,7 +542,8 @@ fn print_rows<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count()))).collect();
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count()))).collect();
         println!("| {} |", padded.join(" | "));
     };
     line(header.iter().map(|s| s.to_string()).collect());

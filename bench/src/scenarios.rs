@@ -165,7 +165,9 @@ async fn watch(mut ws: Ws, tally: Rc<Tally>, key: &'static str, cancel: Cancella
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Close(frame))) => {
-                tally.closed_because(frame.map_or("close without code".into(), |f| format!("{} {}", u16::from(f.code), f.reason)));
+                tally.closed_because(
+                    frame.map_or("close without code".into(), |f| format!("{} {}", u16::from(f.code), f.reason)),
+                );
                 return;
             }
             Some(Ok(_)) => continue,
@@ -292,7 +294,12 @@ async fn open(
     for result in results {
         match result {
             Ok(ws) => {
-                subscribers.tasks.push(tokio::task::spawn_local(watch(ws, tally.clone(), key, subscribers.cancel.clone())));
+                subscribers.tasks.push(tokio::task::spawn_local(watch(
+                    ws,
+                    tally.clone(),
+                    key,
+                    subscribers.cancel.clone(),
+                )));
             }
             Err(e) => {
                 subscribers.failed += 1;
@@ -386,7 +393,9 @@ async fn open_loop(
             let response = reader.next().await?;
             let now = Instant::now();
             let scheduled = t0 + interval.mul_f64(k as f64);
-            latency.borrow_mut().saturating_record((now.saturating_duration_since(scheduled).as_micros() as u64).max(1));
+            latency
+                .borrow_mut()
+                .saturating_record((now.saturating_duration_since(scheduled).as_micros() as u64).max(1));
             let mut r = result.borrow_mut();
             r.first_response.get_or_insert(now);
             r.last_response = Some(now);
@@ -394,7 +403,8 @@ async fn open_loop(
                 r.ok += 1;
             } else {
                 r.errors += 1;
-                r.first_error.get_or_insert_with(|| String::from_utf8_lossy(&response.body).chars().take(300).collect());
+                r.first_error
+                    .get_or_insert_with(|| String::from_utf8_lossy(&response.body).chars().take(300).collect());
             }
         }
         anyhow::Ok(())
@@ -454,7 +464,11 @@ impl Phase {
     }
 
     pub fn clean(&self) -> bool {
-        self.missing == 0 && self.duplicates == 0 && self.out_of_order == 0 && self.closed == 0 && self.publish_errors == 0
+        self.missing == 0
+            && self.duplicates == 0
+            && self.out_of_order == 0
+            && self.closed == 0
+            && self.publish_errors == 0
     }
 }
 
@@ -561,7 +575,8 @@ fn set_inventory(product: String) -> Box<dyn Fn(u64) -> String> {
     })
 }
 
-const INVENTORY: &str = "subscription($p: ID){ inventoryChanged(productId: $p){ productId newQuantity previousQuantity timestamp } }";
+const INVENTORY: &str =
+    "subscription($p: ID){ inventoryChanged(productId: $p){ productId newQuantity previousQuantity timestamp } }";
 const INVENTORY_KEY: &str = "\"newQuantity\":";
 const ORDER: &str = "subscription($o: ID!){ orderUpdated(orderId: $o){ orderId status trackingNumber } }";
 const ORDER_KEY: &str = "\"trackingNumber\":";
@@ -577,7 +592,11 @@ pub async fn interesting_metrics(server: &Server) -> Vec<String> {
     let Ok(text) = http_get(server, "/metrics").await else { return Vec::new() };
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| ["lagged", "dropped", "execut", "serializ", "shared", "delivered", "published"].iter().any(|k| l.contains(k)))
+        .filter(|l| {
+            ["lagged", "dropped", "execut", "serializ", "shared", "delivered", "published"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -585,7 +604,9 @@ pub async fn interesting_metrics(server: &Server) -> Vec<String> {
 async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = client::tcp_connect(server.addr, false).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).as_bytes()).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).as_bytes())
+        .await?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await??;
     let text = String::from_utf8_lossy(&out).into_owned();
@@ -597,16 +618,38 @@ fn log(_env: &Env, message: impl AsRef<str>) {
 }
 
 /// `fanout`: S subscribers on one product's `inventoryChanged`, `rate` setInventory/s.
-pub async fn fanout(env: &Env, kind: Kind, subscribers: usize, rate: f64, seconds: f64) -> anyhow::Result<(Phase, Vec<String>)> {
+pub async fn fanout(
+    env: &Env,
+    kind: Kind,
+    subscribers: usize,
+    rate: f64,
+    seconds: f64,
+) -> anyhow::Result<(Phase, Vec<String>)> {
     let server = env.start(kind)?;
-    log(env, format!("fanout on {} ({}, log {}): {subscribers} subscribers, {rate}/s for {seconds} s", kind.label(), server.addr, server.log_path()));
+    log(
+        env,
+        format!(
+            "fanout on {} ({}, log {}): {subscribers} subscribers, {rate}/s for {seconds} s",
+            kind.label(),
+            server.addr,
+            server.log_path()
+        ),
+    );
     let product = create_products(&server, &env.token, 1).await?.remove(0);
     let tally = Tally::new();
     let mut subs = Subscribers::new();
     let opened = Instant::now();
     open(env, &server, &mut subs, &tally, INVENTORY_KEY, subscribers, |_| (INVENTORY, json!({"p": product}))).await;
-    log(env, format!("opened {} subscribers in {:.1} s ({} failed{})", subs.len(), opened.elapsed().as_secs_f64(), subs.failed,
-        subs.first_failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()));
+    log(
+        env,
+        format!(
+            "opened {} subscribers in {:.1} s ({} failed{})",
+            subs.len(),
+            opened.elapsed().as_secs_f64(),
+            subs.failed,
+            subs.first_failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default()
+        ),
+    );
     settle(subscribers).await;
     let mut publisher = Publisher::new(&server, &env.token, set_inventory(product)).await?;
     publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(20)).await?;
@@ -657,7 +700,13 @@ pub async fn idle(env: &Env, kind: Kind, max: usize, step: usize) -> anyhow::Res
     // Prove the connections were live subscribers, not just open sockets.
     publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(15)).await?;
     let points: Vec<(f64, f64)> = samples.iter().map(|&(n, rss)| (n as f64, rss as f64)).collect();
-    let result = Idle { bytes_per_connection: sys::slope(&points), live: tally.warm.get(), opened: subs.len(), failed: subs.failed, samples };
+    let result = Idle {
+        bytes_per_connection: sys::slope(&points),
+        live: tally.warm.get(),
+        opened: subs.len(),
+        failed: subs.failed,
+        samples,
+    };
     subs.stop().await;
     Ok(result)
 }
@@ -699,7 +748,14 @@ impl Filter {
 pub async fn filter(env: &Env, kind: Kind, others: usize, rate: f64, seconds: f64) -> anyhow::Result<Filter> {
     let others = others.min(env.max_connections().saturating_sub(10));
     let server = env.start(kind)?;
-    log(env, format!("filter on {} ({}): {others} subscribers on other orders, {rate}/s for {seconds} s", kind.label(), server.addr));
+    log(
+        env,
+        format!(
+            "filter on {} ({}): {others} subscribers on other orders, {rate}/s for {seconds} s",
+            kind.label(),
+            server.addr
+        ),
+    );
     let created = Instant::now();
     let orders = create_orders(&server, &env.token, others + 1).await?;
     log(env, format!("created {} orders in {:.1} s", orders.len(), created.elapsed().as_secs_f64()));
@@ -764,7 +820,15 @@ impl Connect {
 pub async fn connect(env: &Env, kind: Kind, seconds: f64, max: usize) -> anyhow::Result<Connect> {
     let max = max.min(env.max_connections());
     let server = env.start(kind)?;
-    log(env, format!("connect on {} ({}): {} at a time, for {seconds} s or {max} connections", kind.label(), server.addr, env.concurrency));
+    log(
+        env,
+        format!(
+            "connect on {} ({}): {} at a time, for {seconds} s or {max} connections",
+            kind.label(),
+            server.addr,
+            env.concurrency
+        ),
+    );
     let product = create_products(&server, &env.token, 1).await?.remove(0);
     let tally = Tally::new();
     let cancel = CancellationToken::new();
@@ -792,7 +856,12 @@ pub async fn connect(env: &Env, kind: Kind, seconds: f64, max: usize) -> anyhow:
                     latency.borrow_mut().saturating_record((now.duration_since(began).as_micros() as u64).max(1));
                     done.set(done.get() + 1);
                     last_done.set(now);
-                    tasks.borrow_mut().push(tokio::task::spawn_local(watch(ws, tally.clone(), INVENTORY_KEY, cancel.clone())));
+                    tasks.borrow_mut().push(tokio::task::spawn_local(watch(
+                        ws,
+                        tally.clone(),
+                        INVENTORY_KEY,
+                        cancel.clone(),
+                    )));
                 }
                 Err(e) => {
                     failed.set(failed.get() + 1);
@@ -843,9 +912,22 @@ pub struct Mutations {
 
 /// `setinventory`: open-loop `rate` setInventory/s over `connections` pipelined keep-alive
 /// connections, one product each.
-pub async fn setinventory(env: &Env, kind: Kind, rate: f64, seconds: f64, connections: usize) -> anyhow::Result<Mutations> {
+pub async fn setinventory(
+    env: &Env,
+    kind: Kind,
+    rate: f64,
+    seconds: f64,
+    connections: usize,
+) -> anyhow::Result<Mutations> {
     let server = env.start(kind)?;
-    log(env, format!("setinventory on {} ({}): {rate}/s over {connections} connections for {seconds} s", kind.label(), server.addr));
+    log(
+        env,
+        format!(
+            "setinventory on {} ({}): {rate}/s over {connections} connections for {seconds} s",
+            kind.label(),
+            server.addr
+        ),
+    );
     let products = create_products(&server, &env.token, connections).await?;
     let mut publishers = Vec::new();
     for product in products {

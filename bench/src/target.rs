@@ -100,7 +100,10 @@ impl Server {
                 let mut c = Command::new("node");
                 c.arg("server.js").current_dir(&settings.node_dir);
                 if !settings.node_dir.join("node_modules").is_dir() {
-                    bail!("{}: no node_modules (copy the peer to a temp dir and run `npm ci` there)", settings.node_dir.display());
+                    bail!(
+                        "{}: no node_modules (copy the peer to a temp dir and run `npm ci` there)",
+                        settings.node_dir.display()
+                    );
                 }
                 c
             }
