@@ -71,10 +71,10 @@ async fn connection(mut socket: WebSocket, state: Baseline) {
                 } else {
                     None
                 };
-                if let Some(reply) = reply {
-                    if socket.send(Message::Text(reply.into())).await.is_err() {
-                        return;
-                    }
+                if let Some(reply) = reply
+                    && socket.send(Message::Text(reply.into())).await.is_err()
+                {
+                    return;
                 }
             }
             frame = async { frames.as_mut().expect("guarded").recv().await }, if frames.is_some() => {

@@ -124,10 +124,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    if !args.no_pin {
-        if let Err(e) = sys::pin_to_core(args.bench_core) {
-            eprintln!("warning: could not pin the generator to core {}: {e}", args.bench_core);
-        }
+    if !args.no_pin
+        && let Err(e) = sys::pin_to_core(args.bench_core)
+    {
+        eprintln!("warning: could not pin the generator to core {}: {e}", args.bench_core);
     }
     let fd_limit = sys::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
