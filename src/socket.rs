@@ -6,9 +6,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use tokio::time::{Instant, timeout};
 
 /// Bytes read from the socket at a time. axum's default is 128 KiB *per socket*, allocated up
-/// front (and zero-filled before each read by tungstenite): 1.3 GB for 10k idle sockets. Our
-/// messages are small; larger ones are simply read in several steps.
-const READ_BUFFER: usize = 4 * 1024;
+/// front (and zero-filled before each read by tungstenite): 1.3 GB for 10k idle sockets. Client
+/// messages are small (a `subscribe` is a few hundred bytes); a larger one grows the buffer to
+/// its size while it is read.
+const READ_BUFFER: usize = 1024;
 /// Frames are batched up to this size before being written, unless flushed sooner.
 const WRITE_BUFFER: usize = 8 * 1024;
 /// A socket whose writes keep failing may buffer this much before sends fail.
@@ -17,6 +18,8 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close waits for the peer's answering close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a socket whose read side failed stays open after our close frame (see [`close`]).
+const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
 /// Applies the buffer sizes and the message size limit to an upgrade.
 pub fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
@@ -67,22 +70,31 @@ pub async fn flush(socket: &mut WebSocket) -> Result<(), ()> {
     }
 }
 
-/// Sends a close frame and waits briefly for the peer's, discarding what it still sends. Waiting
-/// matters: closing TCP with unread bytes in the receive buffer makes the kernel send a reset,
-/// and the peer may then never see the close code (it would report 1006 instead).
+/// Sends a close frame and waits briefly for the peer's, discarding what it still sends.
+///
+/// Waiting matters: closing TCP with unread bytes in the receive buffer makes the kernel send a
+/// reset, and a peer that gets the reset while answering our close frame reports an error
+/// instead of our close code (tungstenite does exactly that). When the read side cannot be
+/// drained — after a message over the size limit, whose rest is still in the kernel — the socket
+/// lingers for [`CLOSE_LINGER`] so that the peer has read the close frame before the reset.
 pub async fn close(mut socket: WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame { code, reason: close_reason(reason).into() };
     if send(&mut socket, Message::Close(Some(frame))).await.is_err() {
         return;
     }
-    let _ = timeout(CLOSE_TIMEOUT, async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+    let answered = timeout(CLOSE_TIMEOUT, async {
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return false,
             }
         }
     })
     .await;
+    if answered == Ok(false) {
+        tokio::time::sleep(CLOSE_LINGER).await;
+    }
 }
 
 /// What to do about a failed read: a message over the size limit is answered with 1009

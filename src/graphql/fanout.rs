@@ -36,21 +36,19 @@ use super::error::add_codes;
 use crate::pubsub::{Key, Subscription};
 use crate::registry::SubscriptionGuard;
 
-/// What a connection receives from the groups it belongs to.
+/// What a connection receives from the groups it belongs to. Sixteen bytes, because every
+/// connection's queue allocates its first block of these up front.
 #[derive(Debug)]
 pub struct Delivery {
     /// Which membership it is for (ids can be reused after `complete`; memberships cannot).
     pub membership: u64,
-    pub kind: DeliveryKind,
+    /// A serialised execution result (`{"data": ...}`) shared by every member, or `None` when
+    /// the source ended.
+    pub payload: Option<Payload>,
 }
 
-#[derive(Debug)]
-pub enum DeliveryKind {
-    /// A serialised execution result (`{"data": ...}`), shared by every member.
-    Next(Arc<str>),
-    /// The source ended.
-    Complete,
-}
+/// A thin pointer (an `Arc<str>` would be two words).
+pub type Payload = Arc<String>;
 
 /// A broker subscription found by a probe, with the token its overflow cancels.
 pub struct Source {
@@ -244,7 +242,7 @@ async fn run_group(
                 member.overflow.cancel();
             } else if !member.overflow.is_cancelled() {
                 // A full queue here means the member is behind anyway; the overflow closes it.
-                let complete = Delivery { membership: member.membership, kind: DeliveryKind::Complete };
+                let complete = Delivery { membership: member.membership, payload: None };
                 if member.deliveries.try_send(complete).is_err() {
                     member.overflow.cancel();
                 }
@@ -254,7 +252,7 @@ async fn run_group(
 }
 
 fn deliver(group: &Group, response: &Response) {
-    let payload: Arc<str> = serde_json::to_string(response).expect("responses serialise").into();
+    let payload: Payload = Arc::new(serde_json::to_string(response).expect("responses serialise"));
     metrics::counter!("switchboard_subscription_executions_total").increment(1);
     let members = group.members.lock().expect("group lock");
     let mut delivered = 0u64;
@@ -262,7 +260,7 @@ fn deliver(group: &Group, response: &Response) {
         if member.overflow.is_cancelled() {
             continue; // told it is too slow already; a later event would hide the gap
         }
-        let delivery = Delivery { membership: member.membership, kind: DeliveryKind::Next(payload.clone()) };
+        let delivery = Delivery { membership: member.membership, payload: Some(payload.clone()) };
         match member.deliveries.try_send(delivery) {
             Ok(()) => delivered += 1,
             Err(mpsc::error::TrySendError::Full(_)) => {

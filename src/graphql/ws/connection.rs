@@ -6,13 +6,12 @@
 //! this task's writes; the broker never waits for it, and when its queues overflow the socket is
 //! closed with 1013 rather than left to skip events silently.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_graphql::{Response, ServerError, Variables};
 use axum::extract::ws::{Message, WebSocket};
-use futures::stream::{self, BoxStream};
 use futures::future::Either;
+use futures::stream::{self, BoxStream};
 use futures::{StreamExt, future};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
@@ -24,7 +23,7 @@ use crate::app::AppState;
 use crate::auth::{self, User};
 use crate::graphql::Overflow;
 use crate::graphql::error::{add_codes, code, failed_before_execution};
-use crate::graphql::fanout::{Delivery, DeliveryKind, GroupKey, Joiner, Membership, Probe};
+use crate::graphql::fanout::{Delivery, GroupKey, Joiner, Membership, Probe};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::{Channel, ConnectionGuard};
 use crate::socket::{self, Liveness};
@@ -76,12 +75,51 @@ struct Connection {
     overflow: Overflow,
     /// Each local operation's results, then `None` when it completes.
     streams: StreamMap<String, BoxStream<'static, Option<Response>>>,
-    operations: HashMap<String, Operation>,
+    operations: Operations,
     /// What the shared groups this connection belongs to send it, and the sender they use.
     deliveries: mpsc::Receiver<Delivery>,
     deliveries_tx: mpsc::Sender<Delivery>,
-    /// Membership id → operation id, for the deliveries.
-    shared: HashMap<u64, String>,
+}
+
+/// A connection's operations by id. A vector, not a map: a connection runs a handful at most
+/// (`WS_MAX_OPERATIONS` caps it), and an idle connection with one subscription should not carry
+/// a hash table's buckets.
+#[derive(Default)]
+struct Operations(Vec<(String, Operation)>);
+
+impl Operations {
+    fn contains(&self, id: &str) -> bool {
+        self.0.iter().any(|(i, _)| i == id)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, id: String, operation: Operation) {
+        self.0.push((id, operation));
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Operation> {
+        self.0.iter_mut().find(|(i, _)| i == id).map(|(_, op)| op)
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Operation> {
+        let at = self.0.iter().position(|(i, _)| i == id)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    /// The id and JSON-encoded id of the shared operation with this membership.
+    fn shared(&self, membership: u64) -> Option<(&str, &str)> {
+        self.0.iter().find_map(|(id, op)| match op {
+            Operation::Shared { membership: m, id_json } if m.id == membership => Some((id.as_str(), id_json.as_str())),
+            _ => None,
+        })
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Frames written in one go before a flush, when deliveries are waiting.
@@ -99,7 +137,11 @@ pub fn run(
     header_token: Option<String>,
 ) -> impl Future<Output = ()> + Send {
     let Some(dialect) = dialect else {
-        return Either::Left(Box::pin(socket::close(socket, close::SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")));
+        return Either::Left(Box::pin(socket::close(
+            socket,
+            close::SUBPROTOCOL_NOT_ACCEPTABLE,
+            "Subprotocol not acceptable",
+        )));
     };
     let channel = match dialect {
         Dialect::TransportWs => Channel::GraphqlTransportWs,
@@ -110,7 +152,6 @@ pub fn run(
     let connection = Connection {
         deliveries,
         deliveries_tx,
-        shared: HashMap::new(),
         registration: state.registry.connect(channel),
         state,
         dialect,
@@ -121,7 +162,7 @@ pub fn run(
         expires: None,
         overflow: Overflow::default(),
         streams: StreamMap::new(),
-        operations: HashMap::new(),
+        operations: Operations::default(),
     };
     Either::Right(connection.live(socket).instrument(span))
 }
@@ -129,6 +170,7 @@ pub fn run(
 impl Connection {
     // An async block rather than an `async fn`: rustc keeps an async fn's arguments and the
     // locals they move into side by side (rust-lang/rust#62958), doubling this future's size.
+    #[allow(clippy::manual_async_fn)]
     fn live(mut self, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
         async move {
             let end = Box::pin(self.serve(&mut socket)).await;
@@ -304,7 +346,7 @@ impl Connection {
                 }
             };
         }
-        if self.operations.contains_key(&id) {
+        if self.operations.contains(&id) {
             match self.dialect {
                 Dialect::TransportWs => {
                     return Err(close_with(close::SUBSCRIBER_EXISTS, format!("Subscriber for {id} already exists")));
@@ -373,7 +415,6 @@ impl Connection {
         let counted = self.state.registry.subscription(source.field);
         let membership =
             self.state.fanout.join(&self.state.schema, key, self.request(payload), source, joiner, counted);
-        self.shared.insert(membership.id, id.to_owned());
         let id_json = serde_json::to_string(id).expect("strings serialise");
         self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
         Shared::Joined
@@ -382,9 +423,7 @@ impl Connection {
     /// Ends an operation on our side, whatever its kind.
     fn forget(&mut self, id: &str) {
         self.streams.remove(id);
-        if let Some(Operation::Shared { membership, .. }) = self.operations.remove(id) {
-            self.shared.remove(&membership.id);
-        }
+        self.operations.remove(id);
     }
 
     /// Writes `first` and whatever else is already waiting (up to [`BATCH`]), then flushes once.
@@ -405,10 +444,9 @@ impl Connection {
 
     /// The frame a delivery becomes, if its operation is still ours.
     fn frame_for(&mut self, delivery: Delivery) -> Option<String> {
-        let id = self.shared.get(&delivery.membership)?;
-        let Some(Operation::Shared { id_json, .. }) = self.operations.get(id) else { return None };
-        match delivery.kind {
-            DeliveryKind::Next(payload) => {
+        let (id, id_json) = self.operations.shared(delivery.membership)?;
+        match delivery.payload {
+            Some(payload) => {
                 let kind = if self.dialect == Dialect::Legacy { "data" } else { "next" };
                 let mut frame = String::with_capacity(payload.len() + id_json.len() + 40);
                 frame.push_str("{\"id\":");
@@ -420,8 +458,8 @@ impl Connection {
                 frame.push('}');
                 Some(frame)
             }
-            DeliveryKind::Complete => {
-                let id = id.clone();
+            None => {
+                let id = id.to_owned();
                 self.forget(&id);
                 Some(ServerMessage::Complete { id: &id }.to_json(self.dialect))
             }
