@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::broadcast;
 
-/// Same buffer sizes as Switchboard's `src/socket.rs`.
+/// Same buffer sizes as Switchboard's `src/socket.rs` (the read buffer can be changed with
+/// `BASELINE_READ_BUFFER` to see what it costs per idle connection).
 const READ_BUFFER: usize = 4 * 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024 + 64 * 1024;
@@ -27,6 +28,7 @@ const QUEUE: usize = 256;
 #[derive(Clone)]
 struct Baseline {
     frames: broadcast::Sender<Utf8Bytes>,
+    read_buffer: usize,
 }
 
 pub fn serve() -> anyhow::Result<()> {
@@ -35,7 +37,10 @@ pub fn serve() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (frames, _) = broadcast::channel(QUEUE);
-        let app = Router::new().route("/graphql", get(upgrade).post(mutation)).with_state(Baseline { frames });
+        let read_buffer =
+            std::env::var("BASELINE_READ_BUFFER").ok().and_then(|v| v.parse().ok()).unwrap_or(READ_BUFFER);
+        let app =
+            Router::new().route("/graphql", get(upgrade).post(mutation)).with_state(Baseline { frames, read_buffer });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!("listening on {}", listener.local_addr()?);
         axum::serve(listener, app).await?;
@@ -44,7 +49,7 @@ pub fn serve() -> anyhow::Result<()> {
 }
 
 async fn upgrade(State(state): State<Baseline>, ws: WebSocketUpgrade) -> Response {
-    ws.read_buffer_size(READ_BUFFER)
+    ws.read_buffer_size(state.read_buffer)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .protocols(["graphql-transport-ws"])

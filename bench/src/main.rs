@@ -43,6 +43,15 @@ enum Scenario {
     BaselineServer,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ServerArg {
+    Switchboard,
+    /// The built-in minimal axum server (fanout, idle, connect).
+    Baseline,
+    /// The Node peer in --node-dir.
+    Node,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke"
@@ -72,7 +81,10 @@ struct Args {
     /// DATABASE_URL for spawned Switchboards (default: a fresh SQLite file in /tmp each).
     #[arg(long)]
     database_url: Option<String>,
-    /// Extra KEY=VALUE environment for spawned Switchboards.
+    /// Which server the single-server scenarios (fanout, idle, connect, setinventory) start.
+    #[arg(long, value_enum, default_value_t = ServerArg::Switchboard)]
+    server: ServerArg,
+    /// Extra KEY=VALUE environment for spawned servers.
     #[arg(long = "server-env")]
     server_env: Vec<String>,
     /// Core for spawned servers.
@@ -166,6 +178,12 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         fd_limit,
     };
     let sb = if env.external.is_some() { Kind::External } else { Kind::Switchboard };
+    // The server of the single-server scenarios; `baseline`, `peer` and `suite` choose their own.
+    let single = match args.server {
+        ServerArg::Switchboard => sb,
+        ServerArg::Baseline => Kind::Baseline,
+        ServerArg::Node => Kind::Node,
+    };
     if env.external.is_none() && !env.settings.switchboard_bin.exists() {
         anyhow::bail!(
             "{} not found: build it (cargo build --release --bin switchboard) or pass --spawn / --url",
@@ -190,9 +208,9 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             } else {
                 (s, args.rate.unwrap_or(20.0), seconds)
             };
-            let (phase, metrics) = scenarios::fanout(&env, sb, s, rate, seconds).await?;
+            let (phase, metrics) = scenarios::fanout(&env, single, s, rate, seconds).await?;
             clean &= phase.clean();
-            table.fanout("fanout", sb, &phase);
+            table.fanout("fanout", single, &phase);
             table.notes.extend(metrics);
         }
         Scenario::Baseline => {
@@ -225,20 +243,21 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             );
         }
         Scenario::Idle => {
-            let idle = scenarios::idle(&env, sb, args.max_connections, args.step).await?;
-            table.idle(sb, &idle);
+            let idle = scenarios::idle(&env, single, args.max_connections, args.step).await?;
+            table.idle(single, &idle);
         }
         Scenario::Filter => {
-            let filter = scenarios::filter(&env, sb, args.others, args.rate.unwrap_or(50.0), seconds).await?;
-            table.filter(sb, &filter);
+            let filter = scenarios::filter(&env, single, args.others, args.rate.unwrap_or(50.0), seconds).await?;
+            table.filter(single, &filter);
         }
         Scenario::Connect => {
-            let connect = scenarios::connect(&env, sb, seconds, args.max_connections).await?;
-            table.connect(sb, &connect);
+            let connect = scenarios::connect(&env, single, seconds, args.max_connections).await?;
+            table.connect(single, &connect);
         }
         Scenario::Setinventory => {
-            let m = scenarios::setinventory(&env, sb, args.rate.unwrap_or(2000.0), seconds, args.connections).await?;
-            table.mutations(sb, &m);
+            let m =
+                scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?;
+            table.mutations(single, &m);
         }
         Scenario::Suite => clean &= suite(&env, sb, &args, &mut table).await?,
         Scenario::BaselineServer => unreachable!("handled in main"),
@@ -319,6 +338,17 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     table.idle(sb, &idle);
     if let Some(b) = idle.bytes_per_connection {
         table.target("RSS per idle subscribed connection (KiB)", b / 1024.0, "≤ 8", b <= 8.0 * 1024.0);
+    }
+    // The same on the baseline: what the stack itself needs per connection with these buffers.
+    let base_idle = scenarios::idle(env, Kind::Baseline, args.max_connections, args.step).await?;
+    table.idle(Kind::Baseline, &base_idle);
+    if let Some(b) = base_idle.bytes_per_connection {
+        table.target(
+            "RSS per idle subscribed connection, baseline: the floor (KiB)",
+            b / 1024.0,
+            "≤ 8",
+            b <= 8.0 * 1024.0,
+        );
     }
     if node {
         let node_idle = scenarios::idle(env, Kind::Node, args.max_connections, args.step).await?;

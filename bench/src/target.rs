@@ -38,7 +38,7 @@ pub struct SpawnSettings {
     /// `None`: a fresh SQLite file under /tmp per server.
     pub database_url: Option<String>,
     pub server_core: Option<usize>,
-    /// Extra environment for Switchboard (e.g. `WS_HEARTBEAT_INTERVAL`).
+    /// Extra environment for spawned servers (e.g. `WS_HEARTBEAT_INTERVAL`, `BASELINE_READ_BUFFER`).
     pub extra_env: Vec<(String, String)>,
 }
 
@@ -86,9 +86,6 @@ impl Server {
                     }
                 };
                 c.env("DATABASE_URL", url).env("RUST_LOG", "info,tower_http=warn");
-                for (k, v) in &settings.extra_env {
-                    c.env(k, v);
-                }
                 c
             }
             Kind::Baseline => {
@@ -109,6 +106,9 @@ impl Server {
             }
             Kind::External => bail!("an external server is not spawned"),
         };
+        for (k, v) in &settings.extra_env {
+            command.env(k, v);
+        }
         let out = std::fs::File::create(&log)?;
         command
             .env("BIND_ADDR", "127.0.0.1:0")
