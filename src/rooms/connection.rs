@@ -11,7 +11,7 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::StreamExt;
 use tokio::time::sleep_until;
 use tokio_stream::StreamMap;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, debug_span};
 
 use super::access::{self, Denied};
 use super::protocol::{ClientMessage, ErrorCode, FEATURES, MAX_TYPING_FIELD, ServerMessage, Typing};
@@ -54,7 +54,7 @@ struct Connection {
 
 pub async fn run(socket: WebSocket, state: AppState, user: User) {
     let client_id = uuid::Uuid::new_v4().to_string();
-    let span = info_span!("rooms_ws", user = %user.id, client = %client_id);
+    let span = debug_span!("rooms_ws", user = %user.id, client = %client_id);
     async move {
         let mut registration = state.registry.connect(Channel::Rooms);
         registration.sign_in(&user.id);

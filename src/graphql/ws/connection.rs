@@ -16,7 +16,7 @@ use futures::{StreamExt, future};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_stream::StreamMap;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, debug_span};
 
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload, close};
 use crate::app::AppState;
@@ -147,7 +147,7 @@ pub fn run(
         Dialect::TransportWs => Channel::GraphqlTransportWs,
         Dialect::Legacy => Channel::GraphqlWs,
     };
-    let span = info_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
+    let span = debug_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
     let (deliveries_tx, deliveries) = mpsc::channel(state.config.subscriber_queue.max(1));
     let connection = Connection {
         deliveries,
