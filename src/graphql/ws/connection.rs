@@ -12,7 +12,7 @@ use async_graphql::{Response, ServerError, Variables};
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::Either;
 use futures::stream::{self, BoxStream};
-use futures::{StreamExt, future};
+use futures::{SinkExt, StreamExt, future};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_stream::StreamMap;
@@ -193,6 +193,7 @@ impl Connection {
         let mut liveness = Liveness::new(config.inactive_timeout());
         let mut heartbeat = socket::heartbeat(config.heartbeat_interval());
         let init_deadline = sleep(config.init_timeout());
+        // (`init_at` below is the same instant, for the cheap check at the top of the loop.)
         let expiry = sleep(Duration::from_secs(86_400 * 365));
         let idle = sleep_until(liveness.deadline());
         tokio::pin!(init_deadline, expiry, idle);
@@ -201,27 +202,31 @@ impl Connection {
         // Every handler below is boxed: a connection spends its life waiting, and a handler's
         // state inline in this loop would make every idle connection's task as large as the
         // largest handler (measured: 4.1 KB inline, against 1 KB boxed).
+        let init_at = Instant::now() + config.init_timeout();
         loop {
+            // The select below is biased towards work, so a peer that never stops sending could
+            // keep its timer and token branches from being polled: check them here, cheaply.
+            if shutdown.is_cancelled() {
+                return close_with(close::GOING_AWAY, "server shutting down");
+            }
+            if overflow.is_cancelled() {
+                return close_with(
+                    close::TRY_AGAIN_LATER,
+                    "subscriber too slow: events were dropped; reconnect and refetch",
+                );
+            }
+            let now = Instant::now();
+            if !self.initialised && now >= init_at {
+                return close_with(close::INIT_TIMEOUT, "Connection initialisation timeout");
+            }
+            if expiry_armed && self.expires.is_some_and(|at| now >= at) {
+                return close_with(close::FORBIDDEN, "Forbidden: token expired");
+            }
             tokio::select! {
-                _ = shutdown.cancelled() => return close_with(close::GOING_AWAY, "server shutting down"),
-                _ = overflow.cancelled() => {
-                    return close_with(close::TRY_AGAIN_LATER, "subscriber too slow: events were dropped; reconnect and refetch");
-                }
-                _ = &mut init_deadline, if !self.initialised => {
-                    return close_with(close::INIT_TIMEOUT, "Connection initialisation timeout");
-                }
-                _ = &mut expiry, if expiry_armed => return close_with(close::FORBIDDEN, "Forbidden: token expired"),
-                _ = &mut idle => {
-                    if liveness.expired() {
-                        return close_with(close::GOING_AWAY, "inactive");
-                    }
-                    idle.as_mut().reset(liveness.deadline());
-                }
-                _ = heartbeat.tick() => {
-                    if let Err(end) = Box::pin(self.on_heartbeat(socket)).await {
-                        return end;
-                    }
-                }
+                // Biased, work first: on a busy connection the first ready branch wins without
+                // polling the others (each poll of a cancellation token or timer registers a
+                // waker, which cost more than writing the frame).
+                biased;
                 frame = socket.recv() => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
@@ -243,13 +248,32 @@ impl Connection {
                         expiry_armed = true;
                     }
                 }
+                Some(delivery) = self.deliveries.recv() => {
+                    if let Err(end) = Box::pin(self.on_deliveries(socket, delivery)).await {
+                        return end;
+                    }
+                }
                 Some((id, item)) = self.streams.next(), if !self.streams.is_empty() => {
                     if let Err(end) = Box::pin(self.on_result(socket, id, item)).await {
                         return end;
                     }
                 }
-                Some(delivery) = self.deliveries.recv() => {
-                    if let Err(end) = Box::pin(self.on_deliveries(socket, delivery)).await {
+                _ = shutdown.cancelled() => return close_with(close::GOING_AWAY, "server shutting down"),
+                _ = overflow.cancelled() => {
+                    return close_with(close::TRY_AGAIN_LATER, "subscriber too slow: events were dropped; reconnect and refetch");
+                }
+                _ = &mut init_deadline, if !self.initialised => {
+                    return close_with(close::INIT_TIMEOUT, "Connection initialisation timeout");
+                }
+                _ = &mut expiry, if expiry_armed => return close_with(close::FORBIDDEN, "Forbidden: token expired"),
+                _ = &mut idle => {
+                    if liveness.expired() {
+                        return close_with(close::GOING_AWAY, "inactive");
+                    }
+                    idle.as_mut().reset(liveness.deadline());
+                }
+                _ = heartbeat.tick() => {
+                    if let Err(end) = Box::pin(self.on_heartbeat(socket)).await {
                         return end;
                     }
                 }
@@ -427,19 +451,27 @@ impl Connection {
     }
 
     /// Writes `first` and whatever else is already waiting (up to [`BATCH`]), then flushes once.
+    /// One time limit covers the whole batch: a timer per frame would cost more than the frame.
     async fn on_deliveries(&mut self, socket: &mut WebSocket, first: Delivery) -> Result<(), End> {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(delivery) = next.take() {
-            if let Some(frame) = self.frame_for(delivery) {
-                socket::feed(socket, Message::Text(frame.into())).await.map_err(|()| End::Gone)?;
-                written += 1;
+        let written = tokio::time::timeout(socket::SEND_TIMEOUT, async {
+            let mut next = Some(first);
+            let mut written = 0;
+            while let Some(delivery) = next.take() {
+                if let Some(frame) = self.frame_for(delivery) {
+                    socket.feed(Message::Text(frame.into())).await?;
+                    written += 1;
+                }
+                if written < BATCH {
+                    next = self.deliveries.try_recv().ok();
+                }
             }
-            if written < BATCH {
-                next = self.deliveries.try_recv().ok();
-            }
+            socket.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
         }
-        socket::flush(socket).await.map_err(|()| End::Gone)
     }
 
     /// The frame a delivery becomes, if its operation is still ours.
