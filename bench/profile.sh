@@ -11,7 +11,7 @@ S=${1:-1000}; R=${2:-20}; T=${3:-12}
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OUT=/tmp/switchboard-profile; mkdir -p "$OUT"
 cp "$TARGET/release/switchboard" "$OUT/switchboard"
-rm -f "$OUT"/db*
+rm -f "$OUT"/db* "$OUT"/server.log "$OUT"/*.old
 PORT=$((20000 + RANDOM % 20000))
 BIND_ADDR=127.0.0.1:$PORT JWT_SECRET=bench-secret DATABASE_URL="sqlite://$OUT/db" NO_COLOR=1 \
   taskset -c 0 "$OUT/switchboard" > "$OUT/server.log" 2>&1 &
@@ -44,4 +44,5 @@ deliveries = 4 * int(sys.argv[2]) * float(sys.argv[3])
 for event, n in counts.items():
     print(f"{event}: {n} in 4 s = {n / deliveries:.2f} per delivery ({deliveries:.0f} deliveries)")
 PY
-perf script -i "$OUT/alloc.data" -F event,ip,sym --no-inline 2>/dev/null | python3 bench/tools/alloc_sites.py | head -25 | tee "$OUT/alloc-sites.txt"
+perf script -i "$OUT/alloc.data" -F event,ip,sym --no-inline 2>/dev/null | python3 bench/tools/alloc_sites.py > "$OUT/alloc-sites.txt"
+head -25 "$OUT/alloc-sites.txt"

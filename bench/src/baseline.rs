@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 
 /// Same buffer sizes as Switchboard's `src/socket.rs` (the read buffer can be changed with
 /// `BASELINE_READ_BUFFER` to see what it costs per idle connection).
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 8 * 1024;
 const MAX_WRITE_BUFFER: usize = 1024 * 1024 + 64 * 1024;
 /// Same per-subscriber queue depth as Switchboard's default `SUBSCRIBER_QUEUE`.

@@ -22,6 +22,8 @@ BUCKETS = [
     ("tracing span enter/exit (Instrumented)", r"tracing_subscriber|tracing_core|tracing::span"),
     ("broker publish (Broker::publish, mpsc send)", r"pubsub::Broker::publish|chan::Tx"),
     ("async-graphql stream plumbing (execute_stream, FuturesUnordered, asynk_strim, StreamMap)", r"asynk_strim|execute_stream|FuturesUnordered|StreamMap|collect_subscription|TryFlatten|Chain<|select_all"),
+    ("building each connection's frame (Connection::frame_for: look-ups, String, copy)", r"frame_for"),
+    ("per-subscriber queue (mpsc receive, semaphore, waker registration)", r"mpsc::|batch_semaphore|list::Rx|atomic_waker"),
     ("connection loop select!, timers, cancellation tokens", r"time::sleep|Sleep|timeout::Timeout|cancellation_token|Notified|connection::Connection::serve"),
 ]
 COMPILED = [(name, re.compile(pattern)) for name, pattern in BUCKETS]
