@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use tokio_util::task::TaskTracker;
 use tokio::time::{Instant, timeout};
 
 /// Bytes read from the socket at a time. axum's default is 128 KiB *per socket*, allocated up
@@ -28,6 +30,22 @@ pub fn configure(ws: WebSocketUpgrade, max_message: usize) -> WebSocketUpgrade {
         .max_write_buffer_size(MAX_WRITE_BUFFER.max(WRITE_BUFFER + max_message))
         .max_message_size(max_message)
         .max_frame_size(max_message)
+}
+
+/// Runs `connection` as a task of its own once the upgrade is done.
+///
+/// axum's `on_upgrade` runs its callback's future inside the task that awaited the upgrade, whose
+/// cell then also holds the upgrade machinery for the socket's whole life (about 1 KB more per
+/// idle connection, measured with massif). Spawning a fresh task lets that one finish at once.
+pub fn spawn_on_upgrade<F, Fut>(ws: WebSocketUpgrade, tracker: TaskTracker, connection: F) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    ws.on_upgrade(move |socket| {
+        tracker.spawn(connection(socket));
+        std::future::ready(())
+    })
 }
 
 /// Close reasons travel in a control frame of at most 125 bytes, two of which are the code

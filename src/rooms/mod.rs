@@ -60,5 +60,5 @@ pub async fn upgrade(
     };
     let ws = socket::configure(ws, state.config.ws_max_message_bytes);
     let tracker = state.tracker.clone();
-    ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, user)))
+    socket::spawn_on_upgrade(ws, tracker, move |socket| connection::run(socket, state, user))
 }

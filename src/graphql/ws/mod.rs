@@ -27,5 +27,5 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     let ws = socket::configure(ws, state.config.ws_max_message_bytes).protocols(SUBPROTOCOLS);
     let dialect = ws.selected_protocol().and_then(|p| p.to_str().ok()).and_then(Dialect::from_subprotocol);
     let tracker = state.tracker.clone();
-    ws.on_upgrade(move |socket| tracker.track_future(connection::run(socket, state, dialect, header_token)))
+    socket::spawn_on_upgrade(ws, tracker, move |socket| connection::run(socket, state, dialect, header_token))
 }
