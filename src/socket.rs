@@ -141,12 +141,10 @@ impl Liveness {
         self.last_seen = Instant::now();
     }
 
-    /// When the peer will count as gone if nothing more arrives (far away when disabled).
+    /// When the peer will count as gone if nothing more arrives (far away when disabled, and
+    /// then still stable from call to call, so that a timer aimed at it needs no re-arming).
     pub fn deadline(&self) -> Instant {
-        match self.inactive {
-            Some(inactive) => self.last_seen + inactive,
-            None => Instant::now() + Duration::from_secs(86_400 * 365),
-        }
+        self.last_seen + self.inactive.unwrap_or(Duration::from_secs(86_400 * 365))
     }
 
     pub fn expired(&self) -> bool {
