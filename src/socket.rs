@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use tokio_util::task::TaskTracker;
 use tokio::time::{Instant, timeout};
+use tokio_util::task::TaskTracker;
 
 /// Bytes read from the socket at a time. axum's default is 128 KiB *per socket*, allocated up
 /// front (and zero-filled before each read by tungstenite): 1.3 GB for 10k idle sockets. Client

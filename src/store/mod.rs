@@ -38,7 +38,10 @@ impl Store {
             SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(8)
-        };
+        }
+        // No `SELECT 1` before every acquire: each statement is a round trip to sqlx's SQLite
+        // worker thread, and a file database does not go away under us (`/ready` pings it).
+        .test_before_acquire(false);
         let pool = pool_options.connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })

@@ -6,7 +6,6 @@
 //! this task's writes; the broker never waits for it, and when its queues overflow the socket is
 //! closed with 1013 rather than left to skip events silently.
 
-
 use async_graphql::{Response, ServerError, Variables};
 use axum::extract::ws::{Message, WebSocket};
 use futures::future::Either;
@@ -233,16 +232,11 @@ impl Connection {
                     return end;
                 }
             }
-            let wake_at = [
-                (!self.initialised).then_some(init_at),
-                self.expires,
-                next_ping,
-                Some(liveness.deadline()),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("the inactivity deadline is always there");
+            let wake_at = [(!self.initialised).then_some(init_at), self.expires, next_ping, Some(liveness.deadline())]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("the inactivity deadline is always there");
             if timer.deadline() != wake_at {
                 timer.as_mut().reset(wake_at);
             }
@@ -485,14 +479,11 @@ impl Connection {
         match delivery.payload {
             Some(payload) => {
                 let kind = if self.dialect == Dialect::Legacy { "data" } else { "next" };
-                let mut frame = String::with_capacity(payload.len() + id_json.len() + 40);
-                frame.push_str("{\"id\":");
-                frame.push_str(id_json);
-                frame.push_str(",\"type\":\"");
-                frame.push_str(kind);
-                frame.push_str("\",\"payload\":");
-                frame.push_str(&payload);
-                frame.push('}');
+                let parts = ["{\"id\":", id_json, ",\"type\":\"", kind, "\",\"payload\":", payload.as_str(), "}"];
+                // Exactly the length: a `Vec` whose capacity is its length becomes `Bytes`
+                // (tungstenite's frame payload) without another allocation.
+                let mut frame = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+                parts.iter().for_each(|p| frame.push_str(p));
                 Some(frame)
             }
             None => {
