@@ -52,43 +52,52 @@ struct Connection {
     limiter: RateLimiter,
 }
 
-pub async fn run(socket: WebSocket, state: AppState, user: User) {
+/// Serves one upgraded socket until it closes.
+///
+/// Not an `async fn`, and the connection is built before the returned future exists: rustc keeps
+/// an async fn's arguments beside the locals they move into (rust-lang/rust#62958), and every
+/// byte of an idle connection's task counts, times tens of thousands.
+pub fn run(socket: WebSocket, state: AppState, user: User) -> impl Future<Output = ()> + Send {
     let client_id = uuid::Uuid::new_v4().to_string();
     let span = debug_span!("rooms_ws", user = %user.id, client = %client_id);
-    async move {
-        let mut registration = state.registry.connect(Channel::Rooms);
-        registration.sign_in(&user.id);
-        let membership = state.rooms.connect(&user.id, user.name.clone());
-        let notifications = state.commerce.broker().subscribe(
-            Key::User(user.id.clone()),
-            state.config.subscriber_queue,
-            membership.overflow().clone(),
-        );
-        let limiter = RateLimiter::new(state.config.ws_rate_limit, state.config.ws_rate_burst);
-        let mut connection = Connection {
-            state,
-            user,
-            client_id,
-            _registration: registration,
-            membership,
-            notifications,
-            relays: StreamMap::new(),
-            limiter,
-        };
-        let mut socket = socket;
-        let end = connection.serve(&mut socket).await;
-        // Leave every room and go offline before the close handshake, which may wait on a peer
-        // that never answers: presence must not.
-        drop(connection);
-        if let End::Close(code, reason) = end {
-            debug!(code, reason, "closing");
-            socket::close(socket, code, reason).await;
-        } else {
-            debug!("peer gone");
+    let mut registration = state.registry.connect(Channel::Rooms);
+    registration.sign_in(&user.id);
+    let membership = state.rooms.connect(&user.id, user.name.clone());
+    let notifications = state.commerce.broker().subscribe(
+        Key::User(user.id.clone()),
+        state.config.subscriber_queue,
+        membership.overflow().clone(),
+    );
+    let limiter = RateLimiter::new(state.config.ws_rate_limit, state.config.ws_rate_burst);
+    let connection = Connection {
+        state,
+        user,
+        client_id,
+        _registration: registration,
+        membership,
+        notifications,
+        relays: StreamMap::new(),
+        limiter,
+    };
+    connection.live(socket).instrument(span)
+}
+
+impl Connection {
+    #[allow(clippy::manual_async_fn)] // see `run`: an async block holds its captures once
+    fn live(mut self, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = Box::pin(self.serve(&mut socket)).await;
+            // Leave every room and go offline before the close handshake, which may wait on a
+            // peer that never answers: presence must not.
+            drop(self);
+            if let End::Close(code, reason) = end {
+                debug!(code, reason, "closing");
+                Box::pin(socket::close(socket, code, reason)).await;
+            } else {
+                debug!("peer gone");
+            }
         }
     }
-    .instrument(span)
-    .await;
 }
 
 impl Connection {
@@ -107,7 +116,7 @@ impl Connection {
             user_id: &self.user.id,
             features: FEATURES,
         };
-        if let Err(end) = send(socket, &welcome).await {
+        if let Err(end) = Box::pin(send(socket, &welcome)).await {
             return end;
         }
         debug!("connected");
@@ -125,35 +134,37 @@ impl Connection {
                     idle.as_mut().reset(liveness.deadline());
                 }
                 _ = heartbeat.tick() => {
-                    if socket::send(socket, Message::Ping(Default::default())).await.is_err() {
+                    if Box::pin(socket::send(socket, Message::Ping(Default::default()))).await.is_err() {
                         return End::Gone;
                     }
                 }
                 Some(text) = self.membership.recv() => {
-                    if socket::send(socket, Message::Text(text)).await.is_err() {
+                    if Box::pin(socket::send(socket, Message::Text(text))).await.is_err() {
                         return End::Gone;
                     }
                 }
                 Some((_, event)) = self.relays.next(), if !self.relays.is_empty() => {
-                    if let Err(end) = self.relay(socket, &event).await {
+                    if let Err(end) = Box::pin(self.relay(socket, &event)).await {
                         return end;
                     }
                 }
                 Some(event) = self.notifications.next() => {
-                    if let Err(end) = self.relay(socket, &event).await {
+                    if let Err(end) = Box::pin(self.relay(socket, &event)).await {
                         return end;
                     }
                 }
                 frame = socket.recv() => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
-                        Some(Err(e)) => return self.on_read_error(socket, e).await,
+                        Some(Err(e)) => return Box::pin(self.on_read_error(socket, e)).await,
                         None => return End::Gone,
                     };
                     liveness.seen();
                     let result = match frame {
-                        Message::Text(text) => self.on_message(socket, Some(text.as_str())).await,
-                        Message::Binary(_) => self.on_message(socket, None).await,
+                        // Handlers are boxed: inline, their state would make every idle
+                        // connection's task as large as the largest of them.
+                        Message::Text(text) => Box::pin(self.on_message(socket, Some(text.as_str()))).await,
+                        Message::Binary(_) => Box::pin(self.on_message(socket, None)).await,
                         Message::Ping(_) | Message::Pong(_) => Ok(()),
                         Message::Close(_) => Err(End::Gone),
                     };
@@ -318,5 +329,20 @@ fn entity_key(room_id: &str) -> Option<Key> {
         parse_id(id).map(Key::Product)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's task is mostly this future: keep it small (4.1 KB before the
+    /// handlers were boxed and `run` stopped holding its arguments twice).
+    #[test]
+    fn an_idle_connection_future_stays_small() {
+        fn size_of_output<F: Fn(A, B, C) -> R, A, B, C, R>(_: &F) -> usize {
+            std::mem::size_of::<R>()
+        }
+        let run = |socket, state, user| super::run(socket, state, user);
+        let size = size_of_output(&run);
+        assert!(size <= 1536, "the room connection future grew to {size} bytes");
     }
 }
