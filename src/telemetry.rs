@@ -47,4 +47,9 @@ fn describe() {
     describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
     describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
     describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");
+    describe_gauge!("switchboard_shared_subscriptions", "Groups of identical subscriptions sharing one execution");
+    describe_counter!(
+        "switchboard_subscription_executions_total",
+        "Subscription executions: one per event per group, however many members it has"
+    );
 }
