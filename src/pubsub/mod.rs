@@ -125,11 +125,6 @@ impl Broker {
     pub fn key_count(&self) -> usize {
         self.topics.read().expect("broker lock").by_key.len()
     }
-
-    /// Number of subscribers of `key`.
-    pub fn subscriber_count(&self, key: &Key) -> usize {
-        self.topics.read().expect("broker lock").by_key.get(key).map_or(0, Slab::len)
-    }
 }
 
 /// A live subscription: a stream of events that unsubscribes when dropped.
@@ -141,10 +136,6 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub fn key(&self) -> &Key {
-        &self.key
-    }
-
     pub async fn recv(&mut self) -> Option<Arc<Event>> {
         self.rx.recv().await
     }
