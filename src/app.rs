@@ -76,7 +76,7 @@ impl Application {
         if config.redis_url.is_some() {
             tracing::warn!("REDIS_URL is set, but this build runs with the in-process broker only");
         }
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::open(&config.store_options()).await?;
         if demo_data {
             demo::seed(&store).await?;
         }

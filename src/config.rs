@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::{SqliteSynchronous, StoreOptions};
+
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about = "A real-time GraphQL server for commerce apps")]
 pub struct Cli {
@@ -72,6 +74,17 @@ pub struct Config {
     /// The SQLite store, created and migrated on start; `sqlite::memory:` for a throw-away one.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db", global = true)]
     pub database_url: String,
+
+    /// Connections in the store's pool (a SQLite file or PostgreSQL; an in-memory SQLite store
+    /// always has one).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8, global = true)]
+    pub database_max_connections: u32,
+
+    /// SQLite file stores: `full` syncs the write-ahead log at every commit, so an acknowledged
+    /// change survives a power loss; `normal` syncs at checkpoints only (faster; a change survives
+    /// a crash of the process but not of the machine).
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full, global = true)]
+    pub sqlite_synchronous: SqliteSynchronous,
 
     /// HS256 signing key. Unset: a random key for this run only, and sample tokens are printed.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
@@ -179,6 +192,14 @@ impl Config {
             jwt_secret: Some("test-secret".into()),
             redis_url: None,
             ..cli.config
+        }
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+            sqlite_synchronous: self.sqlite_synchronous,
         }
     }
 

@@ -71,6 +71,7 @@ impl From<CommerceError> for ApiError {
             CommerceError::NotFound(what) => Self::NotFound(what),
             CommerceError::BadInput(message) => Self::BadInput(message),
             CommerceError::Store(e) => Self::from(e),
+            CommerceError::Internal(e) => Self::Internal(Arc::new(std::io::Error::other(e))),
         }
     }
 }

@@ -69,7 +69,7 @@ fn require_staff<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
     if user.is_staff() { Ok(user) } else { Err(ApiError::forbidden("this operation needs the staff or admin role")) }
 }
 
-fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Commerce {
+fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Arc<Commerce> {
     ctx.data_unchecked::<Arc<Commerce>>()
 }
 
