@@ -72,7 +72,7 @@ ensure_python3() {
 
 # A usable 2.7: the modules the suite and pip need load (they are the ones with shared libraries).
 py2_works() {
-  "$1" -c 'import sys, ssl, ctypes, zlib, pyexpat, _hashlib
+  "$1" -c 'import sys, ssl, ctypes, zlib, pyexpat, hashlib
 sys.exit(sys.version_info[:2] != (2, 7))' >/dev/null 2>&1
 }
 
@@ -160,7 +160,7 @@ LD_LIBRARY_PATH="$prefix/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRA
 EOF
   chmod +x "$wrapper"
   if ! py2_works "$wrapper"; then
-    "$wrapper" -c 'import ssl, ctypes, zlib, pyexpat, _hashlib' >&2 || true
+    "$wrapper" -c 'import ssl, ctypes, zlib, pyexpat, hashlib' >&2 || true
     die "the unpacked python2.7 does not load its modules (a shared library missing?)"
   fi
 }
@@ -214,7 +214,7 @@ install_all() {
   local t0=$SECONDS
   if [ -n "${AUTOBAHN_PYTHON2:-}" ]; then
     PY2="$AUTOBAHN_PYTHON2"
-    py2_works "$PY2" || die "AUTOBAHN_PYTHON2=$PY2 is not a working Python 2.7 (ssl, ctypes, zlib)"
+    py2_works "$PY2" || die "AUTOBAHN_PYTHON2=$PY2 is not a working Python 2.7 (with ssl, ctypes, zlib, pyexpat)"
   else
     install_python27
     PY2="$AUTOBAHN_HOME/bin/python2.7"
