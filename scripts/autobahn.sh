@@ -182,6 +182,7 @@ install_suite() { # PY2
   local wheel="$AUTOBAHN_HOME/$PIP_WHEEL_NAME"
   if [ ! -f "$wheel" ] || [ "$(sha256_of "$wheel")" != "$PIP_WHEEL_SHA256" ]; then
     say "fetching pip $PIP_VERSION (the last pip for Python 2.7)"
+    rm -f "$wheel"
     python3 -m pip download -q --disable-pip-version-check --python-version 27 \
       --only-binary=:all: --no-deps -d "$AUTOBAHN_HOME" "pip==$PIP_VERSION"
     [ "$(sha256_of "$wheel")" = "$PIP_WHEEL_SHA256" ] || die "$wheel: unexpected sha256"
@@ -208,6 +209,7 @@ install_suite() { # PY2
 
 install_all() {
   mkdir -p "$AUTOBAHN_HOME"
+  AUTOBAHN_HOME="$(cd "$AUTOBAHN_HOME" && pwd)" # the python2.7 wrapper holds absolute paths
   # One install at a time per cache, even with two runs started together.
   exec 9>"$AUTOBAHN_HOME/.lock"
   flock 9
@@ -233,7 +235,7 @@ wait_for_port() { # URL
 import socket, sys, time
 from urllib.parse import urlsplit
 u = urlsplit(sys.argv[1])
-port = u.port or (443 if u.scheme == "wss" else 80)
+port = u.port or 80
 deadline = time.monotonic() + float(sys.argv[2])
 while True:
     try:
@@ -268,8 +270,8 @@ main() {
   case "$1" in
     -h | --help) usage ;;
     --install) install_all; say "ready: $PY2 with $SITE"; exit 0 ;;
-    ws://* | wss://*) ;;
-    *) die "URL must start with ws:// or wss:// (got $1)" ;;
+    ws://*) ;;
+    *) die "URL must start with ws:// (got $1)" ;;
   esac
   local url="$1" cases="${2:-$DEFAULT_CASES}"
   install_all
