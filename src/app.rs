@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Keys, Role};
 use crate::commerce::Commerce;
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
 use crate::graphql::{self, AppSchema};
@@ -80,7 +81,8 @@ impl Application {
         if demo_data {
             demo::seed(&store).await?;
         }
-        let commerce = Arc::new(Commerce::new(store, Broker::new()));
+        let log = EventLog::open(store.clone(), config.log_settings()).await?;
+        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
         let registry = Registry::new();
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
@@ -100,6 +102,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr).await?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        commerce.log().spawn_retention(&tracker, shutdown.clone());
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
             query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },

@@ -20,9 +20,10 @@ use rand::Rng;
 use sqlx::AnyConnection;
 use tokio::sync::Mutex;
 
+use crate::event_log::EventLog;
 use crate::model::{Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
-use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, OrderEvent};
-use crate::store::{self, Store, StoreError, notifications, orders, products};
+use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
+use crate::store::{Store, StoreError, notifications, orders, products};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommerceError {
@@ -51,17 +52,22 @@ pub struct OrderChanges {
 #[derive(Debug)]
 pub struct Commerce {
     store: Store,
+    log: EventLog,
     broker: Broker,
     writer: Mutex<()>,
 }
 
 impl Commerce {
-    pub fn new(store: Store, broker: Broker) -> Self {
-        Self { store, broker, writer: Mutex::new(()) }
+    pub fn new(store: Store, log: EventLog, broker: Broker) -> Self {
+        Self { store, log, broker, writer: Mutex::new(()) }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
     }
 
     pub fn broker(&self) -> &Broker {
@@ -100,7 +106,7 @@ impl Commerce {
                 at,
             };
             let order = orders::insert(tx.conn(), new).await?;
-            let event = order_event(tx.conn(), OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
+            let event = this.order_event(tx.conn(), OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
             tx.commit().await?;
             this.broker.publish(event);
             Ok(order)
@@ -142,7 +148,7 @@ impl Commerce {
         let at = Timestamp::now();
         order.updated_at = at;
         orders::save(tx.conn(), &order).await?;
-        let event = order_event(tx.conn(), OrderEventKind::Updated, order.clone(), changed, at).await?;
+        let event = self.order_event(tx.conn(), OrderEventKind::Updated, order.clone(), changed, at).await?;
         tx.commit().await?;
         self.broker.publish(event);
         Ok(order)
@@ -156,7 +162,7 @@ impl Commerce {
             let order = orders::get(tx.conn(), id).await?.ok_or_else(|| not_found("Order", id))?;
             orders::delete(tx.conn(), id).await?;
             let at = Timestamp::now();
-            let event = order_event(tx.conn(), OrderEventKind::Deleted, order.clone(), Vec::new(), at).await?;
+            let event = this.order_event(tx.conn(), OrderEventKind::Deleted, order.clone(), Vec::new(), at).await?;
             tx.commit().await?;
             this.broker.publish(event);
             Ok(order)
@@ -226,20 +232,22 @@ impl Commerce {
         products::set_quantity(tx.conn(), id, quantity, at).await?;
         product.quantity = quantity;
         product.updated_at = at;
-        let topic = Event::product_topic(id);
-        let seq = store::next_seq(tx.conn(), &topic).await?;
+        let event = self
+            .log
+            .record(tx.conn(), Event::product_topic(id), |stamp| {
+                EventBody::Inventory(InventoryChangePayload {
+                    product_id: async_graphql::ID(id.to_string()),
+                    new_quantity: quantity,
+                    previous_quantity: Some(previous),
+                    timestamp: at,
+                    product: product.clone(),
+                    cursor: stamp.cursor,
+                    sequence: stamp.sequence,
+                })
+            })
+            .await?;
         tx.commit().await?;
-        self.broker.publish(Event {
-            topic,
-            seq,
-            body: EventBody::Inventory(InventoryChangePayload {
-                product_id: async_graphql::ID(id.to_string()),
-                new_quantity: quantity,
-                previous_quantity: Some(previous),
-                timestamp: at,
-                product: product.clone(),
-            }),
-        });
+        self.broker.publish(event);
         Ok(product)
     }
 
@@ -268,10 +276,14 @@ impl Commerce {
                 at: Timestamp::now(),
             };
             let notification = notifications::insert(tx.conn(), new).await?;
-            let topic = Event::user_topic(&user_id);
-            let seq = store::next_seq(tx.conn(), &topic).await?;
+            let event = this
+                .log
+                .record(tx.conn(), Event::user_topic(&user_id), |stamp| {
+                    EventBody::Notification(NotificationPayload::new(&notification, stamp))
+                })
+                .await?;
             tx.commit().await?;
-            this.broker.publish(Event { topic, seq, body: EventBody::Notification((&notification).into()) });
+            this.broker.publish(event);
             Ok(notification)
         })
         .await
@@ -311,16 +323,32 @@ fn not_found(what: &str, id: i64) -> CommerceError {
     CommerceError::NotFound(format!("{what} {id}"))
 }
 
-async fn order_event(
-    conn: &mut AnyConnection,
-    kind: OrderEventKind,
-    order: Order,
-    changed_fields: Vec<String>,
-    at: Timestamp,
-) -> Result<Event> {
-    let topic = Event::order_topic(order.id);
-    let seq = store::next_seq(conn, &topic).await?;
-    Ok(Event { topic, seq, body: EventBody::Order(OrderEvent { kind, order, changed_fields, at }) })
+impl Commerce {
+    /// Records an order event in the caller's transaction (see [`EventLog::record`]).
+    async fn order_event(
+        &self,
+        conn: &mut AnyConnection,
+        kind: OrderEventKind,
+        order: Order,
+        changed_fields: Vec<String>,
+        at: Timestamp,
+    ) -> Result<Event> {
+        let topic = Event::order_topic(order.id);
+        let event = self
+            .log
+            .record(conn, topic, |stamp| {
+                EventBody::Order(OrderEvent {
+                    kind,
+                    order,
+                    changed_fields,
+                    at,
+                    cursor: stamp.cursor,
+                    sequence: stamp.sequence,
+                })
+            })
+            .await?;
+        Ok(event)
+    }
 }
 
 /// `SB-260125-7K2Q9XWD`: the date and eight random characters; the column is UNIQUE, and at
@@ -346,7 +374,8 @@ mod tests {
     #[tokio::test]
     async fn a_change_whose_caller_stops_waiting_is_still_stored_and_published() {
         let store = Store::connect("sqlite::memory:").await.expect("store");
-        let commerce = Arc::new(Commerce::new(store, Broker::new()));
+        let log = EventLog::open(store.clone(), Default::default()).await.expect("log");
+        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
         let price = "1.00".parse().expect("decimal");
         let product = commerce.create_product("A", "A", price, 1).await.expect("product");
         let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, CancellationToken::new());

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::event_log::LogSettings;
 use crate::store::{SqliteSynchronous, StoreOptions};
 
 #[derive(Debug, Parser)]
@@ -148,6 +149,15 @@ pub struct Config {
     #[arg(long, env = "SUBSCRIBER_QUEUE", default_value_t = 256, global = true)]
     pub subscriber_queue: usize,
 
+    /// Seconds the event log keeps events for resuming (pruned in the background; 0 keeps them
+    /// forever).
+    #[arg(long, env = "EVENT_RETENTION", default_value_t = 86_400, global = true)]
+    pub event_retention: u64,
+
+    /// The most events one resume may replay; a cursor further behind fails with CURSOR_EXPIRED.
+    #[arg(long, env = "RESUME_MAX_EVENTS", default_value_t = 10_000, global = true)]
+    pub resume_max_events: u64,
+
     /// Largest HTTP request body, in bytes (then 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
@@ -200,6 +210,13 @@ impl Config {
             url: self.database_url.clone(),
             max_connections: self.database_max_connections,
             sqlite_synchronous: self.sqlite_synchronous,
+        }
+    }
+
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            retention: (self.event_retention > 0).then(|| Duration::from_secs(self.event_retention)),
+            max_replay: self.resume_max_events,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod commerce;
 pub mod config;
 pub mod demo;
+pub mod event_log;
 pub mod graphql;
 pub mod http_error;
 pub mod model;

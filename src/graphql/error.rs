@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_graphql::{ErrorExtensions, Response, ServerError};
 
 use crate::commerce::CommerceError;
+use crate::event_log::ResumeError;
 use crate::store::StoreError;
 
 /// The codes clients branch on (SPEC section 4), plus the pre-execution ones Apollo Server uses.
@@ -14,6 +15,8 @@ pub mod code {
     pub const FORBIDDEN: &str = "FORBIDDEN";
     pub const NOT_FOUND: &str = "NOT_FOUND";
     pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    /// A resume cursor the event log can no longer serve completely: refetch, subscribe anew.
+    pub const CURSOR_EXPIRED: &str = "CURSOR_EXPIRED";
     pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
     pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
     pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
@@ -30,6 +33,7 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     BadInput(String),
+    CursorExpired(String),
     Internal(Arc<dyn std::error::Error + Send + Sync>),
 }
 
@@ -44,6 +48,7 @@ impl ApiError {
             Self::Forbidden(_) => code::FORBIDDEN,
             Self::NotFound(_) => code::NOT_FOUND,
             Self::BadInput(_) => code::BAD_USER_INPUT,
+            Self::CursorExpired(_) => code::CURSOR_EXPIRED,
             Self::Internal(_) => code::INTERNAL,
         }
     }
@@ -52,7 +57,7 @@ impl ApiError {
     pub fn message(&self) -> String {
         match self {
             Self::Unauthenticated => "sign in first: send a token (Authorization: Bearer <jwt>)".into(),
-            Self::Forbidden(m) | Self::BadInput(m) => m.clone(),
+            Self::Forbidden(m) | Self::BadInput(m) | Self::CursorExpired(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::Internal(_) => "internal server error".into(),
         }
@@ -62,6 +67,16 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Internal(Arc::new(e))
+    }
+}
+
+impl From<ResumeError> for ApiError {
+    fn from(e: ResumeError) -> Self {
+        match e {
+            ResumeError::Malformed(message) => Self::BadInput(message),
+            ResumeError::Expired(message) => Self::CursorExpired(message),
+            ResumeError::Store(e) => Self::from(e),
+        }
     }
 }
 

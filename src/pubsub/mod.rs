@@ -177,7 +177,13 @@ mod tests {
             read: false,
             created_at: Timestamp::now(),
         };
-        Event { topic: Event::user_topic(user), seq, body: EventBody::Notification((&n).into()) }
+        let stamp = event::Stamp { cursor: String::new(), sequence: seq as i64 };
+        Event {
+            topic: Event::user_topic(user),
+            seq,
+            position: seq,
+            body: EventBody::Notification(NotificationPayload::new(&n, stamp)),
+        }
     }
 
     #[tokio::test]

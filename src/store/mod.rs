@@ -12,6 +12,7 @@
 //! acknowledged writes on a full disk). [`crate::commerce`] serialises writes so that the order
 //! events are published in is the order they were committed in.
 
+pub mod events;
 pub mod notifications;
 pub mod orders;
 pub mod products;
