@@ -186,14 +186,15 @@ impl EventLog {
         if events::state(pool).await?.pruned_through > after {
             return Err(expired());
         }
-        let events = rows
-            .into_iter()
-            .map(|row| {
-                let body = serde_json::from_str(&row.body).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                Ok(Arc::new(Event { topic: row.topic, seq: row.seq, position: row.position, body }))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let events = rows.into_iter().map(|row| decode(row).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         Ok(Replay { events, through: state.head })
+    }
+
+    /// The newest event the log still keeps on `topic` (what a resume of a deleted entity's
+    /// subscription is authorised against).
+    pub async fn latest(&self, topic: &str) -> Result<Option<Event>, StoreError> {
+        let Some(row) = events::latest(self.store.pool(), topic).await? else { return Ok(None) };
+        decode(row).map(Some)
     }
 
     /// Removes the events older than the retention, in batches; returns how many went.
@@ -242,6 +243,11 @@ impl EventLog {
             }
         });
     }
+}
+
+fn decode(row: events::StoredEvent) -> Result<Event, StoreError> {
+    let body = serde_json::from_str(&row.body).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Event { topic: row.topic, seq: row.seq, position: row.position, body })
 }
 
 #[cfg(test)]

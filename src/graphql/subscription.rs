@@ -75,8 +75,17 @@ impl Subscription {
         let user = require_user(ctx)?;
         let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
         let id = parse_id(&order_id).ok_or_else(not_found)?;
-        let order = orders::get(commerce(ctx).store().pool(), id).await?.ok_or_else(not_found)?;
-        if !user.may_see_customer(&order.customer_id) {
+        let customer = match orders::get(commerce(ctx).store().pool(), id).await? {
+            Some(order) => order.customer_id,
+            // Deleted while the client was away: its resume still gets the updates it missed and
+            // the completion, authorised against the order as the log last knew it.
+            None if after.is_some() => match commerce(ctx).log().latest(&Event::order_topic(id)).await? {
+                Some(Event { body: EventBody::Order(e), .. }) => e.order.customer_id,
+                _ => return Err(not_found()),
+            },
+            None => return Err(not_found()),
+        };
+        if !user.may_see_customer(&customer) {
             return Err(ApiError::forbidden("this order belongs to another customer"));
         }
         Ok(listen(ctx, "orderUpdated", Key::Order(id), after.as_deref())

@@ -305,7 +305,9 @@ impl Connection {
     /// Relays a broker event: `order_update`, `inventory_update` or `notification`.
     async fn relay(&mut self, socket: &mut WebSocket, event: &Event) -> Result<(), End> {
         let message = match &event.body {
-            EventBody::Order(e) if e.kind == OrderEventKind::Updated => ServerMessage::OrderUpdate(Box::new(e.update_payload())),
+            EventBody::Order(e) if e.kind == OrderEventKind::Updated => {
+                ServerMessage::OrderUpdate(Box::new(e.update_payload()))
+            }
             // Created and deleted orders are not updates; `orderEvents` carries them.
             EventBody::Order(_) => return Ok(()),
             EventBody::Inventory(change) => ServerMessage::InventoryUpdate(change),

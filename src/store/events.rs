@@ -140,6 +140,17 @@ pub async fn read<'c>(
     bind_selection(query, selection).fetch_all(db).await?.iter().map(from_row).collect()
 }
 
+/// The newest event still kept on `topic`.
+pub async fn latest<'c>(db: impl Executor<'c, Database = Any>, topic: &str) -> Result<Option<StoredEvent>, StoreError> {
+    sqlx::query("SELECT position, topic, seq, body FROM event_log WHERE topic = $1 ORDER BY position DESC LIMIT 1")
+        .bind(topic)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 /// Whether more than `limit` selected events lie in `(after, through]`, found without reading them.
 pub async fn more_than<'c>(
     db: impl Executor<'c, Database = Any>,
