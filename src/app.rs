@@ -102,7 +102,7 @@ impl Application {
         let tracker = TaskTracker::new();
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
-            query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },
+            query_limits: Limits::from_config(&config),
             config: Arc::new(config),
             keys,
             schema,
