@@ -105,7 +105,7 @@ impl Application {
         commerce.log().spawn_retention(&tracker, shutdown.clone());
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
-            query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },
+            query_limits: Limits::from_config(&config),
             config: Arc::new(config),
             keys,
             schema,

@@ -171,9 +171,16 @@ pub struct Config {
     #[arg(long, env = "QUERY_MAX_COMPLEXITY", default_value_t = 500, global = true)]
     pub query_max_complexity: usize,
 
-    /// Most directives a query may use.
+    /// Most directives on one field, fragment spread or inline fragment.
     #[arg(long, env = "QUERY_MAX_DIRECTIVES", default_value_t = 50, global = true)]
     pub query_max_directives: usize,
+
+    /// Most fields a query may select once its fragments are expanded; every field counts,
+    /// `__typename` and aliases too (the full introspection query selects 230). The
+    /// rest of the expanded query (fragment spreads, arguments, directives) may hold four times
+    /// as many parts. Checked before async-graphql validates or executes anything.
+    #[arg(long, env = "QUERY_MAX_FIELDS", default_value_t = 1_000, global = true)]
+    pub query_max_fields: usize,
 
     /// Deepest bracket nesting (`{`, `[`, `(`) in a query's text, checked before parsing.
     #[arg(long, env = "QUERY_MAX_NESTING", default_value_t = 64, global = true)]

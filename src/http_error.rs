@@ -14,8 +14,10 @@ pub enum HttpError {
     Unauthorized(#[from] AuthError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    MethodNotAllowed(&'static str),
+    /// `allow` lists the methods that would be served (the `Allow` header); the message says
+    /// what to do.
+    #[error("{message}")]
+    MethodNotAllowed { allow: &'static str, message: String },
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -25,7 +27,7 @@ impl IntoResponse for HttpError {
         let (status, code) = match &self {
             HttpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            HttpError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
+            HttpError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
             HttpError::Internal(source) => {
                 tracing::error!(error = %source, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
@@ -39,7 +41,7 @@ impl IntoResponse for HttpError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            HttpError::MethodNotAllowed(allow) => {
+            HttpError::MethodNotAllowed { allow, .. } => {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}

@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod guard;
 pub mod http;
 mod mutation;
+pub mod phases;
 mod query;
 mod subscription;
 pub mod ws;
@@ -47,7 +48,8 @@ pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry
         .limit_depth(config.query_max_depth)
         .limit_complexity(config.query_max_complexity)
         .limit_directives(config.query_max_directives)
-        .limit_recursive_depth(32)
+        .limit_recursive_depth(guard::MAX_RECURSIVE_DEPTH)
+        .extension(phases::Phases::default())
         .finish()
 }
 
