@@ -42,12 +42,17 @@ impl Backend {
         }
     }
 
-    /// The statement that opens a write transaction. SQLite's `IMMEDIATE` takes the write lock at
-    /// once, so that two writers never both read and then fail to upgrade (`SQLITE_BUSY` mid-way).
-    fn begin(self) -> &'static str {
+    /// The statements that open a write transaction and take the store's write lock, so that
+    /// writes are serialised, as read-modify-write changes (`adjustInventory`) and a gap-free,
+    /// commit-ordered event log need, however many nodes share the store.
+    ///
+    /// SQLite's `IMMEDIATE` takes its one write lock at once (two writers never both read and then
+    /// fail to upgrade). PostgreSQL locks the event log's state row, which every write then holds
+    /// until it commits or rolls back.
+    fn begin(self) -> &'static [&'static str] {
         match self {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "SELECT head FROM log_state WHERE id = 1 FOR UPDATE"],
         }
     }
 }

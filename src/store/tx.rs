@@ -30,12 +30,15 @@ impl std::fmt::Debug for WriteTx {
 }
 
 impl WriteTx {
-    pub(super) async fn begin(pool: &AnyPool, begin: &str) -> Result<Self, StoreError> {
+    pub(super) async fn begin(pool: &AnyPool, begin: &[&str]) -> Result<Self, StoreError> {
         let mut conn = pool.acquire().await?;
-        if let Err(e) = conn.execute(begin).await {
-            // No transaction was opened, but whatever failed may fail again on this connection.
-            conn.close_on_drop();
-            return Err(e);
+        for statement in begin {
+            if let Err(e) = conn.execute(*statement).await {
+                // Whatever failed may fail again on this connection: roll back and close it.
+                let _ = conn.execute("ROLLBACK").await;
+                conn.close_on_drop();
+                return Err(e);
+            }
         }
         Ok(Self { conn: Some(conn) })
     }
