@@ -52,11 +52,11 @@ impl Registry {
     }
 
     pub fn is_online(&self, user_id: &str) -> bool {
-        self.inner.online.lock().expect("registry lock").contains_key(user_id)
+        crate::lock::lock(&self.inner.online).contains_key(user_id)
     }
 
     pub fn user_count(&self) -> usize {
-        self.inner.online.lock().expect("registry lock").len()
+        crate::lock::lock(&self.inner.online).len()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -89,7 +89,7 @@ impl ConnectionGuard {
         if self.user.is_some() {
             return;
         }
-        *self.registry.inner.online.lock().expect("registry lock").entry(user_id.to_owned()).or_default() += 1;
+        *crate::lock::lock(&self.registry.inner.online).entry(user_id.to_owned()).or_default() += 1;
         self.user = Some(user_id.to_owned());
     }
 }
@@ -100,7 +100,7 @@ impl Drop for ConnectionGuard {
         inner.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => self.channel.label()).decrement(1.0);
         if let Some(user) = self.user.take() {
-            let mut online = inner.online.lock().expect("registry lock");
+            let mut online = crate::lock::lock(&inner.online);
             if let Some(n) = online.get_mut(&user) {
                 *n -= 1;
                 if *n == 0 {

@@ -22,6 +22,7 @@ use crate::auth::User;
 use crate::model::{OrderEventKind, parse_id};
 use crate::pubsub::{Event, EventBody, Key, Subscription};
 use crate::registry::{Channel, ConnectionGuard};
+use crate::slow_consumer::SlowConsumer;
 use crate::socket::{self, Liveness};
 
 /// Close codes of this channel.
@@ -50,6 +51,8 @@ struct Connection {
     /// Broker subscriptions of the `order:<id>` / `product:<id>` rooms joined, by room id.
     relays: StreamMap<String, Subscription>,
     limiter: RateLimiter,
+    /// Marked when one of the connection's queues overflows: the socket then closes with 1013.
+    consumer: SlowConsumer,
 }
 
 /// Serves one upgraded socket until it closes.
@@ -62,12 +65,10 @@ pub fn run(socket: WebSocket, state: AppState, user: User) -> impl Future<Output
     let span = debug_span!("rooms_ws", user = %user.id, client = %client_id);
     let mut registration = state.registry.connect(Channel::Rooms);
     registration.sign_in(&user.id);
-    let membership = state.rooms.connect(&user.id, user.name.clone());
-    let notifications = state.commerce.broker().subscribe(
-        Key::User(user.id.clone()),
-        state.config.subscriber_queue,
-        membership.overflow().clone(),
-    );
+    let consumer = SlowConsumer::new();
+    let membership = state.rooms.connect(&user.id, user.name.clone(), &consumer);
+    let notifications =
+        state.commerce.broker().subscribe(Key::User(user.id.clone()), state.config.subscriber_queue, &consumer);
     let limiter = RateLimiter::new(state.config.ws_rate_limit, state.config.ws_rate_burst);
     let connection = Connection {
         state,
@@ -78,6 +79,7 @@ pub fn run(socket: WebSocket, state: AppState, user: User) -> impl Future<Output
         notifications,
         relays: StreamMap::new(),
         limiter,
+        consumer,
     };
     connection.live(socket).instrument(span)
 }
@@ -104,7 +106,7 @@ impl Connection {
     async fn serve(&mut self, socket: &mut WebSocket) -> End {
         let config = self.state.config.clone();
         let shutdown = self.state.shutdown.clone();
-        let overflow = self.membership.overflow().clone();
+        let consumer = self.consumer.clone();
         let mut liveness = Liveness::new(config.inactive_timeout());
         let mut heartbeat = socket::heartbeat(config.heartbeat_interval());
         let expiry = sleep_until(self.user.expiry_deadline());
@@ -123,7 +125,7 @@ impl Connection {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Close(close::GOING_AWAY, "server shutting down"),
-                _ = overflow.cancelled() => {
+                () = consumer.slow() => {
                     return End::Close(close::TRY_AGAIN_LATER, "too slow: messages were dropped; reconnect to resync");
                 }
                 _ = &mut expiry => return End::Close(close::POLICY_VIOLATION, "token expired"),
@@ -242,11 +244,9 @@ impl Connection {
         // Subscribe to the entity's events before the join is announced, so that nothing
         // published after `room_joined` can be missed.
         let relay = match entity_key(&room_id) {
-            Some(key) if !self.relays.contains_key(&room_id) => Some(self.state.commerce.broker().subscribe(
-                key,
-                self.state.config.subscriber_queue,
-                self.membership.overflow().clone(),
-            )),
+            Some(key) if !self.relays.contains_key(&room_id) => {
+                Some(self.state.commerce.broker().subscribe(key, self.state.config.subscriber_queue, &self.consumer))
+            }
             _ => None,
         };
         match self.membership.join(&room_id) {

@@ -11,7 +11,6 @@ use axum::extract::ws::{Message, WebSocket};
 use futures::future::Either;
 use futures::stream::{self, BoxStream};
 use futures::{SinkExt, StreamExt, future};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, debug_span};
@@ -19,11 +18,11 @@ use tracing::{Instrument, debug, debug_span};
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload, close};
 use crate::app::AppState;
 use crate::auth::{self, User};
-use crate::graphql::Overflow;
 use crate::graphql::error::{add_codes, code, failed_before_execution};
-use crate::graphql::fanout::{Delivery, GroupKey, Joiner, Membership, Probe};
+use crate::graphql::fanout::{Delivery, GroupKey, Membership, Probe};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::{Channel, ConnectionGuard};
+use crate::slow_consumer::{self, Feed, SlowConsumer};
 use crate::socket::{self, Liveness};
 
 /// How a connection ends: with a close frame we send, or because the peer is already gone.
@@ -70,13 +69,14 @@ struct Connection {
     acked: bool,
     viewer: Option<User>,
     expires: Option<Instant>,
-    overflow: Overflow,
+    /// Marked when one of the connection's queues overflows: the socket then closes with 1013.
+    consumer: SlowConsumer,
     /// Each local operation's results, then `None` when it completes.
     streams: StreamMap<String, BoxStream<'static, Option<Response>>>,
     operations: Operations,
     /// What the shared groups this connection belongs to send it, and the sender they use.
-    deliveries: mpsc::Receiver<Delivery>,
-    deliveries_tx: mpsc::Sender<Delivery>,
+    deliveries: tokio::sync::mpsc::Receiver<Delivery>,
+    deliveries_tx: Feed<Delivery>,
 }
 
 /// A connection's operations by id. A vector, not a map: a connection runs a handful at most
@@ -146,7 +146,8 @@ pub fn run(
         Dialect::Legacy => Channel::GraphqlWs,
     };
     let span = debug_span!("graphql_ws", protocol = channel.label(), user = tracing::field::Empty);
-    let (deliveries_tx, deliveries) = mpsc::channel(state.config.subscriber_queue.max(1));
+    let consumer = SlowConsumer::new();
+    let (deliveries_tx, deliveries) = slow_consumer::queue(state.config.subscriber_queue, &consumer);
     let connection = Connection {
         deliveries,
         deliveries_tx,
@@ -158,7 +159,7 @@ pub fn run(
         acked: false,
         viewer: None,
         expires: None,
-        overflow: Overflow::default(),
+        consumer,
         streams: StreamMap::new(),
         operations: Operations::default(),
     };
@@ -187,7 +188,7 @@ impl Connection {
     async fn serve(&mut self, socket: &mut WebSocket) -> End {
         let config = &self.state.config;
         let shutdown = self.state.shutdown.clone();
-        let overflow = self.overflow.0.clone();
+        let consumer = self.consumer.clone();
         let mut liveness = Liveness::new(config.inactive_timeout());
         let heartbeat = config.heartbeat_interval();
         let init_at = Instant::now() + config.init_timeout();
@@ -208,7 +209,7 @@ impl Connection {
             if shutdown.is_cancelled() {
                 return close_with(close::GOING_AWAY, "server shutting down");
             }
-            if overflow.is_cancelled() {
+            if consumer.is_slow() {
                 return close_with(
                     close::TRY_AGAIN_LATER,
                     "subscriber too slow: events were dropped; reconnect and refetch",
@@ -274,7 +275,7 @@ impl Connection {
                     }
                 }
                 _ = shutdown.cancelled() => {}
-                _ = overflow.cancelled() => {}
+                () = consumer.slow() => {}
                 () = &mut timer => {}
             }
         }
@@ -398,7 +399,7 @@ impl Connection {
                 Shared::NotShareable => {}
             }
         }
-        let request = self.request(&payload).data(self.overflow.clone());
+        let request = self.request(&payload).data(self.consumer.clone());
         let results = self.state.schema.execute_stream(request).map(Some).chain(stream::once(future::ready(None)));
         self.streams.insert(id.clone(), results.boxed());
         self.operations.insert(id, Operation::Local { subscription, started: false });
@@ -434,10 +435,10 @@ impl Connection {
             variables: payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string()).into(),
             audience: source.key.clone(),
         };
-        let joiner = Joiner { deliveries: self.deliveries_tx.clone(), overflow: self.overflow.0.clone() };
+        let deliveries = self.deliveries_tx.clone();
         let counted = self.state.registry.subscription(source.field);
         let membership =
-            self.state.fanout.join(&self.state.schema, key, self.request(payload), source, joiner, counted);
+            self.state.fanout.join(&self.state.schema, key, self.request(payload), source, deliveries, counted);
         let id_json = serde_json::to_string(id).expect("strings serialise");
         self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
         Shared::Joined
