@@ -81,7 +81,7 @@ impl Application {
             demo::seed(&store).await?;
         }
         let commerce = Arc::new(Commerce::new(store, Broker::new()));
-        let registry = Registry::new();
+        let registry = Registry::new(crate::registry::Limits::from_config(&config));
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {

@@ -35,6 +35,23 @@ async fn eventually_upgrades(app: &TestApp, path: &str, protocols: &[&str]) -> G
 }
 
 #[tokio::test]
+async fn past_max_connections_every_upgrade_is_refused_with_503() {
+    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let rooms_path = format!("/ws?token={}", app.token("alice", TestRole::Customer));
+    let mut graphql = app.graphql_ws(None).await;
+    let _rooms = app.rooms_ws(&app.token("bob", TestRole::Customer)).await;
+
+    assert_eq!(refused_upgrade(&app, "/graphql", &["graphql-transport-ws"]).await, 503);
+    assert_eq!(refused_upgrade(&app, &rooms_path, &[]).await, 503);
+    // HTTP is not a connection that counts.
+    assert_eq!(app.gql(None, "{ products { id } }", json!({})).await["errors"], json!(null));
+
+    graphql.0.close(None).await.unwrap();
+    let mut again = eventually_upgrades(&app, &rooms_path, &[]).await;
+    assert_eq!(again.expect("connection_established").await["userId"], "alice");
+}
+
+#[tokio::test]
 async fn past_max_connections_per_user_ws_is_refused_with_429_and_others_still_connect() {
     let app = spawn_app().await; // 100 per user by default
     let alice = app.token("alice", TestRole::Customer);

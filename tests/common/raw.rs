@@ -71,7 +71,10 @@ impl Frame {
 /// What came back from the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
-    Frame { opcode: u8, payload: Vec<u8> },
+    Frame {
+        opcode: u8,
+        payload: Vec<u8>,
+    },
     /// The TCP connection ended (orderly or by reset) before a whole frame arrived.
     Eof,
     Silent,
