@@ -83,7 +83,7 @@ impl Application {
         }
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
-        let registry = Registry::new();
+        let registry = Registry::new(crate::registry::Limits::from_config(&config));
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
