@@ -5,7 +5,7 @@
 // on a file database: after graphql-ws retries by itself, each app has seen every event exactly
 // once, in order, and no app code touched a socket.
 
-const { test, after } = require('node:test');
+const { test, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -51,9 +51,12 @@ const retryAnyProblem = { shouldRetry: () => true };
 /** Fast retries for the tests that drop sockets on purpose (the restart test keeps the default waits). */
 const quickRetries = { ...retryAnyProblem, retryAttempts: 20, retryWait: (n) => h.sleep(Math.min(50 * 2 ** n, 500)) };
 
-const cleanups = [];
-after(async () => {
-  for (const fn of cleanups.reverse()) await fn();
+/** What each test started (servers, proxies, clients), undone in reverse order after it. */
+let cleanups = [];
+afterEach(async () => {
+  const undo = cleanups.reverse();
+  cleanups = [];
+  for (const fn of undo) await fn();
 });
 
 const staff = () => h.token('staff-1', 'staff');
