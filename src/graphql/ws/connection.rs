@@ -157,7 +157,7 @@ pub fn start(
 }
 
 impl Handler for GraphqlWs {
-    const SLOW_REASON: &'static str = "subscriber too slow: events were dropped; reconnect and refetch";
+    const SLOW_REASON: &'static str = "subscriber too slow: reconnect and resume with after: <last cursor>";
 
     async fn on_message(&mut self, message: Incoming, out: &mut Out<'_>) -> Result<(), Close> {
         match message {
