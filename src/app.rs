@@ -10,7 +10,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Shared subscriptions (one execution per event per audience).
     pub fanout: Fanout,
+    /// Single-connection reservations of GraphQL over SSE.
+    pub sse: graphql::sse::Reservations,
 }
 
 /// A built application: state ready, port bound.
@@ -116,6 +118,7 @@ impl Application {
             shutdown,
             tracker,
             metrics: telemetry::metrics_handle(),
+            sse: Default::default(),
         };
         Ok((Self { listener, state }, samples))
     }
@@ -137,11 +140,18 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            // GraphQL over SSE: the reservation token, and the id a stream resumes from.
+            header::HeaderName::from_static(graphql::sse::protocol::TOKEN_HEADER),
+            header::HeaderName::from_static("last-event-id"),
+        ])
         .max_age(Duration::from_secs(86_400));
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql::http::post))
+        .route("/graphql/stream", any(graphql::sse::handle))
         .route("/graphiql/{file}", get(graphql::http::asset))
         .route("/ws", get(rooms::upgrade))
         .route("/health", get(ops::health))

@@ -212,6 +212,15 @@ pub struct Config {
     /// `WS_MAX_OPERATIONS`).
     #[arg(long, env = "WS_MAX_OPERATIONS_ANONYMOUS", default_value_t = 10, global = true)]
     pub ws_max_operations_anonymous: usize,
+
+    /// Milliseconds between keep-alive comments on every SSE stream (0 turns them off).
+    #[arg(long, env = "SSE_KEEPALIVE_INTERVAL", default_value_t = 12_000, global = true)]
+    pub sse_keepalive_interval: u64,
+
+    /// Milliseconds a single-connection reservation waits for its stream, first and after a drop,
+    /// with its operations running and their results kept for the stream that resumes it.
+    #[arg(long, env = "SSE_RESERVATION_TTL", default_value_t = 30_000, global = true)]
+    pub sse_reservation_ttl: u64,
 }
 
 impl Config {
@@ -256,6 +265,14 @@ impl Config {
 
     pub fn typing_timeout(&self) -> Duration {
         Duration::from_millis(self.ws_typing_timeout)
+    }
+
+    pub fn sse_keepalive_interval(&self) -> Option<Duration> {
+        (self.sse_keepalive_interval > 0).then(|| Duration::from_millis(self.sse_keepalive_interval))
+    }
+
+    pub fn sse_reservation_ttl(&self) -> Duration {
+        Duration::from_millis(self.sse_reservation_ttl)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -17,12 +17,15 @@ use std::sync::{Arc, Mutex};
 use crate::config::Config;
 use crate::lock;
 
-/// The WebSocket channels, as labelled in metrics.
+/// The channels (WebSocket subprotocols, and GraphQL over SSE), as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     GraphqlTransportWs,
     GraphqlWs,
     Rooms,
+    /// An event stream at `/graphql/stream` (distinct connections), or a single-connection
+    /// reservation there.
+    Sse,
 }
 
 impl Channel {
@@ -31,6 +34,7 @@ impl Channel {
             Channel::GraphqlTransportWs => "graphql-transport-ws",
             Channel::GraphqlWs => "graphql-ws",
             Channel::Rooms => "rooms",
+            Channel::Sse => "sse",
         }
     }
 }

@@ -24,17 +24,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_graphql::Response;
+use async_graphql::{Response, ServerError};
 use futures::StreamExt;
 use slab::Slab;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::AppSchema;
-use super::error::add_codes;
+use super::error::{add_codes, failed_before_execution};
+use super::subscription::EventPosition;
 use crate::lock;
 use crate::pubsub::{Key, Subscription};
-use crate::registry::SubscriptionGuard;
+use crate::registry::{Registry, SubscriptionGuard};
 use crate::slow_consumer::{Feed, Offer, SlowConsumer};
 
 /// What a connection receives from the groups it belongs to. Sixteen bytes, because every
@@ -49,7 +50,24 @@ pub struct Delivery {
 }
 
 /// A thin pointer (an `Arc<str>` would be two words).
-pub type Payload = Arc<String>;
+pub type Payload = Arc<Serialized>;
+
+/// One execution result, serialised once for every member, with the log position of the event
+/// it came from (which the SSE transport sends as the event's `id:`, the event's cursor, even
+/// when the operation did not select `cursor`).
+#[derive(Debug)]
+pub struct Serialized {
+    json: String,
+    /// 0 when the result came from no event (the source ended with an error, say).
+    pub position: u64,
+}
+
+impl Serialized {
+    /// The result as JSON (`{"data": ...}`).
+    pub fn as_str(&self) -> &str {
+        &self.json
+    }
+}
 
 /// A broker subscription found by a probe, with the consumer its overflow marks slow.
 pub struct Source {
@@ -177,8 +195,9 @@ impl Fanout {
         groups.insert(key.clone(), group.clone());
         drop(groups);
         metrics::gauge!("switchboard_shared_subscriptions").increment(1.0);
-        let request = request.data(Handover::new(source.subscription));
-        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer);
+        let position = EventPosition::default();
+        let request = request.data(Handover::new(source.subscription)).data(position.clone());
+        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer, position);
         self.tracker.spawn(run);
         Membership { id, key, slot, group, fanout: self.clone(), _counted: counted }
     }
@@ -199,6 +218,59 @@ impl Fanout {
             groups.remove(key);
             metrics::gauge!("switchboard_shared_subscriptions").decrement(1.0);
         }
+    }
+}
+
+
+/// What became of a subscription offered to a shared group.
+pub enum Shared {
+    Joined(Membership),
+    /// Refused at subscribe time (the viewer's checks, validation): these errors are the answer.
+    Refused(Vec<ServerError>),
+    /// Not one source (or not a subscription after all): the transport runs it itself.
+    NotShareable,
+}
+
+/// What identifies an operation for sharing, apart from its audience.
+pub struct Operation<'a> {
+    pub query: &'a str,
+    pub operation_name: Option<&'a str>,
+    /// The variables as JSON text (`null` when there are none).
+    pub variables: &'a str,
+}
+
+impl Fanout {
+    /// Probes a subscription (the viewer's checks run, the broker source is found) and joins the
+    /// shared group for its audience; every transport offers its subscriptions through this.
+    /// `request` builds the operation's request as the transport would run it (viewer included);
+    /// it is called once for the probe and once for a new group's run.
+    pub async fn share(
+        &self,
+        schema: &AppSchema,
+        registry: &Registry,
+        operation: Operation<'_>,
+        request: impl Fn() -> async_graphql::Request,
+        deliveries: Feed<Delivery>,
+    ) -> Shared {
+        let probe = Probe::default();
+        let first = schema.execute_stream(request().data(probe.clone())).next().await;
+        if let Some(mut response) = first {
+            add_codes(&mut response);
+            return if failed_before_execution(&response, true) {
+                Shared::Refused(response.errors)
+            } else {
+                Shared::NotShareable
+            };
+        }
+        let Some(source) = probe.take_single() else { return Shared::NotShareable };
+        let key = GroupKey {
+            query: operation.query.into(),
+            operation_name: operation.operation_name.map(Into::into),
+            variables: operation.variables.into(),
+            audience: source.key.clone(),
+        };
+        let counted = registry.subscription(source.field);
+        Shared::Joined(self.join(schema, key, request(), source, deliveries, counted))
     }
 }
 
@@ -227,6 +299,7 @@ async fn run_group(
     schema: AppSchema,
     request: async_graphql::Request,
     consumer: SlowConsumer,
+    position: EventPosition,
 ) {
     let mut results = schema.execute_stream(request);
     let end = loop {
@@ -239,7 +312,7 @@ async fn run_group(
                 Some(mut response) => {
                     add_codes(&mut response);
                     fanout.executions.fetch_add(1, Ordering::Relaxed);
-                    deliver(&group, &response);
+                    deliver(&group, &response, position.get());
                 }
                 None => break Some(false),
             },
@@ -259,8 +332,9 @@ async fn run_group(
     }
 }
 
-fn deliver(group: &Group, response: &Response) {
-    let payload: Payload = Arc::new(serde_json::to_string(response).expect("responses serialise"));
+fn deliver(group: &Group, response: &Response, position: u64) {
+    let json = serde_json::to_string(response).expect("responses serialise");
+    let payload: Payload = Arc::new(Serialized { json, position });
     metrics::counter!("switchboard_subscription_executions_total").increment(1);
     let members = lock::lock(&group.members);
     let mut delivered = 0u64;

@@ -1,4 +1,4 @@
-//! The GraphQL API: schema, resolvers, and the two transports (HTTP and graphql-ws).
+//! The GraphQL API: schema, resolvers, and the transports (HTTP, graphql-ws, and graphql-sse).
 
 pub mod error;
 pub mod fanout;
@@ -7,6 +7,7 @@ pub mod http;
 mod mutation;
 pub mod phases;
 mod query;
+pub mod sse;
 mod subscription;
 pub mod ws;
 
@@ -22,7 +23,7 @@ use crate::rooms::Rooms;
 use error::{ApiError, ApiResult};
 pub use mutation::Mutation;
 pub use query::Query;
-pub use subscription::Subscription;
+pub use subscription::{EventPosition, ResumeFrom, Subscription};
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 

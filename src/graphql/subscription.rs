@@ -3,6 +3,7 @@
 //! that no argument a client sends can widen what it receives.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use futures::stream::{self, BoxStream};
@@ -20,6 +21,44 @@ use crate::slow_consumer::SlowConsumer;
 use crate::store::{orders, products};
 
 pub struct Subscription;
+
+/// Where a transport resumes a subscription that did not pass `after` itself: the SSE transport
+/// sets it from `Last-Event-ID` (whose value is a cursor it sent as an event's `id:`), so that
+/// `EventSource`, which reconnects on its own, resumes without the query declaring `$after`.
+/// An explicit `after` argument wins.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom(pub String);
+
+/// The log position of the event the subscription's source yielded last, for a transport that
+/// must know which event a response came from (SSE's `id:` is the event's cursor, selected or
+/// not). async-graphql resolves one source item at a time (it pulls an item, resolves it, yields
+/// the response, and only then pulls the next), so read right after a response is yielded it is
+/// that response's event. Clones share the cell; 0 means no event yet.
+#[derive(Debug, Clone, Default)]
+pub struct EventPosition(Arc<AtomicU64>);
+
+impl EventPosition {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, position: u64) {
+        self.0.store(position, Ordering::Release);
+    }
+}
+
+/// The cursor to resume from: the field's `after`, else the transport's [`ResumeFrom`].
+fn resume_point(ctx: &Context<'_>, after: Option<String>) -> Option<String> {
+    after.or_else(|| ctx.data_opt::<ResumeFrom>().map(|r| r.0.clone()))
+}
+
+/// Records each event's position in the request's [`EventPosition`], if it has one.
+fn recorded(ctx: &Context<'_>, events: BoxStream<'static, Arc<Event>>) -> BoxStream<'static, Arc<Event>> {
+    match ctx.data_opt::<EventPosition>().cloned() {
+        None => events,
+        Some(cell) => events.inspect(move |event| cell.set(event.position)).boxed(),
+    }
+}
 
 /// The events of `key`, for a viewer already found to be allowed them; with `after`, first every
 /// event since that cursor (see [`crate::event_log`]).
@@ -46,7 +85,7 @@ async fn listen(
         return Ok(stream::empty().boxed());
     }
     if let Some(subscription) = ctx.data_opt::<Handover>().and_then(Handover::take) {
-        return Ok(subscription.boxed());
+        return Ok(recorded(ctx, subscription.boxed()));
     }
     // The connection running the operation is the consumer (its socket closes when slow).
     let consumer = ctx.data_opt::<SlowConsumer>().cloned().unwrap_or_default();
@@ -57,10 +96,11 @@ async fn listen(
         let _alive = &counted;
         event
     });
-    let Some(after) = after else { return Ok(live.boxed()) };
+    let Some(after) = after else { return Ok(recorded(ctx, live.boxed())) };
     let replay = commerce.log().replay(&key, after).await?;
     let through = replay.through;
-    Ok(stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through))).boxed())
+    let events = stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through)));
+    Ok(recorded(ctx, events.boxed()))
 }
 
 #[SubscriptionObject]
@@ -73,6 +113,7 @@ impl Subscription {
         order_id: ID,
         after: Option<String>,
     ) -> Result<impl Stream<Item = OrderUpdatePayload> + use<>, ApiError> {
+        let after = resume_point(ctx, after);
         let user = require_user(ctx)?;
         let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
         let id = parse_id(&order_id).ok_or_else(not_found)?;
@@ -110,6 +151,7 @@ impl Subscription {
         product_id: Option<ID>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = InventoryChangePayload> + use<>, ApiError> {
+        let after = resume_point(ctx, after);
         let key = match product_id {
             None => Key::AllProducts,
             Some(product_id) => {
@@ -134,6 +176,7 @@ impl Subscription {
         ctx: &Context<'_>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = NotificationPayload> + use<>, ApiError> {
+        let after = resume_point(ctx, after);
         let user = require_user(ctx)?;
         let key = Key::User(user.id.clone());
         Ok(listen(ctx, "notificationCreated", key, after.as_deref()).await?.filter_map(|event| {
@@ -153,6 +196,7 @@ impl Subscription {
         status: Option<OrderStatus>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = OrderEvent> + use<>, ApiError> {
+        let after = resume_point(ctx, after);
         let user = require_user(ctx)?;
         let key = if user.is_staff() { Key::AllOrders } else { Key::CustomerOrders(user.id.clone()) };
         Ok(listen(ctx, "orderEvents", key, after.as_deref()).await?.filter_map(move |event| {

@@ -22,7 +22,7 @@ use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::app::AppState;
 use crate::auth::{self, User};
 use crate::graphql::error::{add_codes, code, failed_before_execution};
-use crate::graphql::fanout::{Delivery, GroupKey, Membership, Probe};
+use crate::graphql::fanout::{self, Delivery, Membership};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::Permit;
 use crate::slow_consumer::{self, Feed, SlowConsumer};
@@ -346,41 +346,29 @@ impl GraphqlWs {
     }
 
     fn request(&self, payload: &SubscribePayload) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(payload.query.clone()).data(self.viewer.clone());
-        request.operation_name = payload.operation_name.clone();
-        if let Some(variables) = &payload.variables {
-            request.variables = Variables::from_json(variables.clone());
-        }
-        request
+        request(&self.viewer, payload)
     }
 
-    /// Probes the subscription (the viewer's checks run, the broker source is found) and joins
-    /// the shared group for its audience.
+    /// Offers the subscription to a shared group (see `Fanout::share`).
     async fn try_share(&mut self, id: &str, payload: &SubscribePayload) -> Shared {
-        let probe = Probe::default();
-        let first = self.state.schema.execute_stream(self.request(payload).data(probe.clone())).next().await;
-        if let Some(mut response) = first {
-            add_codes(&mut response);
-            return if failed_before_execution(&response, true) {
-                Shared::Refused(response.errors)
-            } else {
-                Shared::NotShareable
-            };
-        }
-        let Some(source) = probe.take_single() else { return Shared::NotShareable };
-        let key = GroupKey {
-            query: payload.query.as_str().into(),
-            operation_name: payload.operation_name.as_deref().map(Into::into),
-            variables: payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string()).into(),
-            audience: source.key.clone(),
+        let variables = payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string());
+        let operation = fanout::Operation {
+            query: &payload.query,
+            operation_name: payload.operation_name.as_deref(),
+            variables: &variables,
         };
+        let state = &self.state;
         let deliveries = self.deliveries_tx.clone();
-        let counted = self.state.registry.subscription(source.field);
-        let membership =
-            self.state.fanout.join(&self.state.schema, key, self.request(payload), source, deliveries, counted);
-        let id_json = serde_json::to_string(id).expect("strings serialise");
-        self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
-        Shared::Joined
+        let viewer = &self.viewer;
+        match state.fanout.share(&state.schema, &state.registry, operation, || request(viewer, payload), deliveries).await {
+            fanout::Shared::Joined(membership) => {
+                let id_json = serde_json::to_string(id).expect("strings serialise");
+                self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
+                Shared::Joined
+            }
+            fanout::Shared::Refused(errors) => Shared::Refused(errors),
+            fanout::Shared::NotShareable => Shared::NotShareable,
+        }
     }
 
     /// Ends an operation on our side, whatever its kind.
@@ -432,6 +420,16 @@ impl GraphqlWs {
         }
         Some(ServerMessage::Next { id: &id, payload: &response }.to_json(self.dialect))
     }
+}
+
+/// The request that runs `payload` for `viewer`.
+fn request(viewer: &Option<User>, payload: &SubscribePayload) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(payload.query.clone()).data(viewer.clone());
+    request.operation_name = payload.operation_name.clone();
+    if let Some(variables) = &payload.variables {
+        request.variables = Variables::from_json(variables.clone());
+    }
+    request
 }
 
 #[cfg(test)]
