@@ -197,7 +197,8 @@ impl Fanout {
         metrics::gauge!("switchboard_shared_subscriptions").increment(1.0);
         let position = EventPosition::default();
         let request = request.data(Handover::new(source.subscription)).data(position.clone());
-        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer, position);
+        let run =
+            run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer, position);
         self.tracker.spawn(run);
         Membership { id, key, slot, group, fanout: self.clone(), _counted: counted }
     }
@@ -220,7 +221,6 @@ impl Fanout {
         }
     }
 }
-
 
 /// What became of a subscription offered to a shared group.
 pub enum Shared {

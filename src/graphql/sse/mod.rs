@@ -275,7 +275,12 @@ struct RequestParams {
 }
 
 /// From the URL for `GET`, from a JSON body for `POST` (`415` for any other body).
-fn request_params(method: &Method, headers: &HeaderMap, params: &Params, body: &Bytes) -> Result<RequestParams, SseError> {
+fn request_params(
+    method: &Method,
+    headers: &HeaderMap,
+    params: &Params,
+    body: &Bytes,
+) -> Result<RequestParams, SseError> {
     let bad = |message: &str| SseError::from(HttpError::BadRequest(message.to_owned()));
     let (query, operation_name, variables, extensions) = if *method == Method::GET {
         let json = |text: &Option<String>| match text {
@@ -349,9 +354,11 @@ fn check(
     let kind = match guard::check(&query, operation_name.as_deref(), state.query_limits) {
         Ok(kind) => kind.expect("the guard names the kind of what it accepts"),
         Err(refusal) => {
-            let parse_failed = refusal.extensions.as_ref().and_then(|e| e.get("code")).is_some_and(|c| {
-                *c == async_graphql::Value::String(code::PARSE_FAILED.into())
-            });
+            let parse_failed = refusal
+                .extensions
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .is_some_and(|c| *c == async_graphql::Value::String(code::PARSE_FAILED.into()));
             let no_operation = !parse_failed
                 && async_graphql::parser::parse_query(&query)
                     .is_ok_and(|document| guard::select(&document, operation_name.as_deref()).is_err());
@@ -362,8 +369,9 @@ fn check(
         }
     };
     if kind == OperationKind::Mutation && *method == Method::GET {
-        return Err(HttpError::MethodNotAllowed { allow: "POST", message: "Cannot perform mutations over GET".into() }
-            .into());
+        return Err(
+            HttpError::MethodNotAllowed { allow: "POST", message: "Cannot perform mutations over GET".into() }.into()
+        );
     }
     let resume = last_event_id(headers).map(str::to_owned);
     Ok(Checked::Run(Operation { query, operation_name, variables, kind, viewer, resume }))

@@ -62,7 +62,9 @@ pub fn complete(operation: Option<&str>) -> Bytes {
 /// `EventSource` send exactly `text/event-stream`; a list that names it counts too, `*/*` not).
 pub fn wants_event_stream(headers: &HeaderMap) -> bool {
     let Some(Ok(accept)) = headers.get(header::ACCEPT).map(|v| v.to_str()) else { return false };
-    accept.split(',').any(|entry| entry.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"))
+    accept
+        .split(',')
+        .any(|entry| entry.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Whether `Accept` (absent meaning `*/*`) names one of `types` (`*/*` naming them all).

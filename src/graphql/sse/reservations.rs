@@ -52,8 +52,14 @@ pub struct Reservation {
 }
 
 enum Command {
-    Start { id: Arc<str>, operation: Operation, reply: oneshot::Sender<Started> },
-    Stop { id: Arc<str> },
+    Start {
+        id: Arc<str>,
+        operation: Operation,
+        reply: oneshot::Sender<Started>,
+    },
+    Stop {
+        id: Arc<str>,
+    },
     /// A stream reattached with a `Last-Event-ID` the outbox no longer holds.
     ResumeLost,
 }

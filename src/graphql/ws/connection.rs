@@ -360,7 +360,11 @@ impl GraphqlWs {
         let state = &self.state;
         let deliveries = self.deliveries_tx.clone();
         let viewer = &self.viewer;
-        match state.fanout.share(&state.schema, &state.registry, operation, || request(viewer, payload), deliveries).await {
+        match state
+            .fanout
+            .share(&state.schema, &state.registry, operation, || request(viewer, payload), deliveries)
+            .await
+        {
             fanout::Shared::Joined(membership) => {
                 let id_json = serde_json::to_string(id).expect("strings serialise");
                 self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
