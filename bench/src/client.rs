@@ -104,6 +104,38 @@ pub async fn subscribe(ws: &mut Ws, query: &str, variables: Value) -> anyhow::Re
     Ok(())
 }
 
+/// Opens a GraphQL-over-SSE subscription (distinct connections: `POST /graphql/stream` with
+/// `Accept: text/event-stream`) and returns the connection once the response head has been read.
+pub async fn sse_subscribe(addr: SocketAddr, token: &str, query: &str, variables: Value) -> anyhow::Result<TcpStream> {
+    let mut stream = tcp_connect(addr, true).await?;
+    let body = json!({"query": query, "variables": variables}).to_string();
+    let request = format!(
+        "POST /graphql/stream HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\
+         authorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    // Read the head byte by byte: whatever follows it belongs to the event stream.
+    let mut head = Vec::with_capacity(256);
+    tokio::time::timeout(STEP_TIMEOUT, async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = stream.read_u8().await?;
+            head.push(byte);
+            if head.len() > 8192 {
+                bail!("response head too long");
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("response head timed out")??;
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("SSE subscribe refused: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(stream)
+}
+
 /// An HS256 token with `sub`, `role` and a one-day `exp`, as Switchboard and the peer expect.
 pub fn token(secret: &str, sub: &str, role: &str) -> String {
     let exp =

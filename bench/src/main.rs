@@ -36,6 +36,8 @@ enum Scenario {
     Setinventory,
     /// Everything above in one run, then the targets of issue 5 as ratios.
     Suite,
+    /// The same fanout over graphql-ws, then over GraphQL over SSE, and idle SSE subscribers.
+    Sse,
     /// A short fanout (50 subscribers, 100/s, 2 s) for CI; fails on any missing delivery.
     Smoke,
     /// Internal: run the baseline server (started by the harness itself).
@@ -119,6 +121,9 @@ struct Args {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Subscribers speak GraphQL over SSE (`POST /graphql/stream`) instead of graphql-ws.
+    #[arg(long)]
+    sse: bool,
     /// Exit non-zero when a fan-out phase has missing, duplicate or out-of-order deliveries,
     /// closed subscribers or failed publishes.
     #[arg(long)]
@@ -176,6 +181,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         token: args.token.clone().unwrap_or_else(|| client::token(&args.jwt_secret, "bench-staff", "staff")),
         concurrency: args.concurrency.max(1),
         fd_limit,
+        sse: std::cell::Cell::new(args.sse),
     };
     let sb = if env.external.is_some() { Kind::External } else { Kind::Switchboard };
     // The server of the single-server scenarios; `baseline`, `peer` and `suite` choose their own.
@@ -260,6 +266,20 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             table.mutations(single, &m);
         }
         Scenario::Suite => clean &= suite(&env, sb, &args, &mut table).await?,
+        Scenario::Sse => {
+            let rate = args.rate.unwrap_or(20.0);
+            env.sse.set(false);
+            let (ws, _) = scenarios::fanout(&env, sb, s, rate, seconds).await?;
+            table.fanout("fanout graphql-ws", sb, &ws);
+            env.sse.set(true);
+            let (sse, metrics) = scenarios::fanout(&env, sb, s, rate, seconds).await?;
+            table.fanout("fanout SSE", sb, &sse);
+            table.notes.extend(metrics);
+            clean &= ws.clean() && sse.clean();
+            table.ratio("deliveries/s per core, SSE vs graphql-ws", sse.per_core(), ws.per_core(), "≥ 0.8");
+            let idle = scenarios::idle(&env, sb, args.max_connections, args.step).await?;
+            table.idle(sb, &idle);
+        }
         Scenario::BaselineServer => unreachable!("handled in main"),
     }
     table.print();

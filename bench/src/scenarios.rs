@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,9 @@ pub struct Env {
     /// Connections being opened at once.
     pub concurrency: usize,
     pub fd_limit: u64,
+    /// Subscribers speak GraphQL over SSE (distinct connections, `POST /graphql/stream`) instead
+    /// of graphql-ws.
+    pub sse: std::cell::Cell<bool>,
 }
 
 impl Env {
@@ -150,12 +154,71 @@ impl Tally {
     }
 }
 
+/// What one subscriber has seen of the current phase: every value once, in order.
+#[derive(Default)]
+struct Seen {
+    any: bool,
+    phase: u64,
+    last: u64,
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    /// Tallies one `next` message (a graphql-ws frame or an SSE event) carrying `key`'s value.
+    fn next(&mut self, tally: &Tally, text: &str, key: &'static str) {
+        let Some(value) = number_after(text, key) else {
+            Tally::bump(&tally.stray);
+            return;
+        };
+        if !self.any {
+            self.any = true;
+            Tally::bump(&tally.warm);
+        }
+        let base = tally.base.get();
+        if base == 0 || value < base {
+            return; // a warm-up value
+        }
+        let n = tally.n.get();
+        if self.phase != base {
+            self.phase = base;
+            self.last = 0;
+            self.bits.clear();
+            self.bits.resize(n.div_ceil(64) as usize, 0);
+        }
+        let index = value - base;
+        if index >= n {
+            Tally::bump(&tally.stray);
+            return;
+        }
+        Tally::bump(&tally.deliveries);
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        if self.bits[word] & bit != 0 {
+            Tally::bump(&tally.duplicates);
+            return;
+        }
+        self.bits[word] |= bit;
+        Tally::bump(&tally.unique);
+        if value < self.last {
+            Tally::bump(&tally.out_of_order);
+        } else {
+            self.last = value;
+        }
+        let now = Instant::now();
+        if let Some(t0) = tally.t0.get() {
+            let scheduled = t0 + tally.interval.get().mul_f64(index as f64);
+            let micros = now.saturating_duration_since(scheduled).as_micros() as u64;
+            tally.latency.borrow_mut().saturating_record(micros.max(1));
+        }
+        tally.last_at.set(Some(now));
+        if index == n - 1 {
+            Tally::bump(&tally.finished);
+        }
+    }
+}
+
 /// One subscriber: reads frames until cancelled or closed, checking the sequence of `key`'s value.
 async fn watch(mut ws: Ws, tally: Rc<Tally>, key: &'static str, cancel: CancellationToken) {
-    let mut seen_any = false;
-    let mut phase = 0u64;
-    let mut last = 0u64;
-    let mut bits: Vec<u64> = Vec::new();
+    let mut seen = Seen::default();
     loop {
         let message = tokio::select! {
             biased;
@@ -181,53 +244,7 @@ async fn watch(mut ws: Ws, tally: Rc<Tally>, key: &'static str, cancel: Cancella
             }
         };
         if text.contains("\"type\":\"next\"") {
-            let Some(value) = number_after(&text, key) else {
-                Tally::bump(&tally.stray);
-                continue;
-            };
-            if !seen_any {
-                seen_any = true;
-                Tally::bump(&tally.warm);
-            }
-            let base = tally.base.get();
-            if base == 0 || value < base {
-                continue; // a warm-up value
-            }
-            let n = tally.n.get();
-            if phase != base {
-                phase = base;
-                last = 0;
-                bits.clear();
-                bits.resize(n.div_ceil(64) as usize, 0);
-            }
-            let index = value - base;
-            if index >= n {
-                Tally::bump(&tally.stray);
-                continue;
-            }
-            Tally::bump(&tally.deliveries);
-            let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-            if bits[word] & bit != 0 {
-                Tally::bump(&tally.duplicates);
-                continue;
-            }
-            bits[word] |= bit;
-            Tally::bump(&tally.unique);
-            if value < last {
-                Tally::bump(&tally.out_of_order);
-            } else {
-                last = value;
-            }
-            let now = Instant::now();
-            if let Some(t0) = tally.t0.get() {
-                let scheduled = t0 + tally.interval.get().mul_f64(index as f64);
-                let micros = now.saturating_duration_since(scheduled).as_micros() as u64;
-                tally.latency.borrow_mut().saturating_record(micros.max(1));
-            }
-            tally.last_at.set(Some(now));
-            if index == n - 1 {
-                Tally::bump(&tally.finished);
-            }
+            seen.next(&tally, &text, key);
         } else if text.contains("\"type\":\"ping\"") {
             if ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await.is_err() {
                 tally.closed_because("send failed".into());
@@ -239,6 +256,55 @@ async fn watch(mut ws: Ws, tally: Rc<Tally>, key: &'static str, cancel: Cancella
             Tally::bump(&tally.completes);
         }
     }
+}
+
+/// One SSE subscriber: reads the event stream (after the response head) until cancelled or
+/// ended, tallying like [`watch`]. Events are found by their blank-line ends; the chunked
+/// encoding's size lines fall between events and are ignored.
+async fn watch_sse(mut stream: TcpStream, tally: Rc<Tally>, key: &'static str, cancel: CancellationToken) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Seen::default();
+    let mut buffer: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            read = stream.read(&mut chunk) => read,
+        };
+        match read {
+            Ok(0) => {
+                tally.closed_because("eof".into());
+                return;
+            }
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                tally.closed_because(format!("error: {e}"));
+                return;
+            }
+        }
+        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+            let event: Vec<u8> = buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            if text.contains("event: next") {
+                if text.contains("\"errors\"") {
+                    Tally::bump(&tally.errors);
+                } else {
+                    seen.next(&tally, &text, key);
+                }
+            } else if text.contains("event: complete") {
+                Tally::bump(&tally.completes);
+            }
+        }
+        if buffer.capacity() > 64 * 1024 {
+            buffer.shrink_to(4096);
+        }
+    }
+}
+
+enum Subscriber {
+    Ws(Box<Ws>),
+    Sse(TcpStream),
 }
 
 /// Subscribers opened by [`open`]: their tasks and the token that stops them.
@@ -279,13 +345,19 @@ async fn open(
     operation: impl Fn(usize) -> (&'static str, Value),
 ) {
     let first = subscribers.len();
-    let results: Vec<anyhow::Result<Ws>> = futures::stream::iter(first..first + count)
+    let sse = env.sse.get();
+    let results: Vec<anyhow::Result<Subscriber>> = futures::stream::iter(first..first + count)
         .map(|i| {
             let (query, variables) = operation(i);
             async move {
+                if sse {
+                    return Ok(Subscriber::Sse(
+                        client::sse_subscribe(server.addr, &env.token, query, variables).await?,
+                    ));
+                }
                 let mut ws = client::graphql_ws(server.addr, &server.ws_url, &env.token).await?;
                 client::subscribe(&mut ws, query, variables).await?;
-                Ok(ws)
+                Ok(Subscriber::Ws(Box::new(ws)))
             }
         })
         .buffer_unordered(env.concurrency)
@@ -293,13 +365,17 @@ async fn open(
         .await;
     for result in results {
         match result {
-            Ok(ws) => {
+            Ok(Subscriber::Ws(Box::new(ws))) => {
                 subscribers.tasks.push(tokio::task::spawn_local(watch(
                     ws,
                     tally.clone(),
                     key,
                     subscribers.cancel.clone(),
                 )));
+            }
+            Ok(Subscriber::Sse(stream)) => {
+                let cancel = subscribers.cancel.clone();
+                subscribers.tasks.push(tokio::task::spawn_local(watch_sse(stream, tally.clone(), key, cancel)));
             }
             Err(e) => {
                 subscribers.failed += 1;
