@@ -365,7 +365,7 @@ async fn open(
         .await;
     for result in results {
         match result {
-            Ok(Subscriber::Ws(Box::new(ws))) => {
+            Ok(Subscriber::Ws(ws)) => {
                 subscribers.tasks.push(tokio::task::spawn_local(watch(
                     ws,
                     tally.clone(),
