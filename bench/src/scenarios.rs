@@ -367,7 +367,7 @@ async fn open(
         match result {
             Ok(Subscriber::Ws(ws)) => {
                 subscribers.tasks.push(tokio::task::spawn_local(watch(
-                    ws,
+                    *ws,
                     tally.clone(),
                     key,
                     subscribers.cancel.clone(),
