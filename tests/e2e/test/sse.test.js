@@ -22,7 +22,7 @@ const NOTIFICATIONS = 'subscription { notificationCreated { title } }';
 const INVENTORY = 'subscription($id: ID) { inventoryChanged(productId: $id) { newQuantity } }';
 const SEND_NOTIFICATION = `mutation($u: ID!, $t: String!) { sendNotification(input: {userId: $u, type: "info", title: $t, message: "m"}) { id } }`;
 const SET_STOCK = `mutation($id: ID!, $q: Int!) { setInventory(productId: $id, quantity: $q) { quantity } }`;
-const CREATE_PRODUCT = `mutation { createProduct(input: {sku: "SSE", name: "SSE", price: "1.00", quantity: 0}) { id } }`;
+const CREATE_PRODUCT = `mutation($sku: String!) { createProduct(input: {sku: $sku, name: $sku, price: "1.00", quantity: 0}) { id } }`;
 
 let server;
 let staff;
@@ -110,7 +110,7 @@ for (const singleConnection of [false, true]) {
 test('graphql-sse client resumes a subscription after a drop when told the last cursor', async (t) => {
   const proxy = await startProxy(server.port);
   t.after(() => proxy.close());
-  const product = (await h.ok(server, CREATE_PRODUCT, {}, staff)).createProduct.id;
+  const product = (await h.ok(server, CREATE_PRODUCT, { sku: 'SSE-CLIENT' }, staff)).createProduct.id;
   // The app keeps the last cursor it saw and sends it as Last-Event-ID on every (re)connect.
   let lastCursor = null;
   const client = createClient({
@@ -211,7 +211,7 @@ test('Apollo Client over graphql-sse: the README link serves a query and a subsc
 test('a browser EventSource resumes by itself after the server side drops it: no gap, no duplicate', async (t) => {
   const proxy = await startProxy(server.port);
   t.after(() => proxy.close());
-  const product = (await h.ok(server, CREATE_PRODUCT, {}, staff)).createProduct.id;
+  const product = (await h.ok(server, CREATE_PRODUCT, { sku: 'SSE-BROWSER' }, staff)).createProduct.id;
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   t.after(() => browser.close());
   const page = await browser.newPage();
@@ -248,5 +248,6 @@ test('a browser EventSource resumes by itself after the server side drops it: no
   assert.ok(events.every((e) => /^[0-9a-f]{16}\.\d+$/.test(e.id)), 'every event carries its cursor as its id');
   assert.equal(new Set(events.map((e) => e.id)).size, 12, 'no duplicate');
   assert.ok((await page.evaluate(() => window.errors)) >= 1, 'the browser saw the drop and reconnected');
-  assert.ok(proxy.stats.accepted >= 3, 'a new connection resumed the stream');
+  // The page and the first stream may share one keep-alive connection; the resume needs another.
+  assert.ok(proxy.stats.accepted >= 2, 'a new connection resumed the stream');
 });
