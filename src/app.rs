@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
 use crate::commerce::Commerce;
+use crate::cluster::{self, Backplane};
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::graphql::fanout::Fanout;
@@ -74,15 +75,27 @@ impl Application {
             }
         };
         let keys = Arc::new(Keys::new(&secret, config.jwt_issuer.clone(), config.jwt_audience.clone()));
-        if config.redis_url.is_some() {
-            tracing::warn!("REDIS_URL is set, but this build runs with the in-process broker only");
-        }
+        let node_id = config.node_id.clone().unwrap_or_else(cluster::default_node_id);
+        let metrics = telemetry::metrics_handle(&node_id);
         let store = Store::open(&config.store_options()).await?;
         if demo_data {
             demo::seed(&store).await?;
         }
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
-        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
+        let broker = Broker::new();
+        let backplane = match &config.redis_url {
+            Some(url) => {
+                tracing::info!(node = %node_id, "joining the cluster through Redis");
+                let backplane =
+                    Backplane::start(url, node_id.clone(), log.clone(), broker.clone(), &tracker, shutdown.clone())
+                        .await?;
+                Some(backplane)
+            }
+            None => None,
+        };
+        let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
         let registry = Registry::new();
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
@@ -100,8 +113,6 @@ impl Application {
         });
         let graphiql_token = demo_data.then(|| keys.sign("staff-1", Role::Staff, Some("Demo staff"), 86_400));
         let listener = TcpListener::bind(config.bind_addr).await?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         commerce.log().spawn_retention(&tracker, shutdown.clone());
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
@@ -115,7 +126,7 @@ impl Application {
             graphiql_token,
             shutdown,
             tracker,
-            metrics: telemetry::metrics_handle(),
+            metrics,
         };
         Ok((Self { listener, state }, samples))
     }

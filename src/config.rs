@@ -103,6 +103,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
+    /// This node's name in logs, metrics and Redis keys (default: the host name and a random
+    /// suffix).
+    #[arg(long, env = "NODE_ID", global = true)]
+    pub node_id: Option<String>,
+
     /// Milliseconds between server pings on every WebSocket (0 turns pings off).
     #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value_t = 30_000, global = true)]
     pub ws_heartbeat_interval: u64,
@@ -208,6 +213,7 @@ impl Config {
             database_url: "sqlite::memory:".into(),
             jwt_secret: Some("test-secret".into()),
             redis_url: None,
+            node_id: None,
             ..cli.config
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod commerce;
 pub mod config;
 pub mod demo;

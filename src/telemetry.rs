@@ -17,13 +17,15 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-/// The process-wide metrics recorder. The `metrics` facade has one global recorder, so servers
-/// started in one process (as tests do) share it; each renders the same registry.
-pub fn metrics_handle() -> PrometheusHandle {
+/// The process-wide metrics recorder, every series labelled `node` with this node's id (several
+/// nodes behind one Prometheus stay apart). The `metrics` facade has one global recorder, so
+/// servers started in one process (as tests do) share it, with the first one's label; each
+/// renders the same registry.
+pub fn metrics_handle(node_id: &str) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new().add_global_label("node", node_id).build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; we then render an empty one.
             let _ = metrics::set_global_recorder(recorder);
@@ -47,6 +49,13 @@ fn describe() {
     describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
     describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
     describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");
+    describe_gauge!("switchboard_backplane_up", "1 while this node hears the Redis backplane (its probes come back), else 0");
+    describe_gauge!("switchboard_backplane_waiting", "Events from other nodes waiting behind a hole in the log positions");
+    describe_counter!("switchboard_backplane_repaired_total", "Events a node read from the log because Redis did not bring them");
+    describe_counter!(
+        "switchboard_backplane_publish_skipped_total",
+        "Events not published to Redis because its queue was full (other nodes read them from the log)"
+    );
     describe_gauge!("switchboard_shared_subscriptions", "Groups of identical subscriptions sharing one execution");
     describe_counter!(
         "switchboard_subscription_executions_total",
