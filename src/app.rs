@@ -96,7 +96,7 @@ impl Application {
             None => None,
         };
         let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
-        let registry = Registry::new();
+        let registry = Registry::new(crate::registry::Limits::from_config(&config));
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {

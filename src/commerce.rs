@@ -380,9 +380,8 @@ fn order_number(at: Timestamp) -> String {
 mod tests {
     use std::time::Duration;
 
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
+    use crate::slow_consumer::SlowConsumer;
     use crate::pubsub::Key;
 
     /// hyper drops a request's future when its client goes away. A change that had started must
@@ -394,7 +393,7 @@ mod tests {
         let commerce = Arc::new(Commerce::new(store, log, Broker::new(), None));
         let price = "1.00".parse().expect("decimal");
         let product = commerce.create_product("A", "A", price, 1).await.expect("product");
-        let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, CancellationToken::new());
+        let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, &SlowConsumer::new());
 
         let mut change = Box::pin(commerce.adjust_inventory(product.id, 1));
         assert!(futures::poll!(&mut change).is_pending(), "the change should still be running");

@@ -202,6 +202,21 @@ pub struct Config {
     /// `text` or `json` log lines (the filter itself is `RUST_LOG`, default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Open WebSockets (and event streams) one node serves at once; past it, upgrades are refused
+    /// with 503 before they happen.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000, global = true)]
+    pub max_connections: usize,
+
+    /// Connections one signed-in user may hold on one node, across channels; past it, `/ws`
+    /// upgrades are refused with 429 and graphql-ws closes with 1013 right after `connection_init`.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100, global = true)]
+    pub max_connections_per_user: usize,
+
+    /// Operations one anonymous graphql-ws connection may run at once (signed-in connections get
+    /// `WS_MAX_OPERATIONS`).
+    #[arg(long, env = "WS_MAX_OPERATIONS_ANONYMOUS", default_value_t = 10, global = true)]
+    pub ws_max_operations_anonymous: usize,
 }
 
 impl Config {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::registry::Refused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -20,6 +21,9 @@ pub enum HttpError {
     MethodNotAllowed { allow: &'static str, message: String },
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A connection over a limit: 503 for the node's, 429 for the user's.
+    #[error("{0}")]
+    Refused(#[from] Refused),
 }
 
 impl IntoResponse for HttpError {
@@ -32,6 +36,8 @@ impl IntoResponse for HttpError {
                 tracing::error!(error = %source, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
             }
+            HttpError::Refused(Refused::Full(_)) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            HttpError::Refused(Refused::TooManyForUser(_)) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS"),
         };
         let body = json!({ "errors": [{ "message": self.to_string(), "extensions": { "code": code } }] });
         let mut response = (status, Json(body)).into_response();

@@ -13,7 +13,6 @@ pub mod ws;
 use std::sync::Arc;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{User, Viewer};
 use crate::commerce::Commerce;
@@ -32,11 +31,6 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 pub struct SubscriberSettings {
     pub queue: usize,
 }
-
-/// Request data on a WebSocket operation: cancelled when one of the connection's subscriptions
-/// cannot keep up, which makes the transport close the socket (1013, retryable).
-#[derive(Debug, Clone, Default)]
-pub struct Overflow(pub CancellationToken);
 
 /// Builds the schema once; every transport executes against it.
 pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry, rooms: Rooms) -> AppSchema {

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, future};
-use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::fanout::{Handover, Probe, Source};
-use super::{Overflow, SubscriberSettings, commerce, require_user};
+use super::{SubscriberSettings, commerce, require_user};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
 use crate::pubsub::{
     Event, EventBody, InventoryChangePayload, Key, NotificationPayload, OrderEvent, OrderUpdatePayload,
 };
 use crate::registry::Registry;
+use crate::slow_consumer::SlowConsumer;
 use crate::store::{orders, products};
 
 pub struct Subscription;
@@ -39,18 +39,19 @@ async fn listen(
     let broker = commerce.broker();
     if let Some(probe) = ctx.data_opt::<Probe>() {
         if after.is_none() {
-            let overflow = CancellationToken::new();
-            let subscription = broker.subscribe(key.clone(), queue, overflow.clone());
-            probe.found(Source { field, key, subscription, overflow });
+            let consumer = SlowConsumer::new();
+            let subscription = broker.subscribe(key.clone(), queue, &consumer);
+            probe.found(Source { field, key, subscription, consumer });
         }
         return Ok(stream::empty().boxed());
     }
     if let Some(subscription) = ctx.data_opt::<Handover>().and_then(Handover::take) {
         return Ok(subscription.boxed());
     }
-    let overflow = ctx.data_opt::<Overflow>().cloned().unwrap_or_default();
+    // The connection running the operation is the consumer (its socket closes when slow).
+    let consumer = ctx.data_opt::<SlowConsumer>().cloned().unwrap_or_default();
     // Live first, then the log: the order that makes the seam exact.
-    let subscription = broker.subscribe(key.clone(), queue, overflow.0);
+    let subscription = broker.subscribe(key.clone(), queue, &consumer);
     let counted = ctx.data_unchecked::<Registry>().subscription(field);
     let live = subscription.map(move |event| {
         let _alive = &counted;

@@ -7,6 +7,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -181,6 +183,11 @@ impl TestApp {
         GqlWs(self.ws_raw("/graphql", &["graphql-transport-ws"], &[]).await.expect("upgrade"))
     }
 
+    /// A raw-frame WebSocket to `path` (see [`raw`]), offering `protocol` when given.
+    pub async fn raw_ws(&self, path: &str, protocol: Option<&str>) -> raw::RawWs {
+        raw::RawWs::connect(self.addr, path, protocol).await
+    }
+
     /// A room-channel connection at `/ws?token=`, past its `connection_established`.
     pub async fn rooms_ws(&self, token: &str) -> GqlWs {
         let mut ws = GqlWs(self.ws_raw(&format!("/ws?token={token}"), &[], &[]).await.expect("upgrade"));
@@ -284,10 +291,11 @@ impl GqlWs {
         }
     }
 
-    /// Waits for the close frame; returns its code and reason.
+    /// Waits for the close frame, skipping messages; returns its code and reason.
     pub async fn closed(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next_within(WAIT).await {
+            match self.next_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                 Next::Closed(Some(frame)) => return frame,
                 Next::Json(_) => continue,
                 other => panic!("expected a close frame, got {other:?}"),
