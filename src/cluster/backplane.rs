@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::sequencer::Sequencer;
 use crate::event_log::EventLog;
@@ -101,9 +102,13 @@ impl Backplane {
         )
         .map_err(BackplaneError::Url)?;
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
-        tracker.spawn(sequence(Sequencer::new(head), inputs, log, broker, shutdown.clone()));
-        tracker.spawn(publish(commands, channel.clone(), inner.node.clone(), outgoing, probe_rx, shutdown.clone()));
-        tracker.spawn(subscribe(client, channel, inner.clone(), probe_tx, shutdown));
+        let span = tracing::info_span!("backplane", node = %inner.node);
+        tracker.spawn(sequence(Sequencer::new(head), inputs, log, broker, shutdown.clone()).instrument(span.clone()));
+        tracker.spawn(
+            publish(commands, channel.clone(), inner.node.clone(), outgoing, probe_rx, shutdown.clone())
+                .instrument(span.clone()),
+        );
+        tracker.spawn(subscribe(client, channel, inner.clone(), probe_tx, shutdown).instrument(span));
         Ok(Self { inner })
     }
 
@@ -144,11 +149,11 @@ async fn sequence(
     broker: Broker,
     shutdown: CancellationToken,
 ) {
-    let far = || Instant::now() + Duration::from_secs(86_400);
-    let mut gap_deadline = far();
+    // When the current hole stops waiting for Redis and is read from the log.
+    let mut gap_deadline: Option<Instant> = None;
     let mut next_head_check = Instant::now() + HEAD_CHECK;
     loop {
-        let wake = gap_deadline.min(next_head_check);
+        let wake = gap_deadline.map_or(next_head_check, |gap| gap.min(next_head_check));
         tokio::select! {
             () = shutdown.cancelled() => return,
             event = inputs.recv() => {
@@ -157,20 +162,22 @@ async fn sequence(
             }
             () = sleep_until(wake) => {
                 let now = Instant::now();
+                if gap_deadline.is_some_and(|gap| now >= gap) {
+                    let gap = sequencer.gap();
+                    catch_up(&mut sequencer, &log, &broker, gap).await;
+                    gap_deadline = None;
+                }
                 if now >= next_head_check {
                     next_head_check = now + HEAD_CHECK;
                     catch_up(&mut sequencer, &log, &broker, None).await;
-                } else {
-                    let gap = sequencer.gap();
-                    catch_up(&mut sequencer, &log, &broker, gap).await;
                 }
             }
         }
-        // A hole starts its wait when it appears, and stops waiting when it fills.
+        // A hole starts its wait when it appears (or when a read left it open), and stops waiting
+        // when it fills.
         gap_deadline = match sequencer.gap() {
-            Some(_) if gap_deadline == far() || gap_deadline <= Instant::now() => Instant::now() + GAP_WAIT,
-            Some(_) => gap_deadline,
-            None => far(),
+            Some(_) => Some(gap_deadline.unwrap_or_else(|| Instant::now() + GAP_WAIT)),
+            None => None,
         };
         metrics::gauge!("switchboard_backplane_waiting").set(sequencer.waiting() as f64);
     }
@@ -198,6 +205,7 @@ async fn catch_up(sequencer: &mut Sequencer, log: &EventLog, broker: &Broker, ga
             }
         },
     };
+    tracing::trace!(after, before, waiting = sequencer.waiting(), "backplane: reading the log");
     match log.read_range(after, before).await {
         Ok(missed) => {
             let found = missed.len();
@@ -246,7 +254,12 @@ async fn publish(
             },
         };
         let payload = serde_json::to_string(&message).expect("messages serialise");
-        match redis.publish::<_, _, i64>(&channel, payload).await {
+        let mut sent = redis.publish::<_, _, i64>(&channel, &payload).await;
+        if sent.as_ref().is_err_and(|e| e.is_io_error()) {
+            // The manager reconnects after an I/O error (a Redis that restarted): try once more.
+            sent = redis.publish::<_, _, i64>(&channel, &payload).await;
+        }
+        match sent {
             Ok(_) if failing => {
                 failing = false;
                 tracing::info!("backplane: publishing to Redis again");
