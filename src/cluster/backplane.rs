@@ -175,10 +175,7 @@ async fn sequence(
         }
         // A hole starts its wait when it appears (or when a read left it open), and stops waiting
         // when it fills.
-        gap_deadline = match sequencer.gap() {
-            Some(_) => Some(gap_deadline.unwrap_or_else(|| Instant::now() + GAP_WAIT)),
-            None => None,
-        };
+        gap_deadline = sequencer.gap().map(|_| gap_deadline.unwrap_or_else(|| Instant::now() + GAP_WAIT));
         metrics::gauge!("switchboard_backplane_waiting").set(sequencer.waiting() as f64);
     }
 }
