@@ -20,8 +20,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
-use crate::commerce::Commerce;
 use crate::cluster::{self, Backplane};
+use crate::commerce::Commerce;
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::graphql::fanout::Fanout;
@@ -85,19 +85,27 @@ impl Application {
         let tracker = TaskTracker::new();
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
+        let registry = Registry::new(crate::registry::Limits::from_config(&config));
+        let rooms = Rooms::new(RoomSettings::from_config(&config));
         let backplane = match &config.redis_url {
             Some(url) => {
                 tracing::info!(node = %node_id, "joining the cluster through Redis");
-                let backplane =
-                    Backplane::start(url, node_id.clone(), log.clone(), broker.clone(), &tracker, shutdown.clone())
-                        .await?;
+                let backplane = Backplane::start(
+                    url,
+                    node_id.clone(),
+                    log.clone(),
+                    broker.clone(),
+                    rooms.clone(),
+                    registry.clone(),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .await?;
                 Some(backplane)
             }
             None => None,
         };
         let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
-        let registry = Registry::new(crate::registry::Limits::from_config(&config));
-        let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(

@@ -381,8 +381,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::slow_consumer::SlowConsumer;
     use crate::pubsub::Key;
+    use crate::slow_consumer::SlowConsumer;
 
     /// hyper drops a request's future when its client goes away. A change that had started must
     /// still finish: stored *and* published, never one without the other.

@@ -49,9 +49,18 @@ fn describe() {
     describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
     describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
     describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");
-    describe_gauge!("switchboard_backplane_up", "1 while this node hears the Redis backplane (its probes come back), else 0");
-    describe_gauge!("switchboard_backplane_waiting", "Events from other nodes waiting behind a hole in the log positions");
-    describe_counter!("switchboard_backplane_repaired_total", "Events a node read from the log because Redis did not bring them");
+    describe_gauge!(
+        "switchboard_backplane_up",
+        "1 while this node hears the Redis backplane (its probes come back), else 0"
+    );
+    describe_gauge!(
+        "switchboard_backplane_waiting",
+        "Events from other nodes waiting behind a hole in the log positions"
+    );
+    describe_counter!(
+        "switchboard_backplane_repaired_total",
+        "Events a node read from the log because Redis did not bring them"
+    );
     describe_counter!(
         "switchboard_backplane_publish_skipped_total",
         "Events not published to Redis because its queue was full (other nodes read them from the log)"

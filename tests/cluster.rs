@@ -286,3 +286,150 @@ async fn a_redis_restart_that_empties_it_loses_nothing() {
     assert_eq!(sequences(&got), [1, 2, 3]);
     far.silent().await;
 }
+
+async fn presence_query(app: &TestApp, room: &str) -> Vec<(String, i64)> {
+    let body = app
+        .gql(
+            Some(&app.staff()),
+            "query($r: String!) { roomPresence(roomId: $r) { userId connections } }",
+            json!({ "r": room }),
+        )
+        .await;
+    let mut members: Vec<(String, i64)> = body["data"]["roomPresence"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|m| (m["userId"].as_str().unwrap().to_owned(), m["connections"].as_i64().unwrap()))
+        .collect();
+    members.sort();
+    members
+}
+
+/// Waits until `roomPresence` on `app` is `expected`.
+async fn presence_becomes(app: &TestApp, room: &str, expected: &[(&str, i64)]) {
+    let expected: Vec<(String, i64)> = expected.iter().map(|(u, n)| ((*u).to_owned(), *n)).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = presence_query(app, room).await;
+        if now == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "presence stayed {now:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_is_one_list_for_the_whole_cluster() {
+    let redis = RedisServer::start().await;
+    let apps = nodes(3, &redis.url()).await;
+    let (ann, bob) = (apps[0].token("ann", TestRole::Customer), apps[0].token("bob", TestRole::Customer));
+
+    let mut ann_a = apps[0].rooms_ws(&ann).await;
+    assert_eq!(ann_a.join("lobby").await.len(), 1);
+    // Replication takes a moment: wait for it, as a second user would in practice.
+    presence_becomes(&apps[1], "lobby", &[("ann", 1)]).await;
+    let mut bob_b = apps[1].rooms_ws(&bob).await;
+    // Bob, on another node, sees Ann in the list; Ann hears Bob arrive.
+    let members = bob_b.join("lobby").await;
+    let ids: Vec<&str> = members.iter().map(|m| m["userId"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"ann") && ids.contains(&"bob"), "{members:?}");
+    assert_eq!(ann_a.expect("user_joined_room").await["userId"], "bob");
+
+    // Ann's second tab on a third node: one member with two connections, announced to nobody.
+    let mut ann_c = apps[2].rooms_ws(&ann).await;
+    ann_c.join("lobby").await;
+    for app in &apps {
+        presence_becomes(app, "lobby", &[("ann", 2), ("bob", 1)]).await;
+    }
+    bob_b.silent().await;
+
+    // Typing crosses nodes and stops by itself.
+    ann_a.send(json!({ "type": "typing_indicator", "payload": { "roomId": "lobby", "isTyping": true } })).await;
+    let typing = bob_b.expect("typing_indicator").await;
+    assert_eq!((typing["userId"].as_str(), typing["isTyping"].as_bool()), (Some("ann"), Some(true)));
+    let stopped = bob_b.expect("typing_indicator").await;
+    assert_eq!(stopped["isTyping"], false, "the indicator stops by itself");
+
+    // isUserOnline and stats answer for the cluster, on any node.
+    let online = apps[2]
+        .gql(Some(&apps[2].staff()), "{ bob: isUserOnline(userId: \"bob\") nobody: isUserOnline(userId: \"zed\") stats { userCount activeRooms } }", json!({}))
+        .await;
+    assert_eq!(online["data"]["bob"], true, "{online}");
+    assert_eq!(online["data"]["nobody"], false);
+    assert_eq!(online["data"]["stats"]["userCount"], 2);
+    assert_eq!(online["data"]["stats"]["activeRooms"], 1);
+
+    // Ann's tabs close one by one: she leaves everywhere with the last one, wherever it was.
+    drop(ann_a);
+    for app in &apps {
+        presence_becomes(app, "lobby", &[("ann", 1), ("bob", 1)]).await;
+    }
+    bob_b.silent().await;
+    drop(ann_c);
+    assert_eq!(bob_b.expect("user_left_room").await["userId"], "ann");
+    for app in &apps {
+        presence_becomes(app, "lobby", &[("bob", 1)]).await;
+    }
+}
+
+/// A node that dies (no goodbye, no heartbeat) has its members removed everywhere within 10 s,
+/// with `user_left_room`. The dead node is played by hand in Redis: its heartbeat, its stored
+/// presence and its announcement, then silence.
+#[tokio::test]
+async fn a_dead_nodes_members_leave_everywhere_within_ten_seconds() {
+    let redis = RedisServer::start().await;
+    let apps = nodes(2, &redis.url()).await;
+    let bob = apps[0].token("bob", TestRole::Customer);
+    let mut bob_a = apps[0].rooms_ws(&bob).await;
+    bob_a.join("lobby").await;
+
+    let epoch = apps[0].state.commerce.log().epoch().to_owned();
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stored = json!({ "name": "Ghost", "joined_at": "2026-01-01T00:00:00.000Z", "count": 1 }).to_string();
+    let announce = json!({ "t": "count", "node": "ghost", "room": "lobby", "user": "ghost", "name": "Ghost", "joined_at": "2026-01-01T00:00:00.000Z", "count": 1 }).to_string();
+    let _: () = ::redis::pipe()
+        .pset_ex(format!("switchboard:{epoch}:node:ghost"), "{\"connections\":1,\"subscriptions\":0}", 3000)
+        .sadd(format!("switchboard:{epoch}:nodes"), "ghost")
+        .hset(format!("switchboard:{epoch}:presence:ghost"), "r\u{1f}lobby\u{1f}ghost", stored)
+        .publish(format!("switchboard:{epoch}:presence"), announce)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(bob_a.expect("user_joined_room").await["userId"], "ghost");
+    presence_becomes(&apps[1], "lobby", &[("bob", 1), ("ghost", 1)]).await;
+
+    // The ghost node's heartbeat runs out; nobody says goodbye.
+    let started = tokio::time::Instant::now();
+    let left = loop {
+        match bob_a.next_within(Duration::from_secs(10)).await {
+            Next::Json(m) if m["type"] == "user_left_room" => break m,
+            Next::Json(_) => continue,
+            other => panic!("the dead node's member never left: {other:?}"),
+        }
+    };
+    assert_eq!(left["payload"]["userId"], "ghost");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    presence_becomes(&apps[1], "lobby", &[("bob", 1)]).await;
+}
+
+/// A node that shuts down takes its members with it at once.
+#[tokio::test]
+async fn a_node_that_shuts_down_removes_its_members_at_once() {
+    let redis = RedisServer::start().await;
+    let mut apps = nodes(2, &redis.url()).await;
+    let (ann, bob) = (apps[0].token("ann", TestRole::Customer), apps[0].token("bob", TestRole::Customer));
+    let mut bob_a = apps[0].rooms_ws(&bob).await;
+    bob_a.join("lobby").await;
+    let mut ann_b = apps[1].rooms_ws(&ann).await;
+    ann_b.join("lobby").await;
+    assert_eq!(bob_a.expect("user_joined_room").await["userId"], "ann");
+
+    let leaving = apps.pop().unwrap();
+    let started = tokio::time::Instant::now();
+    leaving.stop().await;
+    assert_eq!(bob_a.expect("user_left_room").await["userId"], "ann");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    drop(ann_b);
+}

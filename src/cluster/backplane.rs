@@ -35,9 +35,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::presence::{self, Heard, Keys};
 use super::sequencer::Sequencer;
 use crate::event_log::EventLog;
 use crate::pubsub::{Broker, Event};
+use crate::registry::Registry;
+use crate::rooms::Rooms;
 
 /// How long a hole in the positions may wait for the missing event to arrive through Redis
 /// before it is read from the log. Redis delivers within a millisecond on a healthy network.
@@ -77,12 +80,16 @@ struct Inner {
 }
 
 impl Backplane {
-    /// Starts the backplane's tasks (sequencer, publisher, subscriber) for this node.
+    /// Starts the backplane's tasks for this node: the sequencer, the publisher, the subscriber
+    /// (events and presence share one subscription and its probe) and the presence replica.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         redis_url: &str,
         node: String,
         log: EventLog,
         broker: Broker,
+        rooms: Rooms,
+        registry: Registry,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, BackplaneError> {
@@ -102,13 +109,29 @@ impl Backplane {
         )
         .map_err(BackplaneError::Url)?;
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+        let (heard_tx, heard_rx) = mpsc::unbounded_channel();
+        let presence_keys = Keys::new(log.epoch());
+        let presence_channel = presence_keys.channel.clone();
         let span = tracing::info_span!("backplane", node = %inner.node);
+        tracker.spawn(
+            presence::run(
+                commands.clone(),
+                presence_keys,
+                inner.node.clone(),
+                rooms,
+                registry,
+                heard_rx,
+                shutdown.clone(),
+            )
+            .instrument(span.clone()),
+        );
         tracker.spawn(sequence(Sequencer::new(head), inputs, log, broker, shutdown.clone()).instrument(span.clone()));
         tracker.spawn(
             publish(commands, channel.clone(), inner.node.clone(), outgoing, probe_rx, shutdown.clone())
                 .instrument(span.clone()),
         );
-        tracker.spawn(subscribe(client, channel, inner.clone(), probe_tx, shutdown).instrument(span));
+        let channels = Channels { events: channel, presence: presence_channel };
+        tracker.spawn(subscribe(client, channels, inner.clone(), probe_tx, heard_tx, shutdown).instrument(span));
         Ok(Self { inner })
     }
 
@@ -271,14 +294,22 @@ async fn publish(
     }
 }
 
-/// Keeps a subscription to the channel, probing it, and feeds what arrives to the sequencer.
+struct Channels {
+    events: String,
+    presence: String,
+}
+
+/// Keeps a subscription to the events and presence channels, probing it, and feeds what arrives
+/// to the sequencer and the presence replica.
 async fn subscribe(
     client: redis::Client,
-    channel: String,
+    channels: Channels,
     inner: Arc<Inner>,
     probes: mpsc::UnboundedSender<u64>,
+    heard: mpsc::UnboundedSender<Heard>,
     shutdown: CancellationToken,
 ) {
+    let channel = &channels.events;
     let mut backoff = Duration::from_millis(50);
     let mut probe_n = 0u64;
     loop {
@@ -287,7 +318,7 @@ async fn subscribe(
                 .await
                 .map_err(|_| "timed out connecting".to_owned())?
                 .map_err(|e| e.to_string())?;
-            pubsub.subscribe(&channel).await.map_err(|e| e.to_string())?;
+            pubsub.subscribe(&[channel, &channels.presence]).await.map_err(|e| e.to_string())?;
             let mut messages = pubsub.on_message();
             let mut next_probe = Instant::now();
             let mut awaited: Option<(u64, Instant)> = None;
@@ -311,6 +342,15 @@ async fn subscribe(
                     }
                     message = messages.next() => {
                         let Some(message) = message else { return Err("the connection closed".to_owned()) };
+                        if message.get_channel_name() == channels.presence {
+                            match serde_json::from_slice::<presence::Message>(message.get_payload_bytes()) {
+                                Ok(m) => {
+                                    let _ = heard.send(Heard::Message(m));
+                                }
+                                Err(e) => tracing::warn!(error = %e, "cluster: a presence message that is not ours"),
+                            }
+                            continue;
+                        }
                         match serde_json::from_slice::<Message>(message.get_payload_bytes()) {
                             Ok(Message::Event { event, .. }) => {
                                 let _ = inner.input.send(event);
@@ -321,6 +361,8 @@ async fn subscribe(
                                     if !inner.up.swap(true, Ordering::Relaxed) {
                                         tracing::info!("backplane up: subscribed to {channel}");
                                         metrics::gauge!("switchboard_backplane_up").set(1.0);
+                                        // Presence messages may have been missed meanwhile.
+                                        let _ = heard.send(Heard::Resubscribed);
                                     }
                                 }
                             }
@@ -336,7 +378,10 @@ async fn subscribe(
         if was_up {
             metrics::gauge!("switchboard_backplane_up").set(0.0);
             let reason = result.as_ref().err().map_or("shutdown", String::as_str);
-            tracing::warn!(reason, "backplane down: serving this node's own events; the log fills in when Redis is back");
+            tracing::warn!(
+                reason,
+                "backplane down: serving this node's own events; the log fills in when Redis is back"
+            );
         } else if let Err(reason) = &result {
             tracing::debug!(reason, "backplane: still down");
         }

@@ -1,7 +1,8 @@
 //! Many nodes as one: the Redis backplane that carries events between nodes ([`backplane`]) in
-//! the store's commit order ([`sequencer`]).
+//! the store's commit order ([`sequencer`]), and presence for the whole cluster ([`presence`]).
 
 pub mod backplane;
+pub mod presence;
 pub mod sequencer;
 
 pub use backplane::{Backplane, BackplaneError};
