@@ -141,7 +141,7 @@ pub(super) async fn run(
             _ = heartbeat.tick() => {
                 beats += 1;
                 replica.beat(&mut redis).await;
-                if beats % (RESYNC.as_secs() / HEARTBEAT.as_secs()).max(1) == 0 {
+                if beats.is_multiple_of((RESYNC.as_secs() / HEARTBEAT.as_secs()).max(1)) {
                     replica.resync(&mut redis).await;
                 }
             }
