@@ -348,3 +348,39 @@ async fn two_nodes_on_one_store_lose_no_update_and_keep_the_log_gap_free() {
     assert_eq!(quantities, (1..=2 * EACH as i64).collect::<Vec<_>>());
     assert_eq!(sequences, (1..=2 * EACH as i64).collect::<Vec<_>>());
 }
+
+/// Subscribers that differ only in their `after` share one execution per live event: each
+/// replays on its own, then takes the group's results from its seam on, exactly once.
+#[tokio::test]
+async fn resuming_subscribers_join_the_shared_execution_at_the_seam() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let mut first = app.graphql_ws(None).await;
+    first.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
+    let mut cursors = Vec::new();
+    for q in 1..=4 {
+        set_stock(&app, &product, q).await;
+        cursors.push(first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned());
+    }
+    // Three clients resume from three different places while the first one stays live.
+    let mut resumed = Vec::new();
+    for cursor in &cursors[..3] {
+        let mut ws = app.graphql_ws(None).await;
+        ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+        resumed.push(ws);
+    }
+    assert_eq!(app.state.fanout.group_count(), 1, "one group for all four");
+    let before = app.state.fanout.executions();
+    for q in 5..=7 {
+        set_stock(&app, &product, q).await;
+    }
+    for (n, ws) in resumed.iter_mut().enumerate() {
+        let expected: Vec<i64> = (n as i64 + 2..=7).collect();
+        let got = take(ws, "s", "inventoryChanged", expected.len()).await;
+        assert_eq!(got.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), expected);
+        ws.silent().await;
+    }
+    let live = take(&mut first, "s", "inventoryChanged", 3).await;
+    assert_eq!(live.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), [5, 6, 7]);
+    assert_eq!(app.state.fanout.executions() - before, 3, "one execution per live event, however many resumed");
+}

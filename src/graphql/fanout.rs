@@ -43,13 +43,22 @@ use crate::slow_consumer::{Feed, Offer, SlowConsumer};
 pub struct Delivery {
     /// Which membership it is for (ids can be reused after `complete`; memberships cannot).
     pub membership: u64,
-    /// A serialised execution result (`{"data": ...}`) shared by every member, or `None` when
-    /// the source ended.
+    /// A serialised execution result shared by every member, or `None` when the source ended.
     pub payload: Option<Payload>,
 }
 
-/// A thin pointer (an `Arc<str>` would be two words).
-pub type Payload = Arc<String>;
+/// A thin pointer to one execution's result, shared by every member.
+pub type Payload = Arc<Executed>;
+
+/// One execution's result, serialised once.
+#[derive(Debug)]
+pub struct Executed {
+    /// The log position of the event it was executed for: where a resuming member's replay
+    /// meets the group (and an event stream's `id:`).
+    pub position: u64,
+    /// `{"data": ...}`
+    pub json: String,
+}
 
 /// A broker subscription found by a probe, with the consumer its overflow marks slow.
 pub struct Source {
@@ -57,6 +66,121 @@ pub struct Source {
     pub key: Key,
     pub subscription: Subscription,
     pub consumer: SlowConsumer,
+    /// The cursor the subscriber resumes from, if it does: it replays on its own (see
+    /// [`ReplayOnly`]) and takes the group's results from the seam on.
+    pub after: Option<String>,
+}
+
+/// In the request data of an execution: the resolver records there the log position of each
+/// event it yields, so that the result can be tied to its event. async-graphql executes one
+/// source item at a time, so after each result the cell holds that result's event.
+#[derive(Clone, Default, Debug)]
+pub struct PositionCell(Arc<AtomicU64>);
+
+impl PositionCell {
+    pub fn record(&self, position: u64) {
+        self.0.store(position, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// In the request data of a resuming member's own run: the resolver replays from the log only
+/// (no live part) and records where the replay stopped, the seam, and whether the whole replay
+/// was read (a subscription can end within it: `orderUpdated` at its order's deletion).
+#[derive(Clone, Default, Debug)]
+pub struct ReplayOnly(Arc<Seam>);
+
+#[derive(Default, Debug)]
+struct Seam {
+    through: AtomicU64,
+    exhausted: std::sync::atomic::AtomicBool,
+}
+
+impl ReplayOnly {
+    pub fn set_through(&self, through: u64) {
+        self.0.through.store(through, Ordering::Relaxed);
+    }
+
+    /// The log head the replay read up to: group results at or below it are in the replay.
+    pub fn through(&self) -> u64 {
+        self.0.through.load(Ordering::Relaxed)
+    }
+
+    /// The replayed events, marking the seam exhausted when read to the end.
+    pub fn track<T: Send + 'static>(&self, events: Vec<T>) -> futures::stream::BoxStream<'static, T> {
+        let seam = self.0.clone();
+        futures::stream::iter(events.into_iter().map(Some).chain(std::iter::once(None)))
+            .filter_map(move |event| {
+                if event.is_none() {
+                    seam.exhausted.store(true, Ordering::Relaxed);
+                }
+                futures::future::ready(event)
+            })
+            .boxed()
+    }
+
+    /// Whether the subscription read its whole replay: if not, it ended inside it and the
+    /// member is complete, with nothing to take from the group.
+    pub fn exhausted(&self) -> bool {
+        self.0.exhausted.load(Ordering::Relaxed)
+    }
+}
+
+/// A resuming member while its replay runs: the group's results wait here, and when the replay
+/// has ended those past the seam go out, in order. Bounded like any queue: past `limit` the
+/// consumer is slow.
+#[derive(Debug)]
+pub struct Resume {
+    pub seam: ReplayOnly,
+    held: std::collections::VecDeque<Delivery>,
+    limit: usize,
+    /// Whether the replay produced a result yet (only a first result can be a refusal).
+    pub replayed: bool,
+}
+
+impl Resume {
+    pub fn new(seam: ReplayOnly, limit: usize) -> Self {
+        Self { seam, held: Default::default(), limit: limit.max(1), replayed: false }
+    }
+
+    /// Holds a group result until the replay is done; false when there is no more room.
+    pub fn hold(&mut self, delivery: Delivery) -> bool {
+        if self.held.len() >= self.limit {
+            return false;
+        }
+        self.held.push_back(delivery);
+        true
+    }
+
+    /// The replay has ended: what the group sent meanwhile that the replay did not cover.
+    pub fn finish(self) -> impl Iterator<Item = Delivery> {
+        let through = self.seam.through();
+        self.held.into_iter().filter(move |d| d.payload.as_ref().is_none_or(|p| p.position > through))
+    }
+}
+
+/// The name of the variable that feeds the root field's `after` argument, if one does: two
+/// subscribers that differ only in where they resume share a group's live results, so that
+/// variable is left out of the group key.
+pub fn after_variable(query: &str, operation_name: Option<&str>) -> Option<String> {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
+        _ => return None,
+    };
+    let [field] = operation.node.selection_set.node.items.as_slice() else { return None };
+    let Selection::Field(field) = &field.node else { return None };
+    let (_, value) = field.node.arguments.iter().find(|(name, _)| name.node == "after")?;
+    match &value.node {
+        async_graphql_value::Value::Variable(name) => Some(name.to_string()),
+        _ => None,
+    }
 }
 
 /// Set in the request data of a probe run; the subscription resolver fills it. Clones share it,
@@ -99,9 +223,29 @@ impl Handover {
 pub struct GroupKey {
     pub query: Arc<str>,
     pub operation_name: Option<Arc<str>>,
-    /// The variables as JSON text.
+    /// The variables as JSON text, without the one that feeds `after` (see [`after_variable`]).
     pub variables: Arc<str>,
     pub audience: Key,
+}
+
+impl GroupKey {
+    pub fn new(query: &str, operation_name: Option<&str>, variables: Option<&serde_json::Value>, audience: Key) -> Self {
+        let variables = match (variables, after_variable(query, operation_name)) {
+            (Some(serde_json::Value::Object(vars)), Some(after)) => {
+                let mut vars = vars.clone();
+                vars.remove(&after);
+                serde_json::Value::Object(vars).to_string()
+            }
+            (Some(vars), _) => vars.to_string(),
+            (None, _) => "null".to_owned(),
+        };
+        Self {
+            query: query.into(),
+            operation_name: operation_name.map(Into::into),
+            variables: variables.into(),
+            audience,
+        }
+    }
 }
 
 struct Member {
@@ -228,7 +372,8 @@ async fn run_group(
     request: async_graphql::Request,
     consumer: SlowConsumer,
 ) {
-    let mut results = schema.execute_stream(request);
+    let positions = PositionCell::default();
+    let mut results = schema.execute_stream(request.data(positions.clone()));
     let end = loop {
         tokio::select! {
             _ = group.stop.cancelled() => break None,
@@ -239,7 +384,7 @@ async fn run_group(
                 Some(mut response) => {
                     add_codes(&mut response);
                     fanout.executions.fetch_add(1, Ordering::Relaxed);
-                    deliver(&group, &response);
+                    deliver(&group, &response, positions.get());
                 }
                 None => break Some(false),
             },
@@ -259,8 +404,9 @@ async fn run_group(
     }
 }
 
-fn deliver(group: &Group, response: &Response) {
-    let payload: Payload = Arc::new(serde_json::to_string(response).expect("responses serialise"));
+fn deliver(group: &Group, response: &Response, position: u64) {
+    let json = serde_json::to_string(response).expect("responses serialise");
+    let payload: Payload = Arc::new(Executed { position, json });
     metrics::counter!("switchboard_subscription_executions_total").increment(1);
     let members = lock::lock(&group.members);
     let mut delivered = 0u64;

@@ -7,6 +7,7 @@
 //! queue; anything else runs here, as a stream polled by the connection. Both queues mark the
 //! connection slow when they overflow, and it is then closed with 1013, never skipped past.
 
+use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use async_graphql::{Response, ServerError, Variables};
@@ -22,7 +23,7 @@ use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::app::AppState;
 use crate::auth::{self, User};
 use crate::graphql::error::{add_codes, code, failed_before_execution};
-use crate::graphql::fanout::{Delivery, GroupKey, Membership, Probe};
+use crate::graphql::fanout::{Delivery, GroupKey, Membership, Probe, ReplayOnly, Resume};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::Permit;
 use crate::slow_consumer::{self, Feed, SlowConsumer};
@@ -50,6 +51,9 @@ enum Operation {
         membership: Membership,
         /// The id, JSON-encoded once, for splicing into `next` frames.
         id_json: String,
+        /// While a resuming member replays on its own (its replay is in `streams` under its id),
+        /// the group's results wait here.
+        resume: Option<Box<Resume>>,
     },
 }
 
@@ -73,6 +77,8 @@ pub struct GraphqlWs {
     /// What the shared groups this connection belongs to send it, and the feed they use.
     deliveries: mpsc::Receiver<Delivery>,
     deliveries_tx: Feed<Delivery>,
+    /// Group results released when a resuming member's replay ended, to send before new ones.
+    released: VecDeque<Delivery>,
 }
 
 /// A connection's operations by id. A vector, not a map: a connection runs a handful at most
@@ -103,10 +109,13 @@ impl Operations {
         Some(self.0.swap_remove(at).1)
     }
 
-    /// The id and JSON-encoded id of the shared operation with this membership.
-    fn shared(&self, membership: u64) -> Option<(&str, &str)> {
-        self.0.iter().find_map(|(id, op)| match op {
-            Operation::Shared { membership: m, id_json } if m.id == membership => Some((id.as_str(), id_json.as_str())),
+    /// The id, the JSON-encoded id and the resume state of the shared operation with this
+    /// membership.
+    fn shared(&mut self, membership: u64) -> Option<(&str, &str, &mut Option<Box<Resume>>)> {
+        self.0.iter_mut().find_map(|(id, op)| match op {
+            Operation::Shared { membership: m, id_json, resume } if m.id == membership => {
+                Some((id.as_str(), id_json.as_str(), resume))
+            }
             _ => None,
         })
     }
@@ -152,6 +161,7 @@ pub fn start(
         consumer,
         streams: StreamMap::new(),
         operations: Operations::default(),
+        released: VecDeque::new(),
     };
     futures::future::Either::Right(connection.run(handler).instrument(span))
 }
@@ -167,7 +177,13 @@ impl Handler for GraphqlWs {
     }
 
     fn poll_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<Message> {
-        // Shared deliveries first: they are the bulk of the traffic, and the cheapest.
+        // Results held during a replay first: they come before anything newer.
+        while let Some(delivery) = self.released.pop_front() {
+            if let Some(frame) = self.frame_for(delivery) {
+                return Poll::Ready(Message::Text(frame.into()));
+            }
+        }
+        // Shared deliveries next: they are the bulk of the traffic, and the cheapest.
         while let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(cx) {
             if let Some(frame) = self.frame_for(delivery) {
                 return Poll::Ready(Message::Text(frame.into()));
@@ -368,18 +384,27 @@ impl GraphqlWs {
             };
         }
         let Some(source) = probe.take_single() else { return Shared::NotShareable };
-        let key = GroupKey {
-            query: payload.query.as_str().into(),
-            operation_name: payload.operation_name.as_deref().map(Into::into),
-            variables: payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string()).into(),
-            audience: source.key.clone(),
-        };
+        let key = GroupKey::new(
+            &payload.query,
+            payload.operation_name.as_deref(),
+            payload.variables.as_ref(),
+            source.key.clone(),
+        );
+        let after = source.after.clone();
         let deliveries = self.deliveries_tx.clone();
         let counted = self.state.registry.subscription(source.field);
         let membership =
             self.state.fanout.join(&self.state.schema, key, self.request(payload), source, deliveries, counted);
         let id_json = serde_json::to_string(id).expect("strings serialise");
-        self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
+        // A resuming member replays on its own, then takes the group's results from the seam on.
+        let resume = after.map(|_| {
+            let seam = ReplayOnly::default();
+            let request = self.request(payload).data(seam.clone());
+            let replay = self.state.schema.execute_stream(request).map(Some).chain(stream::once(future::ready(None)));
+            self.streams.insert(id.to_owned(), replay.boxed());
+            Box::new(Resume::new(seam, self.state.config.subscriber_queue))
+        });
+        self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json, resume });
         Shared::Joined
     }
 
@@ -389,13 +414,19 @@ impl GraphqlWs {
         self.operations.remove(id);
     }
 
-    /// The frame a delivery becomes, if its operation is still ours.
+    /// The frame a delivery becomes, if its operation is still ours and not replaying.
     fn frame_for(&mut self, delivery: Delivery) -> Option<String> {
-        let (id, id_json) = self.operations.shared(delivery.membership)?;
+        let (id, id_json, resume) = self.operations.shared(delivery.membership)?;
+        if let Some(resume) = resume {
+            if !resume.hold(delivery) {
+                self.consumer.mark_slow(); // the replay is too long for what arrives meanwhile
+            }
+            return None;
+        }
         match delivery.payload {
             Some(payload) => {
                 let kind = if self.dialect == Dialect::Legacy { "data" } else { "next" };
-                let parts = ["{\"id\":", id_json, ",\"type\":\"", kind, "\",\"payload\":", payload.as_str(), "}"];
+                let parts = ["{\"id\":", id_json, ",\"type\":\"", kind, "\",\"payload\":", payload.json.as_str(), "}"];
                 // Exactly the length: a `Vec` whose capacity is its length becomes `Bytes`
                 // (tungstenite's frame payload) without another allocation.
                 let mut frame = String::with_capacity(parts.iter().map(|p| p.len()).sum());
@@ -410,23 +441,40 @@ impl GraphqlWs {
         }
     }
 
-    /// The frame a local operation's result becomes, if any.
+    /// The frame a local operation's result (or a resuming member's replay) becomes, if any.
     fn on_result(&mut self, id: String, item: Option<Response>) -> Option<String> {
         let Some(mut response) = item else {
+            if let Some(Operation::Shared { resume, .. }) = self.operations.get_mut(&id) {
+                // The replay is over: release what the group sent meanwhile, past the seam; or,
+                // if the subscription ended inside the replay, end it.
+                let resume = resume.take()?;
+                if resume.seam.exhausted() {
+                    self.released.extend(resume.finish());
+                    return None;
+                }
+                self.operations.remove(&id);
+                return Some(ServerMessage::Complete { id: &id }.to_json(self.dialect));
+            }
             // The source ended: `complete`, unless the client already completed it.
             self.operations.remove(&id)?;
             return Some(ServerMessage::Complete { id: &id }.to_json(self.dialect));
         };
-        let Some(Operation::Local { subscription, started }) = self.operations.get_mut(&id) else { return None };
         add_codes(&mut response);
-        let subscription = *subscription;
-        if !*started && failed_before_execution(&response, subscription) {
+        let (subscription, first) = match self.operations.get_mut(&id)? {
+            Operation::Local { subscription, started } => (*subscription, !std::mem::replace(started, true)),
+            Operation::Shared { resume: Some(resume), .. } => {
+                let first = !resume.replayed;
+                resume.replayed = true;
+                (true, first)
+            }
+            Operation::Shared { .. } => return None,
+        };
+        if first && failed_before_execution(&response, subscription) {
             // An `error` ends the operation; no `complete` follows it.
             self.operations.remove(&id);
             self.streams.remove(&id);
             return Some(ServerMessage::Error { id: &id, errors: &response.errors }.to_json(self.dialect));
         }
-        *started = true;
         if subscription {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
         }
