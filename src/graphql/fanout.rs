@@ -229,7 +229,12 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    pub fn new(query: &str, operation_name: Option<&str>, variables: Option<&serde_json::Value>, audience: Key) -> Self {
+    pub fn new(
+        query: &str,
+        operation_name: Option<&str>,
+        variables: Option<&serde_json::Value>,
+        audience: Key,
+    ) -> Self {
         let variables = match (variables, after_variable(query, operation_name)) {
             (Some(serde_json::Value::Object(vars)), Some(after)) => {
                 let mut vars = vars.clone();
