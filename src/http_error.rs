@@ -16,6 +16,10 @@ pub enum HttpError {
     BadRequest(String),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -26,6 +30,8 @@ impl IntoResponse for HttpError {
             HttpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             HttpError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
+            HttpError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            HttpError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             HttpError::Internal(source) => {
                 tracing::error!(error = %source, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")

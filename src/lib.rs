@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body_limit;
 pub mod commerce;
 pub mod config;
 pub mod demo;
@@ -13,9 +14,11 @@ pub mod graphql;
 pub mod http_error;
 pub mod model;
 pub mod ops;
+pub mod origins;
 pub mod pubsub;
 pub mod registry;
 pub mod rooms;
+pub mod server;
 pub mod socket;
 pub mod store;
 pub mod telemetry;
