@@ -452,3 +452,57 @@ async fn idle_connections_beyond_the_fd_limit_do_not_lock_out_new_clients() {
     drop(idle);
     drop(server.child);
 }
+
+#[tokio::test]
+async fn a_response_the_client_does_not_read_is_cut_after_the_idle_timeout() {
+    let app = spawn_app_with(|c| c.http_idle_timeout = 300).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.addr).await.unwrap();
+    // Far more than the socket buffers hold: 20 copies of a ~1 MB file, asked for at once.
+    const COPIES: usize = 20;
+    let request = "GET /graphiql/graphiql.min.js HTTP/1.1\r\nHost: x\r\n\r\n".repeat(COPIES);
+    stream.write_all(request.as_bytes()).await.unwrap();
+
+    // The client reads nothing for a while…
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = read_until_closed(&mut stream, Instant::now() + WAIT).await;
+
+    // …so the server gave up on it: the connection ended before all the copies were sent.
+    let received = received.expect("the connection was still open");
+    let whole = COPIES * include_bytes!("../assets/graphiql/graphiql.min.js").len();
+    assert!(received.len() < whole / 2, "received {} of {whole} bytes", received.len());
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
+    let app = spawn_app().await;
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let body = r#"{"query":"{ __typename }"}"#;
+    let (first, rest) = body.split_at(10);
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // Wait until the server is reading the body, then shut down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let response = timeout(WAIT, read_response(&mut stream)).await.expect("no response").unwrap();
+    let refused = timeout(WAIT, async {
+        loop {
+            match TcpStream::connect(app.addr).await {
+                Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+
+    assert_eq!((response.status, response.json()["data"]["__typename"].as_str()), (200, Some("Query")));
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(refused.is_ok(), "still accepting connections after shutdown");
+}

@@ -135,10 +135,15 @@ impl Clock {
         }
     }
 
-    /// A response write went through: the client is reading.
+    /// A response write went through: the client is reading. While the handler runs, that lifts
+    /// the deadline of [`Clock::write_blocked`]; once hyper holds the whole response (`Idle`, the
+    /// rest of it still being flushed), the idle wait counts from the last write, so that a slow
+    /// client that keeps reading gets a large response whole.
     pub fn write_went_through(&self) {
-        if self.phase() == Phase::Handling && self.deadline.load(Relaxed) != NO_DEADLINE {
-            self.deadline.store(NO_DEADLINE, Relaxed);
+        match self.phase() {
+            Phase::Handling if self.deadline.load(Relaxed) != NO_DEADLINE => self.deadline.store(NO_DEADLINE, Relaxed),
+            Phase::Idle => self.set_deadline(self.timeouts.idle),
+            _ => {}
         }
     }
 
@@ -201,7 +206,12 @@ mod tests {
         assert_eq!(clock.deadline(), None);
         clock.response_finished();
         assert_eq!((clock.phase(), clock.deadline()), (Phase::Idle, Some(t0 + Duration::from_secs(3))));
-        tokio::time::advance(Duration::from_millis(500)).await;
+        // The rest of the response is still being flushed to a client that reads: each write
+        // that goes through restarts the idle wait.
+        tokio::time::advance(Duration::from_millis(200)).await;
+        clock.write_went_through();
+        assert_eq!(clock.deadline(), Some(t0 + Duration::from_millis(3200)));
+        tokio::time::advance(Duration::from_millis(300)).await;
         clock.bytes_arrived();
         assert_eq!((clock.phase(), clock.deadline()), (Phase::Headers, Some(t0 + Duration::from_millis(1500))));
     }
