@@ -245,6 +245,8 @@ async fn a_413_reaches_a_client_that_sends_its_whole_body_first() {
     assert_eq!(response.status, 413);
     assert!(response.header("content-type").is_some_and(|t| t.starts_with("application/json")));
     assert_eq!(error_code(&response.json()), "PAYLOAD_TOO_LARGE");
+    // The rest of the body is never read, so the connection cannot carry another request.
+    assert_eq!(response.header("connection"), Some("close"));
 }
 
 #[tokio::test]
@@ -270,6 +272,7 @@ async fn a_chunked_body_over_the_limit_gets_a_json_413() {
 
     assert_eq!(response.status, 413);
     assert_eq!(error_code(&response.json()), "PAYLOAD_TOO_LARGE");
+    assert_eq!(response.header("connection"), Some("close"));
 }
 
 #[tokio::test]

@@ -56,7 +56,8 @@ test('a body over MAX_BODY_BYTES gets a readable 413 with a GraphQL error, not a
 
 test('a 1 MB header gets 431 on POST and GET', async () => {
   const big = 'a'.repeat(1024 * 1024);
-  const body = Buffer.from(JSON.stringify({ query: '{ __typename }' }));
+  // A body, as uploads have: the client is still sending when the 431 comes.
+  const body = Buffer.alloc(1024 * 1024, ' ');
   const post = await request({ headers: { 'content-type': 'application/json', 'x-big': big }, body });
   const get = await request({ method: 'GET', path: '/health', headers: { 'x-big': big } });
   assert.equal(post.status, 431);
