@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{Keys, Role};
 use crate::commerce::Commerce;
 use crate::config::Config;
+use crate::event_log::EventLog;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
 use crate::graphql::{self, AppSchema};
@@ -74,12 +75,13 @@ impl Application {
         if config.redis_url.is_some() {
             tracing::warn!("REDIS_URL is set, but this build runs with the in-process broker only");
         }
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::open(&config.store_options()).await?;
         if demo_data {
             demo::seed(&store).await?;
         }
-        let commerce = Arc::new(Commerce::new(store, Broker::new()));
-        let registry = Registry::new();
+        let log = EventLog::open(store.clone(), config.log_settings()).await?;
+        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
+        let registry = Registry::new(crate::registry::Limits::from_config(&config));
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
@@ -98,9 +100,10 @@ impl Application {
         let listener = TcpListener::bind(config.bind_addr).await?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        commerce.log().spawn_retention(&tracker, shutdown.clone());
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
-            query_limits: Limits { max_bytes: config.query_max_bytes, max_nesting: config.query_max_nesting },
+            query_limits: Limits::from_config(&config),
             config: Arc::new(config),
             keys,
             schema,

@@ -157,7 +157,10 @@ impl Keys {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
-        let role = match claims.role.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        // Exactly as written, lowercase: a token is signed data, and a role spelled another way
+        // (`ADMIN`, `Admin`) was minted by something that does not follow the contract, so it
+        // grants nothing rather than whatever a case-insensitive match would guess.
+        let role = match claims.role.as_deref() {
             None | Some("customer") => Role::Customer,
             Some("staff") => Role::Staff,
             Some("admin") => Role::Admin,
@@ -285,5 +288,24 @@ mod tests {
         )
         .unwrap();
         assert!(keys().verify(&token).is_err());
+    }
+
+    #[test]
+    fn roles_match_exactly_in_lowercase() {
+        let with_role = |role: &str| {
+            encode(
+                &Header::default(),
+                &serde_json::json!({"sub": "u1", "role": role, "exp": 4_000_000_000u64}),
+                &EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap()
+        };
+        assert_eq!(keys().verify(&with_role("admin")).map(|u| u.role), Ok(Role::Admin));
+        for spelled in ["ADMIN", "Admin", "Staff", "CUSTOMER", " admin"] {
+            assert!(
+                matches!(keys().verify(&with_role(spelled)), Err(AuthError::Invalid(_))),
+                "{spelled:?} must be refused"
+            );
+        }
     }
 }

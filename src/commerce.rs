@@ -8,14 +8,22 @@
 //! commit order and publish order the same: two concurrent `adjustInventory` calls can neither
 //! lose an update nor reach a subscriber in the wrong order. A refused or failed change rolls
 //! back (the transaction is dropped) and publishes nothing.
+//!
+//! Each change runs in a task of its own ([`detached`]): a client that disconnects while its
+//! mutation is committing drops the request's future, and a change cancelled between `COMMIT`
+//! and `publish` would be stored but never reach its subscribers. In its own task, a change that
+//! has started always finishes: committed and published, or rolled back.
+
+use std::sync::Arc;
 
 use rand::Rng;
-use sqlx::SqliteConnection;
+use sqlx::AnyConnection;
 use tokio::sync::Mutex;
 
+use crate::event_log::EventLog;
 use crate::model::{Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
-use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, OrderEvent};
-use crate::store::{self, Store, StoreError, notifications, orders, products};
+use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
+use crate::store::{Store, StoreError, notifications, orders, products};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommerceError {
@@ -25,6 +33,9 @@ pub enum CommerceError {
     BadInput(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change's task failed without an answer (it panicked); nothing was published.
+    #[error("the change failed: {0}")]
+    Internal(String),
 }
 
 type Result<T> = std::result::Result<T, CommerceError>;
@@ -41,24 +52,35 @@ pub struct OrderChanges {
 #[derive(Debug)]
 pub struct Commerce {
     store: Store,
+    log: EventLog,
     broker: Broker,
     writer: Mutex<()>,
 }
 
 impl Commerce {
-    pub fn new(store: Store, broker: Broker) -> Self {
-        Self { store, broker, writer: Mutex::new(()) }
+    pub fn new(store: Store, log: EventLog, broker: Broker) -> Self {
+        Self { store, log, broker, writer: Mutex::new(()) }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
     pub fn broker(&self) -> &Broker {
         &self.broker
     }
 
-    pub async fn create_order(&self, customer_id: &str, total: Decimal, currency: &str) -> Result<Order> {
+    /// Proves the store can commit now (for `/ready`), in turn with the other writes.
+    pub async fn probe_write(&self) -> Result<()> {
+        let _writer = self.writer.lock().await;
+        Ok(self.store.probe_write().await?)
+    }
+
+    pub async fn create_order(self: &Arc<Self>, customer_id: &str, total: Decimal, currency: &str) -> Result<Order> {
         let customer_id = customer_id.trim();
         if customer_id.is_empty() {
             return Err(CommerceError::BadInput("customerId must not be empty".into()));
@@ -70,31 +92,43 @@ impl Commerce {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(CommerceError::BadInput("currency must be a 3-letter ISO 4217 code".into()));
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        let at = Timestamp::now();
-        let order_number = order_number(at);
-        let order = orders::insert(
-            &mut tx,
-            orders::NewOrder { order_number: &order_number, customer_id, total, currency: &currency, at },
-        )
-        .await?;
-        let event = order_event(&mut tx, OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
-        tx.commit().await?;
-        self.broker.publish(event);
-        Ok(order)
+        let (this, customer_id) = (self.clone(), customer_id.to_owned());
+        detached(async move {
+            let _writer = this.writer.lock().await;
+            let mut tx = this.store.write().await?;
+            let at = Timestamp::now();
+            let order_number = order_number(at);
+            let new = orders::NewOrder {
+                order_number: &order_number,
+                customer_id: &customer_id,
+                total,
+                currency: &currency,
+                at,
+            };
+            let order = orders::insert(tx.conn(), new).await?;
+            let event = this.order_event(tx.conn(), OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
+            tx.commit().await?;
+            this.broker.publish(event);
+            Ok(order)
+        })
+        .await
     }
 
     /// Applies `changes`; when nothing actually changes, nothing is stored or published.
-    pub async fn update_order(&self, id: i64, changes: OrderChanges) -> Result<Order> {
+    pub async fn update_order(self: &Arc<Self>, id: i64, changes: OrderChanges) -> Result<Order> {
         if let Some(Some(tracking)) = &changes.tracking_number
             && tracking.len() > 128
         {
             return Err(CommerceError::BadInput("trackingNumber is longer than 128 characters".into()));
         }
+        let this = self.clone();
+        detached(async move { this.store_order_changes(id, changes).await }).await
+    }
+
+    async fn store_order_changes(&self, id: i64, changes: OrderChanges) -> Result<Order> {
         let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        let mut order = orders::get(&mut *tx, id).await?.ok_or_else(|| not_found("Order", id))?;
+        let mut tx = self.store.write().await?;
+        let mut order = orders::get(tx.conn(), id).await?.ok_or_else(|| not_found("Order", id))?;
         let mut changed = Vec::new();
         if let Some(status) = changes.status.filter(|s| *s != order.status) {
             order.status = status;
@@ -113,25 +147,36 @@ impl Commerce {
         }
         let at = Timestamp::now();
         order.updated_at = at;
-        orders::save(&mut tx, &order).await?;
-        let event = order_event(&mut tx, OrderEventKind::Updated, order.clone(), changed, at).await?;
+        orders::save(tx.conn(), &order).await?;
+        let event = self.order_event(tx.conn(), OrderEventKind::Updated, order.clone(), changed, at).await?;
         tx.commit().await?;
         self.broker.publish(event);
         Ok(order)
     }
 
-    pub async fn delete_order(&self, id: i64) -> Result<Order> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        let order = orders::get(&mut *tx, id).await?.ok_or_else(|| not_found("Order", id))?;
-        orders::delete(&mut tx, id).await?;
-        let event = order_event(&mut tx, OrderEventKind::Deleted, order.clone(), Vec::new(), Timestamp::now()).await?;
-        tx.commit().await?;
-        self.broker.publish(event);
-        Ok(order)
+    pub async fn delete_order(self: &Arc<Self>, id: i64) -> Result<Order> {
+        let this = self.clone();
+        detached(async move {
+            let _writer = this.writer.lock().await;
+            let mut tx = this.store.write().await?;
+            let order = orders::get(tx.conn(), id).await?.ok_or_else(|| not_found("Order", id))?;
+            orders::delete(tx.conn(), id).await?;
+            let at = Timestamp::now();
+            let event = this.order_event(tx.conn(), OrderEventKind::Deleted, order.clone(), Vec::new(), at).await?;
+            tx.commit().await?;
+            this.broker.publish(event);
+            Ok(order)
+        })
+        .await
     }
 
-    pub async fn create_product(&self, sku: &str, name: &str, price: Decimal, quantity: i32) -> Result<Product> {
+    pub async fn create_product(
+        self: &Arc<Self>,
+        sku: &str,
+        name: &str,
+        price: Decimal,
+        quantity: i32,
+    ) -> Result<Product> {
         let (sku, name) = (sku.trim(), name.trim());
         if sku.is_empty() || name.is_empty() {
             return Err(CommerceError::BadInput("sku and name must not be empty".into()));
@@ -142,61 +187,72 @@ impl Commerce {
         if quantity < 0 {
             return Err(CommerceError::BadInput("quantity must not be negative".into()));
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        if products::sku_exists(&mut *tx, sku).await? {
-            return Err(CommerceError::BadInput(format!("a product with sku {sku:?} already exists")));
-        }
-        let product = products::insert(&mut tx, sku, name, price, quantity, Timestamp::now()).await?;
-        tx.commit().await?;
-        Ok(product)
-    }
-
-    /// Adds `delta` (which may be negative) to the stock; the result may not go below zero.
-    pub async fn adjust_inventory(&self, product_id: i64, delta: i32) -> Result<Product> {
-        self.change_stock(product_id, |current| {
-            current.checked_add(delta).ok_or_else(|| CommerceError::BadInput("stock would overflow".into()))
+        let (this, sku, name) = (self.clone(), sku.to_owned(), name.to_owned());
+        detached(async move {
+            let _writer = this.writer.lock().await;
+            let mut tx = this.store.write().await?;
+            if products::sku_exists(tx.conn(), &sku).await? {
+                return Err(CommerceError::BadInput(format!("a product with sku {sku:?} already exists")));
+            }
+            let product = products::insert(tx.conn(), &sku, &name, price, quantity, Timestamp::now()).await?;
+            tx.commit().await?;
+            Ok(product)
         })
         .await
     }
 
-    pub async fn set_inventory(&self, product_id: i64, quantity: i32) -> Result<Product> {
-        self.change_stock(product_id, |_| Ok(quantity)).await
+    /// Adds `delta` (which may be negative) to the stock; the result may not go below zero.
+    pub async fn adjust_inventory(self: &Arc<Self>, product_id: i64, delta: i32) -> Result<Product> {
+        let this = self.clone();
+        detached(async move {
+            this.change_stock(product_id, |current| {
+                current.checked_add(delta).ok_or_else(|| CommerceError::BadInput("stock would overflow".into()))
+            })
+            .await
+        })
+        .await
+    }
+
+    pub async fn set_inventory(self: &Arc<Self>, product_id: i64, quantity: i32) -> Result<Product> {
+        let this = self.clone();
+        detached(async move { this.change_stock(product_id, |_| Ok(quantity)).await }).await
     }
 
     /// Read, compute, write and publish under the writer lock: no concurrent change is lost.
     async fn change_stock(&self, id: i64, new_quantity: impl FnOnce(i32) -> Result<i32>) -> Result<Product> {
         let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        let mut product = products::get(&mut *tx, id).await?.ok_or_else(|| not_found("Product", id))?;
+        let mut tx = self.store.write().await?;
+        let mut product = products::get(tx.conn(), id).await?.ok_or_else(|| not_found("Product", id))?;
         let previous = product.quantity;
         let quantity = new_quantity(previous)?;
         if quantity < 0 {
             return Err(CommerceError::BadInput(format!("stock cannot go below zero (product {id} has {previous})")));
         }
         let at = Timestamp::now();
-        products::set_quantity(&mut tx, id, quantity, at).await?;
+        products::set_quantity(tx.conn(), id, quantity, at).await?;
         product.quantity = quantity;
         product.updated_at = at;
-        let topic = Event::product_topic(id);
-        let seq = store::next_seq(&mut tx, &topic).await?;
+        let event = self
+            .log
+            .record(tx.conn(), Event::product_topic(id), |stamp| {
+                EventBody::Inventory(InventoryChangePayload {
+                    product_id: async_graphql::ID(id.to_string()),
+                    new_quantity: quantity,
+                    previous_quantity: Some(previous),
+                    timestamp: at,
+                    product: product.clone(),
+                    cursor: stamp.cursor,
+                    sequence: stamp.sequence,
+                })
+            })
+            .await?;
         tx.commit().await?;
-        self.broker.publish(Event {
-            topic,
-            seq,
-            body: EventBody::Inventory(InventoryChangePayload {
-                product_id: async_graphql::ID(id.to_string()),
-                new_quantity: quantity,
-                previous_quantity: Some(previous),
-                timestamp: at,
-                product: product.clone(),
-            }),
-        });
+        self.broker.publish(event);
         Ok(product)
     }
 
     pub async fn send_notification(
-        &self,
+        self: &Arc<Self>,
         user_id: &str,
         kind: &str,
         title: &str,
@@ -206,30 +262,60 @@ impl Commerce {
         if user_id.is_empty() || kind.trim().is_empty() || title.trim().is_empty() {
             return Err(CommerceError::BadInput("userId, type and title must not be empty".into()));
         }
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.pool().begin().await?;
-        let notification = notifications::insert(
-            &mut tx,
-            notifications::NewNotification { user_id, kind: kind.trim(), title, message, at: Timestamp::now() },
-        )
-        .await?;
-        let topic = Event::user_topic(user_id);
-        let seq = store::next_seq(&mut tx, &topic).await?;
-        tx.commit().await?;
-        self.broker.publish(Event { topic, seq, body: EventBody::Notification((&notification).into()) });
-        Ok(notification)
+        let this = self.clone();
+        let (user_id, kind, title, message) =
+            (user_id.to_owned(), kind.trim().to_owned(), title.to_owned(), message.to_owned());
+        detached(async move {
+            let _writer = this.writer.lock().await;
+            let mut tx = this.store.write().await?;
+            let new = notifications::NewNotification {
+                user_id: &user_id,
+                kind: &kind,
+                title: &title,
+                message: &message,
+                at: Timestamp::now(),
+            };
+            let notification = notifications::insert(tx.conn(), new).await?;
+            let event = this
+                .log
+                .record(tx.conn(), Event::user_topic(&user_id), |stamp| {
+                    EventBody::Notification(NotificationPayload::new(&notification, stamp))
+                })
+                .await?;
+            tx.commit().await?;
+            this.broker.publish(event);
+            Ok(notification)
+        })
+        .await
     }
 
     /// Marks one notification read. The caller has checked that it belongs to the viewer.
-    pub async fn mark_notification_read(&self, id: i64) -> Result<Notification> {
-        let _writer = self.writer.lock().await;
-        let mut notification =
-            notifications::get(self.store.pool(), id).await?.ok_or_else(|| not_found("Notification", id))?;
-        if !notification.read {
-            notifications::mark_read(self.store.pool(), id).await?;
-            notification.read = true;
+    pub async fn mark_notification_read(self: &Arc<Self>, id: i64) -> Result<Notification> {
+        let this = self.clone();
+        detached(async move {
+            let _writer = this.writer.lock().await;
+            let mut tx = this.store.write().await?;
+            let mut notification =
+                notifications::get(tx.conn(), id).await?.ok_or_else(|| not_found("Notification", id))?;
+            if !notification.read {
+                notifications::mark_read(tx.conn(), id).await?;
+                tx.commit().await?;
+                notification.read = true;
+            }
+            Ok(notification)
+        })
+        .await
+    }
+}
+
+/// Runs a change in a task of its own, so that it finishes even if its caller stops waiting.
+async fn detached<T: Send + 'static>(change: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    match tokio::spawn(change).await {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::error!(error = %e, "a change's task failed");
+            Err(CommerceError::Internal(e.to_string()))
         }
-        Ok(notification)
     }
 }
 
@@ -237,16 +323,32 @@ fn not_found(what: &str, id: i64) -> CommerceError {
     CommerceError::NotFound(format!("{what} {id}"))
 }
 
-async fn order_event(
-    conn: &mut SqliteConnection,
-    kind: OrderEventKind,
-    order: Order,
-    changed_fields: Vec<String>,
-    at: Timestamp,
-) -> Result<Event> {
-    let topic = Event::order_topic(order.id);
-    let seq = store::next_seq(conn, &topic).await?;
-    Ok(Event { topic, seq, body: EventBody::Order(OrderEvent { kind, order, changed_fields, at }) })
+impl Commerce {
+    /// Records an order event in the caller's transaction (see [`EventLog::record`]).
+    async fn order_event(
+        &self,
+        conn: &mut AnyConnection,
+        kind: OrderEventKind,
+        order: Order,
+        changed_fields: Vec<String>,
+        at: Timestamp,
+    ) -> Result<Event> {
+        let topic = Event::order_topic(order.id);
+        let event = self
+            .log
+            .record(conn, topic, |stamp| {
+                EventBody::Order(OrderEvent {
+                    kind,
+                    order,
+                    changed_fields,
+                    at,
+                    cursor: stamp.cursor,
+                    sequence: stamp.sequence,
+                })
+            })
+            .await?;
+        Ok(event)
+    }
 }
 
 /// `SB-260125-7K2Q9XWD`: the date and eight random characters; the column is UNIQUE, and at
@@ -256,4 +358,35 @@ fn order_number(at: Timestamp) -> String {
     let mut rng = rand::rng();
     let suffix: String = (0..8).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     format!("SB-{}-{suffix}", at.0.format("%y%m%d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::slow_consumer::SlowConsumer;
+    use crate::pubsub::Key;
+
+    /// hyper drops a request's future when its client goes away. A change that had started must
+    /// still finish: stored *and* published, never one without the other.
+    #[tokio::test]
+    async fn a_change_whose_caller_stops_waiting_is_still_stored_and_published() {
+        let store = Store::connect("sqlite::memory:").await.expect("store");
+        let log = EventLog::open(store.clone(), Default::default()).await.expect("log");
+        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
+        let price = "1.00".parse().expect("decimal");
+        let product = commerce.create_product("A", "A", price, 1).await.expect("product");
+        let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, &SlowConsumer::new());
+
+        let mut change = Box::pin(commerce.adjust_inventory(product.id, 1));
+        assert!(futures::poll!(&mut change).is_pending(), "the change should still be running");
+        drop(change);
+
+        let event =
+            tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("published").expect("event");
+        assert_eq!(event.seq, 1);
+        let stored = products::get(commerce.store().pool(), product.id).await.expect("read").expect("product");
+        assert_eq!(stored.quantity, 2);
+    }
 }

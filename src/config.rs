@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::event_log::LogSettings;
+use crate::store::{SqliteSynchronous, StoreOptions};
+
 #[derive(Debug, Parser)]
 #[command(name = "switchboard", version, about = "A real-time GraphQL server for commerce apps")]
 pub struct Cli {
@@ -73,6 +76,17 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://switchboard.db", global = true)]
     pub database_url: String,
 
+    /// Connections in the store's pool (a SQLite file or PostgreSQL; an in-memory SQLite store
+    /// always has one).
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8, global = true)]
+    pub database_max_connections: u32,
+
+    /// SQLite file stores: `full` syncs the write-ahead log at every commit, so an acknowledged
+    /// change survives a power loss; `normal` syncs at checkpoints only (faster; a change survives
+    /// a crash of the process but not of the machine).
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full, global = true)]
+    pub sqlite_synchronous: SqliteSynchronous,
+
     /// HS256 signing key. Unset: a random key for this run only, and sample tokens are printed.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
@@ -135,6 +149,15 @@ pub struct Config {
     #[arg(long, env = "SUBSCRIBER_QUEUE", default_value_t = 256, global = true)]
     pub subscriber_queue: usize,
 
+    /// Seconds the event log keeps events for resuming (pruned in the background; 0 keeps them
+    /// forever).
+    #[arg(long, env = "EVENT_RETENTION", default_value_t = 86_400, global = true)]
+    pub event_retention: u64,
+
+    /// The most events one resume may replay; a cursor further behind fails with CURSOR_EXPIRED.
+    #[arg(long, env = "RESUME_MAX_EVENTS", default_value_t = 10_000, global = true)]
+    pub resume_max_events: u64,
+
     /// Largest HTTP request body, in bytes (then 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
@@ -172,9 +195,16 @@ pub struct Config {
     #[arg(long, env = "QUERY_MAX_COMPLEXITY", default_value_t = 500, global = true)]
     pub query_max_complexity: usize,
 
-    /// Most directives a query may use.
+    /// Most directives on one field, fragment spread or inline fragment.
     #[arg(long, env = "QUERY_MAX_DIRECTIVES", default_value_t = 50, global = true)]
     pub query_max_directives: usize,
+
+    /// Most fields a query may select once its fragments are expanded; every field counts,
+    /// `__typename` and aliases too (the full introspection query selects 230). The
+    /// rest of the expanded query (fragment spreads, arguments, directives) may hold four times
+    /// as many parts. Checked before async-graphql validates or executes anything.
+    #[arg(long, env = "QUERY_MAX_FIELDS", default_value_t = 1_000, global = true)]
+    pub query_max_fields: usize,
 
     /// Deepest bracket nesting (`{`, `[`, `(`) in a query's text, checked before parsing.
     #[arg(long, env = "QUERY_MAX_NESTING", default_value_t = 64, global = true)]
@@ -191,6 +221,21 @@ pub struct Config {
     /// `text` or `json` log lines (the filter itself is `RUST_LOG`, default `info`).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Open WebSockets (and event streams) one node serves at once; past it, upgrades are refused
+    /// with 503 before they happen.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000, global = true)]
+    pub max_connections: usize,
+
+    /// Connections one signed-in user may hold on one node, across channels; past it, `/ws`
+    /// upgrades are refused with 429 and graphql-ws closes with 1013 right after `connection_init`.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100, global = true)]
+    pub max_connections_per_user: usize,
+
+    /// Operations one anonymous graphql-ws connection may run at once (signed-in connections get
+    /// `WS_MAX_OPERATIONS`).
+    #[arg(long, env = "WS_MAX_OPERATIONS_ANONYMOUS", default_value_t = 10, global = true)]
+    pub ws_max_operations_anonymous: usize,
 }
 
 impl Config {
@@ -203,6 +248,21 @@ impl Config {
             jwt_secret: Some("test-secret".into()),
             redis_url: None,
             ..cli.config
+        }
+    }
+
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+            sqlite_synchronous: self.sqlite_synchronous,
+        }
+    }
+
+    pub fn log_settings(&self) -> LogSettings {
+        LogSettings {
+            retention: (self.event_retention > 0).then(|| Duration::from_secs(self.event_retention)),
+            max_replay: self.resume_max_events,
         }
     }
 

@@ -9,7 +9,7 @@ pub async fn seed(store: &Store) -> Result<(), StoreError> {
     if orders::count(pool).await? > 0 || !products::list(pool, 1).await?.is_empty() {
         return Ok(());
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = store.write().await?;
     let now = Timestamp::now();
     let price = |s: &str| s.parse::<Decimal>().expect("valid sample amount");
     for (sku, name, amount, quantity) in [
@@ -17,7 +17,7 @@ pub async fn seed(store: &Store) -> Result<(), StoreError> {
         ("MS-001", "Wireless mouse", "49.99", 120),
         ("MN-027", "27-inch monitor", "329.00", 8),
     ] {
-        products::insert(&mut tx, sku, name, price(amount), quantity, now).await?;
+        products::insert(tx.conn(), sku, name, price(amount), quantity, now).await?;
     }
     for (number, customer, total, currency) in [
         ("SB-DEMO-0001", "customer-1", "178.99", "USD"),
@@ -26,7 +26,7 @@ pub async fn seed(store: &Store) -> Result<(), StoreError> {
     ] {
         let order =
             orders::NewOrder { order_number: number, customer_id: customer, total: price(total), currency, at: now };
-        orders::insert(&mut tx, order).await?;
+        orders::insert(tx.conn(), order).await?;
     }
     let welcome = notifications::NewNotification {
         user_id: "customer-1",
@@ -35,7 +35,7 @@ pub async fn seed(store: &Store) -> Result<(), StoreError> {
         message: "Thanks for trying Switchboard",
         at: now,
     };
-    notifications::insert(&mut tx, welcome).await?;
+    notifications::insert(tx.conn(), welcome).await?;
     tx.commit().await?;
     tracing::info!("demo data added: 3 products, 3 orders, 1 notification");
     Ok(())

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::registry::Refused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -14,14 +15,19 @@ pub enum HttpError {
     Unauthorized(#[from] AuthError),
     #[error("{0}")]
     BadRequest(String),
-    #[error("{0}")]
-    MethodNotAllowed(&'static str),
+    /// `allow` lists the methods that would be served (the `Allow` header); the message says
+    /// what to do.
+    #[error("{message}")]
+    MethodNotAllowed { allow: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A connection over a limit: 503 for the node's, 429 for the user's.
+    #[error("{0}")]
+    Refused(#[from] Refused),
 }
 
 impl IntoResponse for HttpError {
@@ -29,13 +35,15 @@ impl IntoResponse for HttpError {
         let (status, code) = match &self {
             HttpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            HttpError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
+            HttpError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
             HttpError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
             HttpError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             HttpError::Internal(source) => {
                 tracing::error!(error = %source, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
             }
+            HttpError::Refused(Refused::Full(_)) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            HttpError::Refused(Refused::TooManyForUser(_)) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS"),
         };
         let body = json!({ "errors": [{ "message": self.to_string(), "extensions": { "code": code } }] });
         let mut response = (status, Json(body)).into_response();
@@ -45,7 +53,7 @@ impl IntoResponse for HttpError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            HttpError::MethodNotAllowed(allow) => {
+            HttpError::MethodNotAllowed { allow, .. } => {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             _ => {}

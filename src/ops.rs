@@ -15,13 +15,16 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store answers (within a second), else 503 with the reason.
+/// 200 when the store can commit a write (within two seconds), else 503 with the reason. A write,
+/// not a read: a store on a full disk answers every read and refuses every change.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let store = tokio::time::timeout(Duration::from_secs(1), state.commerce.store().ping()).await;
+    let store = tokio::time::timeout(Duration::from_secs(2), state.commerce.probe_write()).await;
     match store {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready", "store": "ok" }))),
         Ok(Err(e)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": e.to_string() })))
+            tracing::warn!(error = %e, "readiness: the store cannot write");
+            let reason = format!("cannot write: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": reason })))
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": "timed out" }))),
     }

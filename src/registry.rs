@@ -1,12 +1,21 @@
-//! Who is connected right now, on every WebSocket channel: the numbers behind `isUserOnline`,
-//! `stats` and the connection gauges in `/metrics`.
+//! Who is connected right now, and who may connect: the numbers behind `isUserOnline`, `stats`,
+//! the connection gauges in `/metrics`, and the connection limits.
 //!
-//! A connection registers itself and holds the returned guard; dropping the guard (however the
-//! connection ends) unregisters it, so the counts cannot drift from the sockets.
+//! Every connection (a WebSocket on any channel; an event stream later) is admitted by
+//! [`Registry::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
+//! close handshake included: past `MAX_CONNECTIONS` there is no permit (`503`). Once the
+//! connection knows its user, [`Permit::sign_in`] counts it against that user's share
+//! (`MAX_CONNECTIONS_PER_USER`, across channels) and puts the user online. A connection that
+//! starts closing goes offline at once ([`Permit::go_offline`]), before a close handshake that may
+//! wait on a peer that never answers; its place is given back when the permit drops, however the
+//! connection ended, so the counts cannot drift from the sockets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::lock;
 
 /// The WebSocket channels, as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +35,60 @@ impl Channel {
     }
 }
 
+/// How many connections one node admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// In all.
+    pub max_connections: usize,
+    /// Per signed-in user, across channels.
+    pub max_per_user: usize,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Self {
+        Self { max_connections: config.max_connections, max_per_user: config.max_connections_per_user }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_connections: 50_000, max_per_user: 100 }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the server is at its connection limit ({0}); try again later")]
+    Full(usize),
+    #[error("too many connections for this user (at most {0})")]
+    TooManyForUser(usize),
+}
+
 #[derive(Debug, Default)]
 struct Inner {
+    limits: Limits,
+    /// Permits alive: what the node's limit counts.
+    admitted: AtomicUsize,
+    /// Connections not closing yet: what `stats` and the gauges show.
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
-    /// Signed-in user id → live connections of theirs, on any channel.
-    online: Mutex<HashMap<String, usize>>,
+    users: Mutex<Users>,
+}
+
+#[derive(Debug, Default)]
+struct Users {
+    by_id: HashMap<String, UserCount>,
+    /// Users with at least one connection that is not closing.
+    online: usize,
+}
+
+#[derive(Debug, Default)]
+struct UserCount {
+    /// Permits signed in for this user: what the user's limit counts.
+    admitted: usize,
+    /// Those not closing yet.
+    online: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,25 +97,31 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(limits: Limits) -> Self {
+        Self { inner: Arc::new(Inner { limits, ..Inner::default() }) }
     }
 
-    /// Registers a connection; anonymous ones count as connections but put nobody online.
-    pub fn connect(&self, channel: Channel) -> ConnectionGuard {
+    /// Admits one more connection on `channel`, unless the node is at its limit.
+    pub fn admit(&self, channel: Channel) -> Result<Permit, Refused> {
+        let max = self.inner.limits.max_connections;
+        self.inner
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| Refused::Full(max))?;
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
-        ConnectionGuard { registry: self.clone(), channel, user: None }
+        Ok(Permit { registry: self.clone(), channel, user: None, live: true })
     }
 
     pub fn is_online(&self, user_id: &str) -> bool {
-        self.inner.online.lock().expect("registry lock").contains_key(user_id)
+        lock::lock(&self.inner.users).by_id.get(user_id).is_some_and(|count| count.online > 0)
     }
 
     pub fn user_count(&self) -> usize {
-        self.inner.online.lock().expect("registry lock").len()
+        lock::lock(&self.inner.users).online
     }
 
+    /// Connections open and not closing.
     pub fn connection_count(&self) -> usize {
         self.inner.connections.load(Ordering::Relaxed)
     }
@@ -75,36 +138,78 @@ impl Registry {
     }
 }
 
-/// One live connection; unregisters on drop.
+/// One admitted connection: counted until dropped, online from `sign_in` to `go_offline`.
 #[derive(Debug)]
-pub struct ConnectionGuard {
+pub struct Permit {
     registry: Registry,
     channel: Channel,
-    user: Option<String>,
+    user: Option<Box<str>>,
+    /// Not closing yet.
+    live: bool,
 }
 
-impl ConnectionGuard {
-    /// Marks the connection as belonging to `user_id` (once it has authenticated).
-    pub fn sign_in(&mut self, user_id: &str) {
+impl Permit {
+    /// Counts this connection against `user_id`'s share and puts the user online; refused when
+    /// the user already holds the most connections allowed. A permit signs in once (later calls
+    /// change nothing).
+    pub fn sign_in(&mut self, user_id: &str) -> Result<(), Refused> {
         if self.user.is_some() {
+            return Ok(());
+        }
+        let max = self.registry.inner.limits.max_per_user;
+        let mut users = lock::lock(&self.registry.inner.users);
+        let users = &mut *users;
+        if users.by_id.get(user_id).map_or(0, |count| count.admitted) >= max {
+            return Err(Refused::TooManyForUser(max));
+        }
+        if !users.by_id.contains_key(user_id) {
+            users.by_id.insert(user_id.to_owned(), UserCount::default());
+        }
+        let count = users.by_id.get_mut(user_id).expect("present");
+        count.admitted += 1;
+        if self.live {
+            count.online += 1;
+            if count.online == 1 {
+                users.online += 1;
+            }
+        }
+        self.user = Some(user_id.into());
+        Ok(())
+    }
+
+    /// The connection is closing: it no longer counts as open or puts its user online, but keeps
+    /// its place against the limits until the permit drops.
+    pub fn go_offline(&mut self) {
+        if !std::mem::replace(&mut self.live, false) {
             return;
         }
-        *self.registry.inner.online.lock().expect("registry lock").entry(user_id.to_owned()).or_default() += 1;
-        self.user = Some(user_id.to_owned());
-    }
-}
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
         let inner = &self.registry.inner;
         inner.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => self.channel.label()).decrement(1.0);
+        if let Some(user) = &self.user {
+            let mut users = lock::lock(&inner.users);
+            let users = &mut *users;
+            if let Some(count) = users.by_id.get_mut(&**user) {
+                count.online -= 1;
+                if count.online == 0 {
+                    users.online -= 1;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.go_offline();
+        let inner = &self.registry.inner;
+        inner.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(user) = self.user.take() {
-            let mut online = inner.online.lock().expect("registry lock");
-            if let Some(n) = online.get_mut(&user) {
-                *n -= 1;
-                if *n == 0 {
-                    online.remove(&user);
+            let mut users = lock::lock(&inner.users);
+            if let Some(count) = users.by_id.get_mut(&*user) {
+                count.admitted -= 1;
+                if count.admitted == 0 {
+                    users.by_id.remove(&*user);
                 }
             }
         }
@@ -122,5 +227,41 @@ impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.registry.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => self.field).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_and_each_user_have_a_limit_and_a_dropped_permit_frees_its_place() {
+        let registry = Registry::new(Limits { max_connections: 3, max_per_user: 2 });
+        let mut a1 = registry.admit(Channel::Rooms).unwrap();
+        let mut a2 = registry.admit(Channel::GraphqlWs).unwrap();
+        let mut a3 = registry.admit(Channel::Rooms).unwrap();
+        assert_eq!(registry.admit(Channel::Rooms).unwrap_err(), Refused::Full(3));
+        a1.sign_in("a").unwrap();
+        a2.sign_in("a").unwrap();
+        assert_eq!(a3.sign_in("a"), Err(Refused::TooManyForUser(2)));
+        a3.sign_in("b").unwrap();
+        assert_eq!((registry.user_count(), registry.connection_count()), (2, 3));
+        drop(a1);
+        let mut again = registry.admit(Channel::Rooms).expect("a place came back");
+        again.sign_in("a").expect("and a's share with it");
+    }
+
+    #[test]
+    fn a_closing_connection_is_offline_but_keeps_its_place() {
+        let registry = Registry::new(Limits { max_connections: 1, max_per_user: 1 });
+        let mut permit = registry.admit(Channel::Rooms).unwrap();
+        permit.sign_in("a").unwrap();
+        assert!(registry.is_online("a"));
+        permit.go_offline();
+        assert!(!registry.is_online("a"));
+        assert_eq!((registry.user_count(), registry.connection_count()), (0, 0));
+        assert!(registry.admit(Channel::Rooms).is_err(), "still counted until dropped");
+        drop(permit);
+        assert!(registry.admit(Channel::Rooms).is_ok());
     }
 }

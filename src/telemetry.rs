@@ -44,10 +44,10 @@ fn describe() {
     describe_counter!("switchboard_events_published_total", "Events published, by the key kind of the entity");
     describe_counter!("switchboard_events_delivered_total", "Events handed to subscribers and room members");
     describe_counter!(
-        "switchboard_deliveries_lagged_total",
-        "Deliveries refused because a subscriber's queue was full (its socket is then closed with 1013)"
+        crate::slow_consumer::METRIC,
+        "Consumers too slow to keep up, once each: a queue was full, nothing more is queued for them, \
+         and their socket is closed with 1013"
     );
-    describe_counter!("switchboard_deliveries_dropped_total", "Room messages dropped for a socket too far behind");
     describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
     describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
     describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");

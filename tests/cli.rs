@@ -17,10 +17,12 @@ fn schema_command_prints_the_committed_sdl() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/schema.graphql")).unwrap();
     assert!(printed == committed, "schema/schema.graphql is stale: run `cargo run -- schema > schema/schema.graphql`");
     for needle in [
-        "orderUpdated(orderId: ID!): OrderUpdatePayload!",
-        "inventoryChanged(productId: ID): InventoryChangePayload!",
-        "notificationCreated: NotificationPayload!",
-        "orderEvents(status: OrderStatus): OrderEvent!",
+        "orderUpdated(orderId: ID!, after: String): OrderUpdatePayload!",
+        "inventoryChanged(productId: ID, after: String): InventoryChangePayload!",
+        "notificationCreated(after: String): NotificationPayload!",
+        "orderEvents(status: OrderStatus, after: String): OrderEvent!",
+        "cursor: String!",
+        "sequence: Int!",
         "scalar DateTime",
         "scalar Decimal",
     ] {

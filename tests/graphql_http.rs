@@ -32,6 +32,27 @@ async fn a_present_but_bad_token_is_refused_with_401() {
     assert_eq!(app.post(Some(&other_key), "{ me { userId } }", json!({})).await.0, 401);
 }
 
+/// A token's role is one of `customer`, `staff`, `admin`, exactly: `ADMIN` grants nothing.
+#[tokio::test]
+async fn roles_are_matched_exactly_in_lowercase() {
+    let app = spawn_app().await;
+    let with_role = |role: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({ "sub": "u1", "role": role, "exp": 4_000_000_000u64 }),
+            &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+        )
+        .unwrap()
+    };
+    let body = app.gql(Some(&with_role("admin")), "{ me { role } }", json!({})).await;
+    assert_eq!(body["data"]["me"]["role"], "ADMIN");
+    for spelled in ["ADMIN", "Admin", "STAFF"] {
+        let (status, body) = app.post(Some(&with_role(spelled)), "{ stats { userCount } }", json!({})).await;
+        assert_eq!(status, 401, "{spelled}: {body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("unknown role"), "{body}");
+    }
+}
+
 #[tokio::test]
 async fn issuer_and_audience_are_enforced_when_configured() {
     let app = spawn_app_with(|c| {
@@ -271,6 +292,43 @@ async fn stock_never_goes_below_zero_and_values_are_checked() {
     assert_eq!(error_code(&app.gql(Some(&staff), duplicate_sku, json!({})).await), "BAD_USER_INPUT");
 }
 
+/// The GraphQL spec fails a request whose required variable has no value before anything runs;
+/// async-graphql alone failed only the field reading it, after the fields before it had run.
+#[tokio::test]
+async fn a_required_variable_without_a_value_fails_the_request_before_anything_runs() {
+    let app = spawn_app().await;
+    let product = app.create_product("P-1", 2).await;
+    let both = "mutation($p: ID!, $q: Int!) { a: adjustInventory(productId: $p, delta: 1) { quantity } \
+                b: setInventory(productId: $p, quantity: $q) { quantity } }";
+    let body = app.gql(Some(&app.staff()), both, json!({ "p": product })).await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("$q"), "{body}");
+    assert!(body["data"].is_null(), "{body}");
+    let stock = app.gql(None, "query($p: ID!) { product(id: $p) { quantity } }", json!({ "p": product })).await;
+    assert_eq!(stock["data"]["product"]["quantity"], 2, "the first mutation did not run");
+    let null = app.gql(Some(&app.staff()), both, json!({ "p": product, "q": null })).await;
+    assert_eq!(error_code(&null), "BAD_USER_INPUT", "{null}");
+}
+
+/// Codes come from the phase an error happens in, whatever async-graphql's message says.
+#[tokio::test]
+async fn error_codes_follow_the_phase() {
+    let app = spawn_app().await;
+    let code = |q: &'static str, v: Value| {
+        let app = &app;
+        async move { error_code(&app.gql(None, q, v).await).to_owned() }
+    };
+    assert_eq!(code("{ products(first: 99999999999) { id } }", json!({})).await, "BAD_USER_INPUT");
+    assert_eq!(code("query($f: Int) { products(first: $f) { id } }", json!({ "f": "ten" })).await, "BAD_USER_INPUT");
+    assert_eq!(code("{ products { id } ", json!({})).await, "GRAPHQL_PARSE_FAILED");
+    assert_eq!(code("{ products { nope } }", json!({})).await, "GRAPHQL_VALIDATION_FAILED");
+    assert_eq!(code("query($unused: Int) { products { id } }", json!({})).await, "GRAPHQL_VALIDATION_FAILED");
+    assert_eq!(code("{ ...A } fragment A on Query { ...A }", json!({})).await, "GRAPHQL_VALIDATION_FAILED");
+    let two = json!({ "query": "query A { products { id } } query B { me { userId } }" });
+    let body: Value = app.http.post(app.url("/graphql")).json(&two).send().await.unwrap().json().await.unwrap();
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "which operation to run: {body}");
+}
+
 #[tokio::test]
 async fn update_order_reports_what_changed_and_ignores_no_ops() {
     let app = spawn_app().await;
@@ -333,6 +391,10 @@ async fn get_runs_queries_but_not_mutations_and_serves_graphiql() {
         .await
         .unwrap();
     assert_eq!(mutation.status(), 405);
+    assert_eq!(mutation.headers()["allow"], "POST");
+    let body: Value = mutation.json().await.unwrap();
+    assert_eq!(error_code(&body), "BAD_REQUEST");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("mutations must be sent with POST"), "{body}");
     let page = app.http.get(app.url("/graphql")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();

@@ -44,6 +44,21 @@ async fn a_bad_token_closes_4403_so_clients_may_retry() {
 }
 
 #[tokio::test]
+async fn a_role_spelled_in_capitals_closes_4403() {
+    let app = spawn_app().await;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": "u1", "role": "ADMIN", "exp": 4_000_000_000u64 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
+    )
+    .unwrap();
+    let mut ws = app.graphql_ws_unacked().await;
+    ws.send(json!({ "type": "connection_init", "payload": { "authorization": token } })).await;
+    let (code, reason) = ws.closed().await;
+    assert_eq!(code, 4403, "{reason}");
+}
+
+#[tokio::test]
 async fn an_expired_token_closes_4403() {
     let app = spawn_app().await;
     let expired = app.state.keys.sign("u1", TestRole::Customer, None, 0);

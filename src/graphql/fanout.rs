@@ -27,14 +27,15 @@ use std::sync::{Arc, Mutex};
 use async_graphql::Response;
 use futures::StreamExt;
 use slab::Slab;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::AppSchema;
 use super::error::add_codes;
+use crate::lock;
 use crate::pubsub::{Key, Subscription};
 use crate::registry::SubscriptionGuard;
+use crate::slow_consumer::{Feed, Offer, SlowConsumer};
 
 /// What a connection receives from the groups it belongs to. Sixteen bytes, because every
 /// connection's queue allocates its first block of these up front.
@@ -50,12 +51,12 @@ pub struct Delivery {
 /// A thin pointer (an `Arc<str>` would be two words).
 pub type Payload = Arc<String>;
 
-/// A broker subscription found by a probe, with the token its overflow cancels.
+/// A broker subscription found by a probe, with the consumer its overflow marks slow.
 pub struct Source {
     pub field: &'static str,
     pub key: Key,
     pub subscription: Subscription,
-    pub overflow: CancellationToken,
+    pub consumer: SlowConsumer,
 }
 
 /// Set in the request data of a probe run; the subscription resolver fills it. Clones share it,
@@ -67,12 +68,12 @@ pub struct Probe {
 
 impl Probe {
     pub fn found(&self, source: Source) {
-        self.found.lock().expect("probe lock").push(source);
+        lock::lock(&self.found).push(source);
     }
 
     /// The single source the operation listens to, if it listens to exactly one.
     pub fn take_single(&self) -> Option<Source> {
-        let mut found = std::mem::take(&mut *self.found.lock().expect("probe lock"));
+        let mut found = std::mem::take(&mut *lock::lock(&self.found));
         if found.len() == 1 { found.pop() } else { None }
     }
 }
@@ -88,7 +89,7 @@ impl Handover {
     }
 
     pub fn take(&self) -> Option<Subscription> {
-        self.0.lock().expect("handover lock").take()
+        lock::lock(&self.0).take()
     }
 }
 
@@ -105,9 +106,9 @@ pub struct GroupKey {
 
 struct Member {
     membership: u64,
-    deliveries: mpsc::Sender<Delivery>,
-    /// The member's connection overflow token: cancelled when its queue is full.
-    overflow: CancellationToken,
+    /// The member's connection queue (shared by all its memberships), which marks the connection
+    /// slow when full.
+    deliveries: Feed<Delivery>,
 }
 
 struct Group {
@@ -121,6 +122,9 @@ struct Group {
 pub struct Fanout {
     groups: Arc<Mutex<HashMap<GroupKey, Arc<Group>>>>,
     next_membership: Arc<AtomicU64>,
+    /// Executions by this server's groups: the proof that they share the work, per app (the
+    /// metric of the same name is per process, shared by every server a test process starts).
+    executions: Arc<AtomicU64>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -135,34 +139,35 @@ pub struct Membership {
     _counted: SubscriptionGuard,
 }
 
-/// Who is joining: where to deliver, and what to cancel when they cannot keep up.
-pub struct Joiner {
-    pub deliveries: mpsc::Sender<Delivery>,
-    pub overflow: CancellationToken,
-}
-
 impl Fanout {
     pub fn new(tracker: TaskTracker, shutdown: CancellationToken) -> Self {
-        Self { groups: Default::default(), next_membership: Arc::new(AtomicU64::new(1)), tracker, shutdown }
+        Self {
+            groups: Default::default(),
+            next_membership: Arc::new(AtomicU64::new(1)),
+            executions: Default::default(),
+            tracker,
+            shutdown,
+        }
     }
 
     /// Joins the group for `key`, starting it when there is none. `source` is the probe's broker
-    /// subscription: dropped when joining, handed to the new group's run otherwise (its overflow
-    /// token becomes the group's). `request` is only executed for a new group.
+    /// subscription: dropped when joining, handed to the new group's run otherwise (its consumer
+    /// becomes the group's). `request` is only executed for a new group. Results go to
+    /// `deliveries`, the joining connection's queue.
     pub fn join(
         &self,
         schema: &AppSchema,
         key: GroupKey,
         request: async_graphql::Request,
         source: Source,
-        joiner: Joiner,
+        deliveries: Feed<Delivery>,
         counted: SubscriptionGuard,
     ) -> Membership {
         let id = self.next_membership.fetch_add(1, Ordering::Relaxed);
-        let member = Member { membership: id, deliveries: joiner.deliveries, overflow: joiner.overflow };
-        let mut groups = self.groups.lock().expect("fanout lock");
+        let member = Member { membership: id, deliveries };
+        let mut groups = lock::lock(&self.groups);
         if let Some(group) = groups.get(&key) {
-            let slot = group.members.lock().expect("group lock").insert(member);
+            let slot = lock::lock(&group.members).insert(member);
             drop(source); // the group's own subscription already carries these events
             return Membership { id, key, slot, group: group.clone(), fanout: self.clone(), _counted: counted };
         }
@@ -173,18 +178,23 @@ impl Fanout {
         drop(groups);
         metrics::gauge!("switchboard_shared_subscriptions").increment(1.0);
         let request = request.data(Handover::new(source.subscription));
-        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.overflow);
+        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer);
         self.tracker.spawn(run);
         Membership { id, key, slot, group, fanout: self.clone(), _counted: counted }
     }
 
     /// Number of groups (distinct shared subscriptions) running.
     pub fn group_count(&self) -> usize {
-        self.groups.lock().expect("fanout lock").len()
+        lock::lock(&self.groups).len()
+    }
+
+    /// Executions of shared subscriptions by this server so far (one per event per group).
+    pub fn executions(&self) -> u64 {
+        self.executions.load(Ordering::Relaxed)
     }
 
     fn forget(&self, key: &GroupKey, group: &Arc<Group>) {
-        let mut groups = self.groups.lock().expect("fanout lock");
+        let mut groups = lock::lock(&self.groups);
         if groups.get(key).is_some_and(|g| Arc::ptr_eq(g, group)) {
             groups.remove(key);
             metrics::gauge!("switchboard_shared_subscriptions").decrement(1.0);
@@ -196,8 +206,8 @@ impl Drop for Membership {
     fn drop(&mut self) {
         // Lock order: registry, then group (as in `join`), so that a join cannot slip into a
         // group that is being emptied and stopped.
-        let mut groups = self.fanout.groups.lock().expect("fanout lock");
-        let mut members = self.group.members.lock().expect("group lock");
+        let mut groups = lock::lock(&self.fanout.groups);
+        let mut members = lock::lock(&self.group.members);
         members.try_remove(self.slot);
         if members.is_empty() {
             self.group.stop.cancel();
@@ -216,7 +226,7 @@ async fn run_group(
     group: Arc<Group>,
     schema: AppSchema,
     request: async_graphql::Request,
-    overflow: CancellationToken,
+    consumer: SlowConsumer,
 ) {
     let mut results = schema.execute_stream(request);
     let end = loop {
@@ -224,10 +234,11 @@ async fn run_group(
             _ = group.stop.cancelled() => break None,
             _ = fanout.shutdown.cancelled() => break None,
             // The group itself fell behind the broker: every member is behind.
-            _ = overflow.cancelled() => break Some(true),
+            () = consumer.slow() => break Some(true),
             item = results.next() => match item {
                 Some(mut response) => {
                     add_codes(&mut response);
+                    fanout.executions.fetch_add(1, Ordering::Relaxed);
                     deliver(&group, &response);
                 }
                 None => break Some(false),
@@ -236,16 +247,13 @@ async fn run_group(
     };
     fanout.forget(&key, &group);
     if let Some(lagged) = end {
-        let members = group.members.lock().expect("group lock");
+        let members = lock::lock(&group.members);
         for (_, member) in members.iter() {
             if lagged {
-                member.overflow.cancel();
-            } else if !member.overflow.is_cancelled() {
-                // A full queue here means the member is behind anyway; the overflow closes it.
-                let complete = Delivery { membership: member.membership, payload: None };
-                if member.deliveries.try_send(complete).is_err() {
-                    member.overflow.cancel();
-                }
+                member.deliveries.owner().mark_slow();
+            } else {
+                // A member whose queue has no room for this is behind anyway: the offer marks it.
+                member.deliveries.offer(Delivery { membership: member.membership, payload: None });
             }
         }
     }
@@ -254,20 +262,12 @@ async fn run_group(
 fn deliver(group: &Group, response: &Response) {
     let payload: Payload = Arc::new(serde_json::to_string(response).expect("responses serialise"));
     metrics::counter!("switchboard_subscription_executions_total").increment(1);
-    let members = group.members.lock().expect("group lock");
+    let members = lock::lock(&group.members);
     let mut delivered = 0u64;
     for (_, member) in members.iter() {
-        if member.overflow.is_cancelled() {
-            continue; // told it is too slow already; a later event would hide the gap
-        }
         let delivery = Delivery { membership: member.membership, payload: Some(payload.clone()) };
-        match member.deliveries.try_send(delivery) {
-            Ok(()) => delivered += 1,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("switchboard_deliveries_lagged_total").increment(1);
-                member.overflow.cancel();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if member.deliveries.offer(delivery) == Offer::Queued {
+            delivered += 1;
         }
     }
     metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(delivered);

@@ -4,7 +4,7 @@
 //! Written on axum directly rather than with async-graphql-axum's extractor: a present-but-bad
 //! token must be answered `401` before anything executes, a malformed body needs a JSON error in
 //! the same shape as the others, and the operation kind is checked (no subscriptions over HTTP,
-//! no mutations over GET) before parsing.
+//! no mutations over GET) before anything executes.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -67,10 +67,10 @@ pub async fn get(
 async fn execute(
     state: &AppState,
     viewer: Viewer,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     is_post: bool,
 ) -> Result<Response, HttpError> {
-    let kind = match guard::check(&request.query, request.operation_name.as_deref(), state.query_limits) {
+    let kind = match guard::prepare(&mut request, state.query_limits) {
         Ok(kind) => kind,
         Err(refusal) => {
             let mut response = async_graphql::Response::from_errors(vec![refusal]);
@@ -79,12 +79,17 @@ async fn execute(
         }
     };
     match kind {
-        Some(OperationKind::Subscription) => {
+        OperationKind::Subscription => {
             return Err(HttpError::BadRequest(
                 "subscriptions are served over WebSocket at /graphql (graphql-transport-ws)".into(),
             ));
         }
-        Some(OperationKind::Mutation) if !is_post => return Err(HttpError::MethodNotAllowed("POST")),
+        OperationKind::Mutation if !is_post => {
+            return Err(HttpError::MethodNotAllowed {
+                allow: "POST",
+                message: "mutations must be sent with POST; GET runs queries only".into(),
+            });
+        }
         _ => {}
     }
     let mut response = state.schema.execute(request.data(viewer)).await;

@@ -5,6 +5,7 @@ pub mod fanout;
 pub mod guard;
 pub mod http;
 mod mutation;
+pub mod phases;
 mod query;
 mod subscription;
 pub mod ws;
@@ -12,7 +13,6 @@ pub mod ws;
 use std::sync::Arc;
 
 use async_graphql::{Context, SDLExportOptions, Schema};
-use tokio_util::sync::CancellationToken;
 
 use crate::auth::{User, Viewer};
 use crate::commerce::Commerce;
@@ -32,11 +32,6 @@ pub struct SubscriberSettings {
     pub queue: usize,
 }
 
-/// Request data on a WebSocket operation: cancelled when one of the connection's subscriptions
-/// cannot keep up, which makes the transport close the socket (1013, retryable).
-#[derive(Debug, Clone, Default)]
-pub struct Overflow(pub CancellationToken);
-
 /// Builds the schema once; every transport executes against it.
 pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry, rooms: Rooms) -> AppSchema {
     Schema::build(Query, Mutation, Subscription)
@@ -47,7 +42,8 @@ pub fn build_schema(config: &Config, commerce: Arc<Commerce>, registry: Registry
         .limit_depth(config.query_max_depth)
         .limit_complexity(config.query_max_complexity)
         .limit_directives(config.query_max_directives)
-        .limit_recursive_depth(32)
+        .limit_recursive_depth(guard::MAX_RECURSIVE_DEPTH)
+        .extension(phases::Phases::default())
         .finish()
 }
 
@@ -69,7 +65,7 @@ fn require_staff<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
     if user.is_staff() { Ok(user) } else { Err(ApiError::forbidden("this operation needs the staff or admin role")) }
 }
 
-fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Commerce {
+fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Arc<Commerce> {
     ctx.data_unchecked::<Arc<Commerce>>()
 }
 

@@ -7,64 +7,90 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Subscription as SubscriptionObject};
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, future};
-use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::fanout::{Handover, Probe, Source};
-use super::{Overflow, SubscriberSettings, commerce, require_user};
+use super::{SubscriberSettings, commerce, require_user};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
 use crate::pubsub::{
     Event, EventBody, InventoryChangePayload, Key, NotificationPayload, OrderEvent, OrderUpdatePayload,
 };
 use crate::registry::Registry;
+use crate::slow_consumer::SlowConsumer;
 use crate::store::{orders, products};
 
 pub struct Subscription;
 
-/// The events of `key`, for a viewer already found to be allowed them.
+/// The events of `key`, for a viewer already found to be allowed them; with `after`, first every
+/// event since that cursor (see [`crate::event_log`]).
 ///
 /// Three cases (see [`super::fanout`]): a probe run deposits a fresh broker subscription in the
 /// probe and returns nothing; a shared group's run takes over the probe's subscription; any other
-/// run (a subscription that cannot be shared) subscribes for itself and counts itself.
-fn listen(ctx: &Context<'_>, field: &'static str, key: Key) -> BoxStream<'static, Arc<Event>> {
+/// run (a subscription that cannot be shared) subscribes for itself and counts itself. A resuming
+/// subscription is not shared: the probe leaves it alone, and it runs on its own connection.
+async fn listen(
+    ctx: &Context<'_>,
+    field: &'static str,
+    key: Key,
+    after: Option<&str>,
+) -> Result<BoxStream<'static, Arc<Event>>, ApiError> {
     let queue = ctx.data_unchecked::<SubscriberSettings>().queue;
-    let broker = commerce(ctx).broker();
+    let commerce = commerce(ctx);
+    let broker = commerce.broker();
     if let Some(probe) = ctx.data_opt::<Probe>() {
-        let overflow = CancellationToken::new();
-        let subscription = broker.subscribe(key.clone(), queue, overflow.clone());
-        probe.found(Source { field, key, subscription, overflow });
-        return stream::empty().boxed();
+        if after.is_none() {
+            let consumer = SlowConsumer::new();
+            let subscription = broker.subscribe(key.clone(), queue, &consumer);
+            probe.found(Source { field, key, subscription, consumer });
+        }
+        return Ok(stream::empty().boxed());
     }
     if let Some(subscription) = ctx.data_opt::<Handover>().and_then(Handover::take) {
-        return subscription.boxed();
+        return Ok(subscription.boxed());
     }
-    let overflow = ctx.data_opt::<Overflow>().cloned().unwrap_or_default();
-    let subscription = broker.subscribe(key, queue, overflow.0);
+    // The connection running the operation is the consumer (its socket closes when slow).
+    let consumer = ctx.data_opt::<SlowConsumer>().cloned().unwrap_or_default();
+    // Live first, then the log: the order that makes the seam exact.
+    let subscription = broker.subscribe(key.clone(), queue, &consumer);
     let counted = ctx.data_unchecked::<Registry>().subscription(field);
-    subscription
-        .map(move |event| {
-            let _alive = &counted;
-            event
-        })
-        .boxed()
+    let live = subscription.map(move |event| {
+        let _alive = &counted;
+        event
+    });
+    let Some(after) = after else { return Ok(live.boxed()) };
+    let replay = commerce.log().replay(&key, after).await?;
+    let through = replay.through;
+    Ok(stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through))).boxed())
 }
 
 #[SubscriptionObject]
 impl Subscription {
-    /// Changes to one order; the stream completes when the order is deleted.
+    /// Changes to one order; the stream completes when the order is deleted. With `after` (a
+    /// `cursor` this subscription sent), the changes since then come first.
     async fn order_updated(
         &self,
         ctx: &Context<'_>,
         order_id: ID,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = OrderUpdatePayload> + use<>, ApiError> {
         let user = require_user(ctx)?;
         let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
         let id = parse_id(&order_id).ok_or_else(not_found)?;
-        let order = orders::get(commerce(ctx).store().pool(), id).await?.ok_or_else(not_found)?;
-        if !user.may_see_customer(&order.customer_id) {
+        let customer = match orders::get(commerce(ctx).store().pool(), id).await? {
+            Some(order) => order.customer_id,
+            // Deleted while the client was away: its resume still gets the updates it missed and
+            // the completion, authorised against the order as the log last knew it.
+            None if after.is_some() => match commerce(ctx).log().latest(&Event::order_topic(id)).await? {
+                Some(Event { body: EventBody::Order(e), .. }) => e.order.customer_id,
+                _ => return Err(not_found()),
+            },
+            None => return Err(not_found()),
+        };
+        if !user.may_see_customer(&customer) {
             return Err(ApiError::forbidden("this order belongs to another customer"));
         }
-        Ok(listen(ctx, "orderUpdated", Key::Order(id))
+        Ok(listen(ctx, "orderUpdated", Key::Order(id), after.as_deref())
+            .await?
             .take_while(|event| {
                 future::ready(!matches!(&event.body, EventBody::Order(e) if e.kind == OrderEventKind::Deleted))
             })
@@ -76,11 +102,13 @@ impl Subscription {
             }))
     }
 
-    /// Stock changes of one product, or of every product when `productId` is left out.
+    /// Stock changes of one product, or of every product when `productId` is left out. With
+    /// `after`, the changes since that cursor come first.
     async fn inventory_changed(
         &self,
         ctx: &Context<'_>,
         product_id: Option<ID>,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = InventoryChangePayload> + use<>, ApiError> {
         let key = match product_id {
             None => Key::AllProducts,
@@ -91,7 +119,7 @@ impl Subscription {
                 Key::Product(id)
             }
         };
-        Ok(listen(ctx, "inventoryChanged", key).filter_map(|event| {
+        Ok(listen(ctx, "inventoryChanged", key, after.as_deref()).await?.filter_map(|event| {
             future::ready(match &event.body {
                 EventBody::Inventory(change) => Some(change.clone()),
                 _ => None,
@@ -99,13 +127,16 @@ impl Subscription {
         }))
     }
 
-    /// Notifications sent to the viewer, and to nobody else.
+    /// Notifications sent to the viewer, and to nobody else. With `after`, the ones since that
+    /// cursor come first.
     async fn notification_created(
         &self,
         ctx: &Context<'_>,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = NotificationPayload> + use<>, ApiError> {
         let user = require_user(ctx)?;
-        Ok(listen(ctx, "notificationCreated", Key::User(user.id.clone())).filter_map(|event| {
+        let key = Key::User(user.id.clone());
+        Ok(listen(ctx, "notificationCreated", key, after.as_deref()).await?.filter_map(|event| {
             future::ready(match &event.body {
                 EventBody::Notification(n) => Some(n.clone()),
                 _ => None,
@@ -114,15 +145,17 @@ impl Subscription {
     }
 
     /// Orders created, updated and deleted: all of them for staff, their own for customers;
-    /// `status` narrows to orders that have that status after the change.
+    /// `status` narrows to orders that have that status after the change. With `after`, the
+    /// events since that cursor come first (the same ones, filtered the same way).
     async fn order_events(
         &self,
         ctx: &Context<'_>,
         status: Option<OrderStatus>,
+        after: Option<String>,
     ) -> Result<impl Stream<Item = OrderEvent> + use<>, ApiError> {
         let user = require_user(ctx)?;
         let key = if user.is_staff() { Key::AllOrders } else { Key::CustomerOrders(user.id.clone()) };
-        Ok(listen(ctx, "orderEvents", key).filter_map(move |event| {
+        Ok(listen(ctx, "orderEvents", key, after.as_deref()).await?.filter_map(move |event| {
             future::ready(match &event.body {
                 EventBody::Order(e) if status.is_none_or(|s| e.order.status == s) => Some(e.clone()),
                 _ => None,

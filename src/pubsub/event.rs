@@ -16,6 +16,8 @@ pub struct Event {
     /// Position on `topic`, starting at 1 and without gaps: a subscriber that sees 5 after 3 knows
     /// it missed one. Assigned in the transaction that stored the change.
     pub seq: u64,
+    /// Position in the store's event log: one gap-free, commit-ordered counter for every topic.
+    pub position: u64,
     pub body: EventBody,
 }
 
@@ -40,6 +42,23 @@ impl Event {
         }
     }
 
+    /// What the log files the event under: its kind, and for order events the customer (so that
+    /// a customer's `orderEvents` can be replayed without reading anyone else's).
+    pub fn kind(&self) -> &'static str {
+        match &self.body {
+            EventBody::Order(_) => "order",
+            EventBody::Inventory(_) => "inventory",
+            EventBody::Notification(_) => "notification",
+        }
+    }
+
+    pub fn audience(&self) -> Option<&str> {
+        match &self.body {
+            EventBody::Order(e) => Some(&e.order.customer_id),
+            _ => None,
+        }
+    }
+
     pub fn order_topic(id: i64) -> String {
         format!("order:{id}")
     }
@@ -61,6 +80,10 @@ pub struct OrderEvent {
     pub order: Order,
     pub changed_fields: Vec<String>,
     pub at: Timestamp,
+    /// Where this event is in the log: pass it as `after` to resume right after it.
+    pub cursor: String,
+    /// The event's number on its order's topic (`order:<id>`): 1, 2, 3... without gaps.
+    pub sequence: i64,
 }
 
 impl OrderEvent {
@@ -74,6 +97,8 @@ impl OrderEvent {
             updated_at: self.order.updated_at,
             changed_fields: self.changed_fields.clone(),
             order: self.order.clone(),
+            cursor: self.cursor.clone(),
+            sequence: self.sequence,
         }
     }
 }
@@ -89,6 +114,10 @@ pub struct OrderUpdatePayload {
     /// The fields this update changed, in camelCase.
     pub changed_fields: Vec<String>,
     pub order: Order,
+    /// Where this event is in the log: pass it as `after` to resume right after it.
+    pub cursor: String,
+    /// The event's number on its order's topic (`order:<id>`).
+    pub sequence: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
@@ -99,6 +128,10 @@ pub struct InventoryChangePayload {
     pub previous_quantity: Option<i32>,
     pub timestamp: Timestamp,
     pub product: Product,
+    /// Where this event is in the log: pass it as `after` to resume right after it.
+    pub cursor: String,
+    /// The event's number on its product's topic (`product:<id>`).
+    pub sequence: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, SimpleObject)]
@@ -112,10 +145,14 @@ pub struct NotificationPayload {
     pub message: String,
     pub user_id: ID,
     pub created_at: Timestamp,
+    /// Where this event is in the log: pass it as `after` to resume right after it.
+    pub cursor: String,
+    /// The event's number on its user's topic (`user:<id>`).
+    pub sequence: i64,
 }
 
-impl From<&Notification> for NotificationPayload {
-    fn from(n: &Notification) -> Self {
+impl NotificationPayload {
+    pub fn new(n: &Notification, stamp: Stamp) -> Self {
         Self {
             id: ID(n.id.to_string()),
             kind: n.kind.clone(),
@@ -123,6 +160,15 @@ impl From<&Notification> for NotificationPayload {
             message: n.message.clone(),
             user_id: ID(n.user_id.clone()),
             created_at: n.created_at,
+            cursor: stamp.cursor,
+            sequence: stamp.sequence,
         }
     }
+}
+
+/// An event's place: its cursor in the log and its number on its topic.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub cursor: String,
+    pub sequence: i64,
 }

@@ -5,9 +5,10 @@
 //! holds one bounded `mpsc` queue (allocated in small blocks as it fills) and a publish walks only
 //! the subscribers of the event's keys.
 //!
-//! A subscriber whose queue is full is *slow*: the event is not queued, its overflow token is
-//! cancelled and nothing more is queued for it, so it never sees a stream with a silent hole in
-//! it. The transport owning the token closes the socket with a retryable code (see the README).
+//! A subscriber whose queue is full is *slow* (the rule of [`crate::slow_consumer`]): the event is
+//! not queued, its owner is marked slow and nothing more is queued for it, so it never sees a
+//! stream with a silent hole in it. The transport owning it closes the socket with a retryable code
+//! (see the README).
 //!
 //! Publishing is synchronous and never waits on a subscriber, so a slow one cannot slow the
 //! publisher or the others. [`crate::commerce`] publishes in commit order, which with FIFO queues
@@ -23,9 +24,11 @@ use std::task::{Context, Poll};
 use futures::Stream;
 use slab::Slab;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 pub use event::{Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent, OrderUpdatePayload};
+
+use crate::lock;
+use crate::slow_consumer::{self, Feed, SlowConsumer};
 
 /// Where an event is routed: one entity, or one audience.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,14 +61,9 @@ impl Key {
     }
 }
 
-struct Sink {
-    tx: mpsc::Sender<Arc<Event>>,
-    overflow: CancellationToken,
-}
-
 #[derive(Default)]
 struct Topics {
-    by_key: HashMap<Key, Slab<Sink>>,
+    by_key: HashMap<Key, Slab<Feed<Arc<Event>>>>,
 }
 
 /// A cheap handle to the broker; clones share it.
@@ -86,13 +84,10 @@ impl Broker {
     }
 
     /// Subscribes to `key` with room for `capacity` undelivered events. When the queue overflows,
-    /// `overflow` is cancelled and the subscription receives nothing more.
-    pub fn subscribe(&self, key: Key, capacity: usize, overflow: CancellationToken) -> Subscription {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let slot = {
-            let mut topics = self.topics.write().expect("broker lock");
-            topics.by_key.entry(key.clone()).or_default().insert(Sink { tx, overflow })
-        };
+    /// `owner` is marked slow and the subscription receives nothing more.
+    pub fn subscribe(&self, key: Key, capacity: usize, owner: &SlowConsumer) -> Subscription {
+        let (feed, rx) = slow_consumer::queue(capacity, owner);
+        let slot = lock::write(&self.topics).by_key.entry(key.clone()).or_default().insert(feed);
         Subscription { rx, key, slot, topics: Arc::downgrade(&self.topics) }
     }
 
@@ -101,29 +96,19 @@ impl Broker {
         let keys = event.keys();
         let event = Arc::new(event);
         metrics::counter!("switchboard_events_published_total", "topic" => keys[0].kind()).increment(1);
-        let topics = self.topics.read().expect("broker lock");
+        let topics = lock::read(&self.topics);
         for key in &keys {
-            let Some(sinks) = topics.by_key.get(key) else { continue };
-            for (_, sink) in sinks {
-                if sink.overflow.is_cancelled() {
-                    continue; // already told it is too slow; a later event would hide the gap
-                }
-                match sink.tx.try_send(Arc::clone(&event)) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        metrics::counter!("switchboard_deliveries_lagged_total").increment(1);
-                        sink.overflow.cancel();
-                    }
-                    // The subscription is being dropped; its `Drop` removes the sink.
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+            let Some(feeds) = topics.by_key.get(key) else { continue };
+            for (_, feed) in feeds {
+                // Refused: the subscriber is slow (and told so); closed: its `Drop` removes it.
+                feed.offer(Arc::clone(&event));
             }
         }
     }
 
     /// Number of keys with at least one subscriber.
     pub fn key_count(&self) -> usize {
-        self.topics.read().expect("broker lock").by_key.len()
+        lock::read(&self.topics).by_key.len()
     }
 }
 
@@ -152,10 +137,10 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let Some(topics) = self.topics.upgrade() else { return };
-        let mut topics = topics.write().expect("broker lock");
-        if let Some(sinks) = topics.by_key.get_mut(&self.key) {
-            sinks.try_remove(self.slot);
-            if sinks.is_empty() {
+        let mut topics = lock::write(&topics);
+        if let Some(feeds) = topics.by_key.get_mut(&self.key) {
+            feeds.try_remove(self.slot);
+            if feeds.is_empty() {
                 topics.by_key.remove(&self.key);
             }
         }
@@ -177,14 +162,20 @@ mod tests {
             read: false,
             created_at: Timestamp::now(),
         };
-        Event { topic: Event::user_topic(user), seq, body: EventBody::Notification((&n).into()) }
+        let stamp = event::Stamp { cursor: String::new(), sequence: seq as i64 };
+        Event {
+            topic: Event::user_topic(user),
+            seq,
+            position: seq,
+            body: EventBody::Notification(NotificationPayload::new(&n, stamp)),
+        }
     }
 
     #[tokio::test]
     async fn routes_by_key_only() {
         let broker = Broker::new();
-        let mut a = broker.subscribe(Key::User("a".into()), 8, CancellationToken::new());
-        let mut b = broker.subscribe(Key::User("b".into()), 8, CancellationToken::new());
+        let mut a = broker.subscribe(Key::User("a".into()), 8, &SlowConsumer::new());
+        let mut b = broker.subscribe(Key::User("b".into()), 8, &SlowConsumer::new());
         broker.publish(notification("a", 1));
         assert_eq!(a.recv().await.unwrap().seq, 1);
         assert!(b.rx.try_recv().is_err());
@@ -193,12 +184,12 @@ mod tests {
     #[tokio::test]
     async fn overflow_cancels_and_stops_queueing() {
         let broker = Broker::new();
-        let overflow = CancellationToken::new();
-        let mut sub = broker.subscribe(Key::User("a".into()), 2, overflow.clone());
+        let owner = SlowConsumer::new();
+        let mut sub = broker.subscribe(Key::User("a".into()), 2, &owner);
         for seq in 1..=4 {
             broker.publish(notification("a", seq));
         }
-        assert!(overflow.is_cancelled());
+        assert!(owner.is_slow());
         assert_eq!(sub.recv().await.unwrap().seq, 1);
         assert_eq!(sub.recv().await.unwrap().seq, 2);
         broker.publish(notification("a", 5));
@@ -208,7 +199,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_last_subscriber_removes_the_key() {
         let broker = Broker::new();
-        let sub = broker.subscribe(Key::Product(1), 8, CancellationToken::new());
+        let sub = broker.subscribe(Key::Product(1), 8, &SlowConsumer::new());
         assert_eq!(broker.key_count(), 1);
         drop(sub);
         assert_eq!(broker.key_count(), 0);

@@ -26,6 +26,7 @@ pub use registry::{JoinRefused, Membership, NotInRoom, RoomSettings, Rooms};
 use crate::app::AppState;
 use crate::auth::AuthError;
 use crate::http_error::HttpError;
+use crate::registry::Channel;
 use crate::socket;
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +35,8 @@ pub struct Params {
 }
 
 /// `GET /ws`: the token (`?token=` first, else `Authorization`) is checked before the upgrade, so
-/// a missing, invalid or expired one is a plain `401` and no socket is ever opened for it.
+/// a missing, invalid or expired one is a plain `401` and no socket is ever opened for it; so are
+/// the limits: `503` past `MAX_CONNECTIONS`, `429` past the user's `MAX_CONNECTIONS_PER_USER`.
 pub async fn upgrade(
     State(state): State<AppState>,
     params: Result<Query<Params>, QueryRejection>,
@@ -58,7 +60,15 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    let admitted = state.registry.admit(Channel::Rooms).and_then(|mut permit| {
+        permit.sign_in(&user.id)?;
+        Ok(permit)
+    });
+    let permit = match admitted {
+        Ok(permit) => permit,
+        Err(refused) => return HttpError::from(refused).into_response(),
+    };
     let ws = socket::configure(ws, state.config.ws_max_message_bytes);
     let tracker = state.tracker.clone();
-    socket::spawn_on_upgrade(ws, tracker, move |socket| connection::run(socket, state, user))
+    socket::spawn_on_upgrade(ws, tracker, move |socket| connection::start(socket, (state, permit, user)))
 }

@@ -73,7 +73,7 @@ pub enum ServerMessage<'a> {
     UserJoinedRoom { room_id: &'a str, user_id: &'a str, name: Option<&'a str> },
     UserLeftRoom { room_id: &'a str, user_id: &'a str },
     TypingIndicator { room_id: &'a str, user_id: &'a str, is_typing: bool, field: Option<&'a str> },
-    OrderUpdate(OrderUpdatePayload),
+    OrderUpdate(Box<OrderUpdatePayload>),
     InventoryUpdate(&'a InventoryChangePayload),
     Notification(&'a NotificationPayload),
     Pong {},

@@ -9,8 +9,9 @@
 //!
 //! Each connection has an outbox, a bounded queue its socket loop drains. A connection whose outbox
 //! is full is too slow to follow the room: rather than skip messages (a missed `user_left_room`
-//! leaves a ghost in its member list for good), its overflow token is cancelled and its socket loop
-//! closes it with 1013, which clients retry; on reconnecting they get fresh member lists.
+//! leaves a ghost in its member list for good), it is marked slow (see [`crate::slow_consumer`])
+//! and its socket is closed with 1013, which clients retry; on reconnecting they get fresh member
+//! lists.
 //!
 //! A connection is registered by [`Rooms::connect`] and unregistered when the returned
 //! [`Membership`] is dropped, however the connection ended: leaving every room is in `Drop`, so
@@ -18,18 +19,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_graphql::ID;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 
 use super::protocol::ServerMessage;
 use crate::config::Config;
+use crate::lock;
 use crate::model::{PresenceUser, Timestamp};
+use crate::slow_consumer::{self, Feed, Offer, SlowConsumer};
 
 /// The limits and timings the registry applies.
 #[derive(Debug, Clone)]
@@ -100,8 +102,7 @@ struct State {
 struct Conn {
     user_id: String,
     name: Option<String>,
-    outbox: mpsc::Sender<Utf8Bytes>,
-    overflow: CancellationToken,
+    outbox: Feed<Utf8Bytes>,
     rooms: HashSet<String>,
 }
 
@@ -143,22 +144,19 @@ impl Rooms {
         Self { inner: Arc::new(Inner { settings, ..Inner::default() }) }
     }
 
-    /// The state, even after a panic elsewhere poisoned the lock: every mutation here is a few map
-    /// updates with no await in between, and a `Membership` dropped while unwinding must still
-    /// clean up (a panic in `Drop` during unwinding would abort the process).
+    /// The state, even after a panic elsewhere poisoned the lock (the policy of [`crate::lock`]).
     fn state(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock::lock(&self.inner.state)
     }
 
-    /// Registers a connection of `user_id`; it leaves every room when the result is dropped.
-    pub fn connect(&self, user_id: &str, name: Option<String>) -> Membership {
+    /// Registers a connection of `user_id`, whose outbox marks `consumer` slow when it overflows;
+    /// the connection leaves every room when the result is dropped.
+    pub fn connect(&self, user_id: &str, name: Option<String>, consumer: &SlowConsumer) -> Membership {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.inner.settings.queue.max(1));
-        let overflow = CancellationToken::new();
-        let conn =
-            Conn { user_id: user_id.to_owned(), name, outbox: tx, overflow: overflow.clone(), rooms: HashSet::new() };
+        let (outbox, rx) = slow_consumer::queue(self.inner.settings.queue, consumer);
+        let conn = Conn { user_id: user_id.to_owned(), name, outbox, rooms: HashSet::new() };
         self.state().conns.insert(id, conn);
-        Membership { rooms: self.clone(), id, outbox: rx, overflow }
+        Membership { rooms: self.clone(), id, outbox: rx }
     }
 
     /// The room's members, one entry per person, in the order they arrived.
@@ -222,16 +220,8 @@ impl Room {
 
 /// Queues a message for one connection without waiting; a full queue marks it too slow.
 fn enqueue(conn: &Conn, text: Utf8Bytes) {
-    if conn.overflow.is_cancelled() {
-        return; // already being closed; a later message would hide the gap
-    }
-    match conn.outbox.try_send(text) {
-        Ok(()) => metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1),
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            metrics::counter!("switchboard_deliveries_dropped_total").increment(1);
-            conn.overflow.cancel();
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    if conn.outbox.offer(text) == Offer::Queued {
+        metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1);
     }
 }
 
@@ -241,13 +231,12 @@ pub struct Membership {
     rooms: Rooms,
     id: ConnId,
     outbox: mpsc::Receiver<Utf8Bytes>,
-    overflow: CancellationToken,
 }
 
 impl Membership {
-    /// Cancelled when this connection's outbox overflows: it must then be closed.
-    pub fn overflow(&self) -> &CancellationToken {
-        &self.overflow
+    /// The next message queued for this connection, when one is.
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Utf8Bytes>> {
+        self.outbox.poll_recv(cx)
     }
 
     /// The next message queued for this connection.
@@ -419,10 +408,10 @@ mod tests {
     #[tokio::test]
     async fn tabs_are_one_member_and_leave_with_the_last() {
         let rooms = rooms();
-        let mut watcher = rooms.connect("w", None);
+        let mut watcher = rooms.connect("w", None, &SlowConsumer::new());
         watcher.join("r").unwrap();
-        let tab1 = rooms.connect("u", Some("U".into()));
-        let tab2 = rooms.connect("u", Some("U".into()));
+        let tab1 = rooms.connect("u", Some("U".into()), &SlowConsumer::new());
+        let tab2 = rooms.connect("u", Some("U".into()), &SlowConsumer::new());
         tab1.join("r").unwrap();
         tab2.join("r").unwrap();
         let presence = rooms.presence("r");
@@ -442,25 +431,25 @@ mod tests {
     #[tokio::test]
     async fn limits_refuse_joins() {
         let rooms = rooms();
-        let a = rooms.connect("a", None);
+        let a = rooms.connect("a", None, &SlowConsumer::new());
         a.join("r1").unwrap();
         a.join("r2").unwrap();
         assert_eq!(a.join("r3"), Err(JoinRefused::TooManyRooms(2)));
         a.join("r1").unwrap(); // re-joining is not a new room
-        let b = rooms.connect("b", None);
+        let b = rooms.connect("b", None, &SlowConsumer::new());
         b.join("r1").unwrap();
-        let c = rooms.connect("c", None);
+        let c = rooms.connect("c", None, &SlowConsumer::new());
         assert_eq!(c.join("r1"), Err(JoinRefused::RoomFull(2)));
-        let b2 = rooms.connect("b", None);
+        let b2 = rooms.connect("b", None, &SlowConsumer::new());
         b2.join("r1").expect("a member's second tab fits a full room");
     }
 
     #[tokio::test]
     async fn typing_times_out_and_stops_when_the_typist_leaves() {
         let rooms = rooms();
-        let mut watcher = rooms.connect("w", None);
+        let mut watcher = rooms.connect("w", None, &SlowConsumer::new());
         watcher.join("r").unwrap();
-        let typist = rooms.connect("t", None);
+        let typist = rooms.connect("t", None, &SlowConsumer::new());
         typist.join("r").unwrap();
         drain(&mut watcher);
         typist.typing("r", true, Some("body")).unwrap();
@@ -483,14 +472,15 @@ mod tests {
     #[tokio::test]
     async fn a_full_outbox_marks_the_connection_too_slow() {
         let rooms = rooms();
-        let slow = rooms.connect("slow", None);
+        let (slow_consumer, chatty_consumer) = (SlowConsumer::new(), SlowConsumer::new());
+        let slow = rooms.connect("slow", None, &slow_consumer);
         slow.join("r").unwrap();
-        let chatty = rooms.connect("chatty", None);
+        let chatty = rooms.connect("chatty", None, &chatty_consumer);
         chatty.join("r").unwrap();
         for _ in 0..20 {
             chatty.typing("r", true, None).unwrap();
         }
-        assert!(slow.overflow().is_cancelled());
-        assert!(!chatty.overflow().is_cancelled());
+        assert!(slow_consumer.is_slow());
+        assert!(!chatty_consumer.is_slow());
     }
 }

@@ -1,54 +1,140 @@
-//! The SQLite store: one pool, migrations run at start, one module per entity.
+//! The store: SQLite (the embedded default) or PostgreSQL, behind one seam.
 //!
-//! Reads go straight to the pool. Writes are made by [`crate::commerce`], which serialises them
-//! (SQLite has one writer anyway) so that the order events are published in is the order they were
-//! committed in. The functions here take a connection so that one transaction can span several.
+//! Both backends run the same SQL through sqlx's `Any` driver: `$1`-style parameters (SQLite reads
+//! them as numbered), `RETURNING`, `ON CONFLICT`, and only the column types both share: integers
+//! and text. Amounts are text so that they keep the exact digits and scale they were given
+//! (`"12.50"`); timestamps are RFC 3339 text with milliseconds, which sorts as time does. Each
+//! backend has its own migrations (`migrations/sqlite`, `migrations/postgres`) for the DDL that
+//! differs.
+//!
+//! Reads go straight to the pool. Writes go through [`Store::write`], whose [`WriteTx`] never lets
+//! a connection go back to the pool in the middle of a transaction (see `tx.rs` for why that lost
+//! acknowledged writes on a full disk). [`crate::commerce`] serialises writes so that the order
+//! events are published in is the order they were committed in.
 
+pub mod events;
 pub mod notifications;
 pub mod orders;
 pub mod products;
+mod tx;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+
+pub use tx::WriteTx;
 
 pub type StoreError = sqlx::Error;
 
+/// Which database engine is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The statements that open a write transaction and take the store's write lock, so that
+    /// writes are serialised, as read-modify-write changes (`adjustInventory`) and a gap-free,
+    /// commit-ordered event log need, however many nodes share the store.
+    ///
+    /// SQLite's `IMMEDIATE` takes its one write lock at once (two writers never both read and then
+    /// fail to upgrade). PostgreSQL locks the event log's state row, which every write then holds
+    /// until it commits or rolls back.
+    fn begin(self) -> &'static [&'static str] {
+        match self {
+            Backend::Sqlite => &["BEGIN IMMEDIATE"],
+            Backend::Postgres => &["BEGIN", "SELECT head FROM log_state WHERE id = 1 FOR UPDATE"],
+        }
+    }
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub url: String,
+    /// Pool size for a server database (a SQLite file or PostgreSQL); an in-memory SQLite
+    /// database always has exactly one connection.
+    pub max_connections: u32,
+    /// SQLite's `synchronous` for file databases: `full` syncs the log at every commit (a commit
+    /// survives power loss), `normal` only at checkpoints (a commit survives a process crash).
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+impl StoreOptions {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), max_connections: 8, sqlite_synchronous: SqliteSynchronous::Full }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`.
+    /// Opens (creating if needed) and migrates the database at `url` with default options.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(if in_memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
-            // WAL with NORMAL is durable across a process crash; only an OS crash can lose the
-            // last commits, which is the usual trade for SQLite servers.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
-        // An in-memory database lives and dies with its one connection: keep exactly one, forever.
-        let pool_options = if in_memory {
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
-        } else {
-            SqlitePoolOptions::new().max_connections(8)
-        }
-        // No `SELECT 1` before every acquire: each statement is a round trip to sqlx's SQLite
-        // worker thread, and a file database does not go away under us (`/ready` pings it).
-        .test_before_acquire(false);
-        let pool = pool_options.connect_with(options).await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Self::open(&StoreOptions::new(url)).await
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    /// Opens (creating if needed) and migrates the database.
+    pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = options.url.trim();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(sqlx::Error::Configuration(
+                format!("DATABASE_URL must start with sqlite: or postgres://, not {:?}", redact(url)).into(),
+            ));
+        };
+        let pool = match backend {
+            Backend::Sqlite => sqlite_pool(url, options).await?,
+            Backend::Postgres => {
+                let connect: AnyConnectOptions = url.parse()?;
+                AnyPoolOptions::new()
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(connect)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Opens a write transaction (see [`WriteTx`]).
+    pub async fn write(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.pool, self.backend.begin()).await
     }
 
     /// True when the database answers a trivial query.
@@ -56,16 +142,78 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
     }
 
+    /// Proves that the store can durably write right now: one tiny transaction on a row kept for
+    /// it. A store that answers reads but cannot commit (a full disk, a read-only mount) fails
+    /// here; `/ready` reports that. Callers serialise it with the other writes.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO store_probe (id, at) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(crate::model::Timestamp::now().to_string())
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
 }
 
+async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, StoreError> {
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    // `mode=rwc` creates the file when it is missing, as a first `cargo run` needs.
+    let url = if in_memory || url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    };
+    let connect: AnyConnectOptions = url.parse()?;
+    let synchronous = match options.sqlite_synchronous {
+        SqliteSynchronous::Full => "FULL",
+        SqliteSynchronous::Normal => "NORMAL",
+    };
+    // An in-memory database lives and dies with its one connection: keep exactly one, forever.
+    let pool_options = if in_memory {
+        AnyPoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+    } else {
+        AnyPoolOptions::new().max_connections(options.max_connections.max(1))
+    };
+    pool_options
+        // No `SELECT 1` before every acquire: each statement is a round trip to sqlx's SQLite
+        // worker thread, and a connection never goes back to the pool in a bad state (`WriteTx`).
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                let journal = if in_memory { "MEMORY" } else { "WAL" };
+                conn.execute(format!("PRAGMA journal_mode = {journal}").as_str()).await?;
+                conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str()).await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+}
+
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| Some((scheme, rest.split_once('@')?))) {
+        Some((scheme, (_, host))) => format!("{scheme}://…@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// Bumps and returns the sequence number of an event stream, inside the caller's transaction.
-pub async fn next_seq(conn: &mut SqliteConnection, topic: &str) -> Result<u64, StoreError> {
+pub async fn next_seq(conn: &mut AnyConnection, topic: &str) -> Result<u64, StoreError> {
     let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO topic_sequences (topic, seq) VALUES (?1, 1)
-         ON CONFLICT (topic) DO UPDATE SET seq = seq + 1 RETURNING seq",
+        "INSERT INTO topic_sequences (topic, seq) VALUES ($1, 1)
+         ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq",
     )
     .bind(topic)
     .fetch_one(conn)
@@ -74,14 +222,14 @@ pub async fn next_seq(conn: &mut SqliteConnection, topic: &str) -> Result<u64, S
 }
 
 /// The row of `table` with this id, decoded by `from_row`.
-async fn by_id<T>(
-    db: impl sqlx::SqliteExecutor<'_>,
+async fn by_id<'c, T>(
+    db: impl Executor<'c, Database = Any>,
     table: &str,
     columns: &str,
     id: i64,
-    from_row: fn(&sqlx::sqlite::SqliteRow) -> Result<T, StoreError>,
+    from_row: fn(&AnyRow) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
-    sqlx::query(&format!("SELECT {columns} FROM {table} WHERE id = ?1"))
+    sqlx::query(&format!("SELECT {columns} FROM {table} WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -91,12 +239,16 @@ async fn by_id<T>(
 }
 
 /// Decodes a text column into a domain value, turning a bad stored value into a decode error.
-fn decode<T: FromStr>(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<T, StoreError>
+fn decode<T: std::str::FromStr>(row: &AnyRow, column: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
-    use sqlx::Row;
     let text: String = row.try_get(column)?;
     text.parse()
         .map_err(|e: T::Err| sqlx::Error::ColumnDecode { index: column.to_owned(), source: format!("{e}").into() })
+}
+
+/// A 0/1 integer column as a boolean (the one boolean representation both engines share).
+fn flag(row: &AnyRow, column: &str) -> Result<bool, StoreError> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
 }

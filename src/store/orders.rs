@@ -1,7 +1,7 @@
 //! Orders.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqliteExecutor};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::{StoreError, by_id, decode};
 use crate::model::{Decimal, Order, OrderStatus, Timestamp};
@@ -9,7 +9,7 @@ use crate::model::{Decimal, Order, OrderStatus, Timestamp};
 const COLUMNS: &str = "id, order_number, customer_id, status, payment_status, total, currency, tracking_number, \
                        created_at, updated_at";
 
-fn from_row(row: &SqliteRow) -> Result<Order, StoreError> {
+fn from_row(row: &AnyRow) -> Result<Order, StoreError> {
     Ok(Order {
         id: row.try_get("id")?,
         order_number: row.try_get("order_number")?,
@@ -24,21 +24,21 @@ fn from_row(row: &SqliteRow) -> Result<Order, StoreError> {
     })
 }
 
-pub async fn get(db: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Order>, StoreError> {
+pub async fn get(db: impl Executor<'_, Database = Any>, id: i64) -> Result<Option<Order>, StoreError> {
     by_id(db, "orders", COLUMNS, id, from_row).await
 }
 
 /// Newest first; `customer` narrows to one customer's orders.
 pub async fn list(
-    db: impl SqliteExecutor<'_>,
+    db: impl Executor<'_, Database = Any>,
     customer: Option<&str>,
     status: Option<OrderStatus>,
     limit: i64,
 ) -> Result<Vec<Order>, StoreError> {
     sqlx::query(&format!(
         "SELECT {COLUMNS} FROM orders
-         WHERE (?1 IS NULL OR customer_id = ?1) AND (?2 IS NULL OR status = ?2)
-         ORDER BY id DESC LIMIT ?3"
+         WHERE ($1 IS NULL OR customer_id = $1) AND ($2 IS NULL OR status = $2)
+         ORDER BY id DESC LIMIT $3"
     ))
     .bind(customer)
     .bind(status.map(OrderStatus::as_str))
@@ -58,10 +58,10 @@ pub struct NewOrder<'a> {
     pub at: Timestamp,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, new: NewOrder<'_>) -> Result<Order, StoreError> {
+pub async fn insert(conn: &mut AnyConnection, new: NewOrder<'_>) -> Result<Order, StoreError> {
     let row = sqlx::query(&format!(
         "INSERT INTO orders (order_number, customer_id, status, payment_status, total, currency, created_at, updated_at)
-         VALUES (?1, ?2, 'PENDING', 'PENDING', ?3, ?4, ?5, ?5) RETURNING {COLUMNS}"
+         VALUES ($1, $2, 'PENDING', 'PENDING', $3, $4, $5, $5) RETURNING {COLUMNS}"
     ))
     .bind(new.order_number)
     .bind(new.customer_id)
@@ -74,9 +74,9 @@ pub async fn insert(conn: &mut SqliteConnection, new: NewOrder<'_>) -> Result<Or
 }
 
 /// Writes the mutable fields of `order` back.
-pub async fn save(conn: &mut SqliteConnection, order: &Order) -> Result<(), StoreError> {
+pub async fn save(conn: &mut AnyConnection, order: &Order) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE orders SET status = ?2, payment_status = ?3, tracking_number = ?4, updated_at = ?5 WHERE id = ?1",
+        "UPDATE orders SET status = $2, payment_status = $3, tracking_number = $4, updated_at = $5 WHERE id = $1",
     )
     .bind(order.id)
     .bind(order.status.as_str())
@@ -88,10 +88,10 @@ pub async fn save(conn: &mut SqliteConnection, order: &Order) -> Result<(), Stor
     .map(drop)
 }
 
-pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM orders WHERE id = ?1").bind(id).execute(conn).await.map(drop)
+pub async fn delete(conn: &mut AnyConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM orders WHERE id = $1").bind(id).execute(conn).await.map(drop)
 }
 
-pub async fn count(db: impl SqliteExecutor<'_>) -> Result<i64, StoreError> {
+pub async fn count(db: impl Executor<'_, Database = Any>) -> Result<i64, StoreError> {
     sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(db).await
 }

@@ -7,6 +7,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -46,8 +48,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// A server with `adjust` applied to the test configuration.
+///
+/// With `SWITCHBOARD_TEST_POSTGRES` set to a PostgreSQL URL (scripts/test.sh starts a private
+/// server and sets it), every app gets a fresh schema of that database instead of an in-memory
+/// SQLite store, so the same black-box tests run against both backends.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests();
+    if let Some(url) = std::env::var("SWITCHBOARD_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+        config.database_url = fresh_postgres_schema(&url).await;
+    }
     adjust(&mut config);
     let (app, _) = Application::build(config, false).await.expect("app builds");
     let addr = app.local_addr();
@@ -55,6 +64,31 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run(shutdown.clone()));
     TestApp { addr, state, http: reqwest::Client::new(), shutdown, server: Some(server) }
+}
+
+/// A store that several apps (nodes) can share: a fresh PostgreSQL schema when the suite runs
+/// against PostgreSQL, else a SQLite file in a fresh temporary directory.
+pub async fn shared_store_url() -> String {
+    match std::env::var("SWITCHBOARD_TEST_POSTGRES").ok().filter(|u| !u.is_empty()) {
+        Some(url) => fresh_postgres_schema(&url).await,
+        None => {
+            let dir = std::env::temp_dir().join(format!("switchboard-shared-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            format!("sqlite://{}", dir.join("store.db").display())
+        }
+    }
+}
+
+/// Creates an empty schema in the PostgreSQL database at `url`; returns a URL whose connections
+/// use it.
+async fn fresh_postgres_schema(url: &str) -> String {
+    use sqlx::Connection;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("the test PostgreSQL server answers");
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("schema created");
+    conn.close().await.ok();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
 impl TestApp {
@@ -147,6 +181,11 @@ impl TestApp {
     /// A graphql-transport-ws connection before `connection_init`.
     pub async fn graphql_ws_unacked(&self) -> GqlWs {
         GqlWs(self.ws_raw("/graphql", &["graphql-transport-ws"], &[]).await.expect("upgrade"))
+    }
+
+    /// A raw-frame WebSocket to `path` (see [`raw`]), offering `protocol` when given.
+    pub async fn raw_ws(&self, path: &str, protocol: Option<&str>) -> raw::RawWs {
+        raw::RawWs::connect(self.addr, path, protocol).await
     }
 
     /// A room-channel connection at `/ws?token=`, past its `connection_established`.
@@ -252,10 +291,11 @@ impl GqlWs {
         }
     }
 
-    /// Waits for the close frame; returns its code and reason.
+    /// Waits for the close frame, skipping messages; returns its code and reason.
     pub async fn closed(&mut self) -> (u16, String) {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next_within(WAIT).await {
+            match self.next_within(deadline.saturating_duration_since(tokio::time::Instant::now())).await {
                 Next::Closed(Some(frame)) => return frame,
                 Next::Json(_) => continue,
                 other => panic!("expected a close frame, got {other:?}"),

@@ -13,19 +13,34 @@ pub mod protocol;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::http_error::HttpError;
+use crate::registry::Channel;
 use crate::socket;
 use protocol::Dialect;
 
 /// The subprotocols we speak, in order of preference.
 pub const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 
+/// The upgrade of `GET /graphql`: admitted first (`503` past `MAX_CONNECTIONS`); the user's own
+/// limit waits for the token in `connection_init`.
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let header_token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let ws = socket::configure(ws, state.config.ws_max_message_bytes).protocols(SUBPROTOCOLS);
     let dialect = ws.selected_protocol().and_then(|p| p.to_str().ok()).and_then(Dialect::from_subprotocol);
+    let channel = match dialect {
+        Some(Dialect::Legacy) => Channel::GraphqlWs,
+        // A socket without a subprotocol is closed at once (4406), but it is a socket meanwhile.
+        _ => Channel::GraphqlTransportWs,
+    };
+    let permit = match state.registry.admit(channel) {
+        Ok(permit) => permit,
+        Err(refused) => return HttpError::from(refused).into_response(),
+    };
     let tracker = state.tracker.clone();
-    socket::spawn_on_upgrade(ws, tracker, move |socket| connection::run(socket, state, dialect, header_token))
+    socket::spawn_on_upgrade(ws, tracker, move |socket| {
+        connection::start(socket, (state, permit, dialect, header_token))
+    })
 }

@@ -7,20 +7,6 @@ use async_graphql::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// graphql-transport-ws close codes (PROTOCOL.md), and the standard ones we use.
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    /// "Try again later": a subscriber too slow to keep up. graphql-ws clients retry it.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    pub const BAD_REQUEST: u16 = 4400;
-    pub const UNAUTHORIZED: u16 = 4401;
-    pub const FORBIDDEN: u16 = 4403;
-    pub const SUBPROTOCOL_NOT_ACCEPTABLE: u16 = 4406;
-    pub const INIT_TIMEOUT: u16 = 4408;
-    pub const SUBSCRIBER_EXISTS: u16 = 4409;
-    pub const TOO_MANY_INITS: u16 = 4429;
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// `graphql-transport-ws`

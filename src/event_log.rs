@@ -1,0 +1,414 @@
+//! The durable event log and its cursors: the one seam through which anything resumes.
+//!
+//! Every published change is appended to the log in the transaction that stores it
+//! ([`EventLog::record`]), with a store-wide position that is gap-free and in commit order, and
+//! its entity's per-topic sequence number. A cursor names a position in one log: it is
+//! `<epoch>.<position>`, where the epoch is a random name the log got when it was first opened, so
+//! that a cursor from another store, or from this one before it was recreated, is recognised
+//! rather than misread. Clients treat cursors as opaque.
+//!
+//! A subscriber that resumes ([`EventLog::replay`]) gets, in order, every event after its cursor
+//! that its broker key selects, up to the log's head at the time of the call; it must have
+//! subscribed to the broker *before* calling, and then skip live events at or below
+//! [`Replay::through`]. Because positions are committed in order, that seam has no gap (an event
+//! committed after the head was read is published after the live subscription existed) and no
+//! duplicate (an event at or below the head was read from the log). A cursor the log can no
+//! longer serve completely fails at once: never a partial replay.
+//!
+//! Retention ([`EventLog::spawn_retention`]) removes events older than `EVENT_RETENTION` in small
+//! batches, each its own short transaction, so writers are never held up for long.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::AnyConnection;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::Timestamp;
+use crate::pubsub::event::Stamp;
+use crate::pubsub::{Event, EventBody, Key};
+use crate::store::events::{self, NewEvent, Selection};
+use crate::store::{self, Store, StoreError};
+
+/// How the log is kept and read.
+#[derive(Debug, Clone, Copy)]
+pub struct LogSettings {
+    /// How long events are kept for resuming; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// The most events one resume may replay; past it the cursor counts as expired.
+    pub max_replay: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { retention: Some(Duration::from_secs(86_400)), max_replay: 10_000 }
+    }
+}
+
+/// Why a cursor cannot be resumed from.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// Not a cursor at all (`BAD_USER_INPUT`).
+    #[error("{0}")]
+    Malformed(String),
+    /// A cursor this log cannot serve completely (`CURSOR_EXPIRED`): subscribe without `after`
+    /// and refetch.
+    #[error("{0}")]
+    Expired(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a resuming subscriber receives before going live.
+#[derive(Debug)]
+pub struct Replay {
+    pub events: Vec<Arc<Event>>,
+    /// The log's head when the replay was read: live events at or below it are already covered.
+    pub through: u64,
+}
+
+/// The store's event log; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    store: Store,
+    epoch: Arc<str>,
+    settings: LogSettings,
+}
+
+impl EventLog {
+    /// Opens the store's log, naming it with a fresh epoch if it has none yet.
+    pub async fn open(store: Store, settings: LogSettings) -> Result<Self, StoreError> {
+        let fresh = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let state = events::open(store.pool(), &fresh).await?;
+        Ok(Self { store, epoch: state.epoch.into(), settings })
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    pub fn settings(&self) -> LogSettings {
+        self.settings
+    }
+
+    /// The cursor of `position` in this log.
+    pub fn cursor(&self, position: u64) -> String {
+        format!("{}.{position}", self.epoch)
+    }
+
+    /// Reads a cursor of this log back into a position.
+    pub fn position_of(&self, cursor: &str) -> Result<u64, ResumeError> {
+        let malformed =
+            || ResumeError::Malformed(format!("{cursor:?} is not a cursor: pass a `cursor` the server sent"));
+        let (epoch, position) = cursor.trim().rsplit_once('.').ok_or_else(malformed)?;
+        let position: u64 = position.parse().map_err(|_| malformed())?;
+        if epoch.len() != 16 || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        if epoch != &*self.epoch {
+            return Err(ResumeError::Expired(
+                "the cursor is from another event log (another store, or this one before it was recreated)".into(),
+            ));
+        }
+        Ok(position)
+    }
+
+    /// Appends the change made in the caller's transaction: assigns its log position and topic
+    /// sequence, builds its body with the resulting [`Stamp`], and stores it. The caller publishes
+    /// the returned event once the transaction has committed.
+    pub async fn record(
+        &self,
+        conn: &mut AnyConnection,
+        topic: String,
+        body: impl FnOnce(Stamp) -> EventBody,
+    ) -> Result<Event, StoreError> {
+        let position = events::next_position(conn).await?;
+        let seq = store::next_seq(conn, &topic).await?;
+        let stamp = Stamp { cursor: self.cursor(position), sequence: seq as i64 };
+        let event = Event { topic, seq, position, body: body(stamp) };
+        let json = serde_json::to_string(&event.body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let row = NewEvent {
+            position,
+            topic: &event.topic,
+            seq,
+            kind: event.kind(),
+            audience: event.audience(),
+            body: &json,
+            created_at: &Timestamp::now().to_string(),
+        };
+        events::append(conn, row).await?;
+        Ok(event)
+    }
+
+    /// Every event `key` selects after `cursor`, up to the log's head now (see the module docs for
+    /// how to join this to a live subscription).
+    pub async fn replay(&self, key: &Key, cursor: &str) -> Result<Replay, ResumeError> {
+        let after = self.position_of(cursor)?;
+        let pool = self.store.pool();
+        let state = events::state(pool).await?;
+        if after > state.head {
+            return Err(ResumeError::Expired("the cursor is ahead of this event log (was the store restored?)".into()));
+        }
+        let expired = || {
+            ResumeError::Expired("the events after this cursor are no longer kept (EVENT_RETENTION); refetch".into())
+        };
+        if after < state.pruned_through {
+            return Err(expired());
+        }
+        let topic;
+        let selection = match key {
+            Key::Order(id) => {
+                topic = Event::order_topic(*id);
+                Selection::Topic(&topic)
+            }
+            Key::Product(id) => {
+                topic = Event::product_topic(*id);
+                Selection::Topic(&topic)
+            }
+            Key::User(user) => {
+                topic = Event::user_topic(user);
+                Selection::Topic(&topic)
+            }
+            Key::AllOrders => Selection::Kind("order"),
+            Key::CustomerOrders(customer) => Selection::Audience("order", customer),
+            Key::AllProducts => Selection::Kind("inventory"),
+        };
+        let max = self.settings.max_replay;
+        if events::more_than(pool, &selection, after, state.head, max).await? {
+            return Err(ResumeError::Expired(format!(
+                "more than {max} events happened after this cursor (RESUME_MAX_EVENTS); refetch"
+            )));
+        }
+        let rows = events::read(pool, &selection, after, state.head, max).await?;
+        // Retention may have cut into the range while it was read: then the replay is partial.
+        if events::state(pool).await?.pruned_through > after {
+            return Err(expired());
+        }
+        let events = rows.into_iter().map(|row| decode(row).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Replay { events, through: state.head })
+    }
+
+    /// The newest event the log still keeps on `topic` (what a resume of a deleted entity's
+    /// subscription is authorised against).
+    pub async fn latest(&self, topic: &str) -> Result<Option<Event>, StoreError> {
+        let Some(row) = events::latest(self.store.pool(), topic).await? else { return Ok(None) };
+        decode(row).map(Some)
+    }
+
+    /// Removes the events older than the retention, in batches; returns how many went.
+    pub async fn prune(&self, now: chrono::DateTime<Utc>) -> Result<u64, StoreError> {
+        const BATCH: u64 = 1_000;
+        let Some(retention) = self.settings.retention else { return Ok(0) };
+        let cutoff = Timestamp(now - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX));
+        let cutoff = cutoff.to_string();
+        let mut removed = 0;
+        loop {
+            let state = events::state(self.store.pool()).await?;
+            let oldest = events::oldest(self.store.pool(), state.pruned_through, BATCH).await?;
+            // Timestamps are RFC 3339 UTC with milliseconds: text order is time order.
+            let Some(through) = oldest.iter().take_while(|(_, at)| *at < cutoff).map(|(p, _)| *p).last() else {
+                return Ok(removed);
+            };
+            let mut tx = self.store.write().await?;
+            removed += events::prune(tx.conn(), through).await?;
+            tx.commit().await?;
+            if (oldest.len() as u64) < BATCH || through < oldest.last().map_or(0, |(p, _)| *p) {
+                return Ok(removed);
+            }
+            // Let writers in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Runs retention in the background until shutdown.
+    pub fn spawn_retention(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let Some(retention) = self.settings.retention else { return };
+        let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let log = self.clone();
+        tracker.spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                match log.prune(Utc::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "event log retention"),
+                    Err(e) => tracing::warn!(error = %e, "event log retention failed; will retry"),
+                }
+            }
+        });
+    }
+}
+
+fn decode(row: events::StoredEvent) -> Result<Event, StoreError> {
+    let body = serde_json::from_str(&row.body).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Event { topic: row.topic, seq: row.seq, position: row.position, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Notification;
+    use crate::pubsub::NotificationPayload;
+
+    async fn log_with(settings: LogSettings) -> EventLog {
+        let store = Store::connect("sqlite::memory:").await.expect("store");
+        EventLog::open(store, settings).await.expect("log")
+    }
+
+    async fn notify(log: &EventLog, user: &str) -> Event {
+        let mut tx = log.store.write().await.expect("tx");
+        let n = Notification {
+            id: 1,
+            user_id: user.into(),
+            kind: "info".into(),
+            title: "t".into(),
+            message: "m".into(),
+            read: false,
+            created_at: Timestamp::now(),
+        };
+        let event = log
+            .record(tx.conn(), Event::user_topic(user), |stamp| {
+                EventBody::Notification(NotificationPayload::new(&n, stamp))
+            })
+            .await
+            .expect("recorded");
+        tx.commit().await.expect("commit");
+        event
+    }
+
+    #[tokio::test]
+    async fn positions_are_gap_free_across_topics_and_sequences_per_topic() {
+        let log = log_with(LogSettings::default()).await;
+        let mut seen = Vec::new();
+        for user in ["a", "b", "a", "c", "a", "b"] {
+            let event = notify(&log, user).await;
+            seen.push((event.position, event.topic.clone(), event.seq));
+        }
+        let positions: Vec<u64> = seen.iter().map(|(p, _, _)| *p).collect();
+        assert_eq!(positions, [1, 2, 3, 4, 5, 6]);
+        let a: Vec<u64> = seen.iter().filter(|(_, t, _)| t == "user:a").map(|(_, _, s)| *s).collect();
+        assert_eq!(a, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_change_gives_its_position_back() {
+        let log = log_with(LogSettings::default()).await;
+        notify(&log, "a").await;
+        let mut tx = log.store.write().await.expect("tx");
+        assert_eq!(events::next_position(tx.conn()).await.expect("position"), 2);
+        tx.rollback().await;
+        assert_eq!(notify(&log, "a").await.position, 2);
+    }
+
+    #[tokio::test]
+    async fn cursors_name_their_log() {
+        let log = log_with(LogSettings::default()).await;
+        let other = log_with(LogSettings::default()).await;
+        assert_ne!(log.epoch(), other.epoch(), "two stores, two epochs");
+        assert_eq!(log.position_of(&log.cursor(42)).expect("own cursor"), 42);
+        assert!(matches!(log.position_of(&other.cursor(42)), Err(ResumeError::Expired(_))));
+        for bad in ["", "42", "abc.1", "0123456789abcdef.x", "0123456789abcdef.-1", "zz23456789abcdef.1"] {
+            assert!(matches!(log.position_of(bad), Err(ResumeError::Malformed(_))), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_epoch_survives_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("switchboard-epoch-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let url = format!("sqlite://{}", dir.join("log.db").display());
+        let first =
+            EventLog::open(Store::connect(&url).await.expect("store"), LogSettings::default()).await.expect("log");
+        let epoch = first.epoch().to_owned();
+        first.store.close().await;
+        let again =
+            EventLog::open(Store::connect(&url).await.expect("store"), LogSettings::default()).await.expect("log");
+        assert_eq!(again.epoch(), epoch);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn replay_reads_exactly_the_selected_events_after_the_cursor() {
+        let log = log_with(LogSettings::default()).await;
+        let first = notify(&log, "a").await;
+        notify(&log, "b").await;
+        let third = notify(&log, "a").await;
+        let fourth = notify(&log, "a").await;
+        let replay = log.replay(&Key::User("a".into()), &log.cursor(first.position)).await.expect("replay");
+        let positions: Vec<u64> = replay.events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [third.position, fourth.position]);
+        assert_eq!(replay.through, 4);
+        let EventBody::Notification(n) = &replay.events[0].body else { panic!("a notification") };
+        assert_eq!(n.cursor, log.cursor(third.position), "the replayed payload carries its own cursor");
+        let nothing = log.replay(&Key::User("a".into()), &log.cursor(4)).await.expect("replay");
+        assert!(nothing.events.is_empty());
+        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(5)).await, Err(ResumeError::Expired(_))));
+    }
+
+    #[tokio::test]
+    async fn too_many_events_to_replay_is_an_expired_cursor_not_a_partial_replay() {
+        let log = log_with(LogSettings { max_replay: 3, ..LogSettings::default() }).await;
+        for _ in 0..5 {
+            notify(&log, "a").await;
+        }
+        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
+        assert_eq!(log.replay(&Key::User("a".into()), &log.cursor(2)).await.expect("replay").events.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn retention_removes_old_events_and_expires_their_cursors() {
+        let log = log_with(LogSettings { retention: Some(Duration::from_secs(60)), max_replay: 10_000 }).await;
+        for _ in 0..3 {
+            notify(&log, "a").await;
+        }
+        assert_eq!(log.prune(Utc::now()).await.expect("prune"), 0, "nothing is older than a minute yet");
+        let later = Utc::now() + chrono::Duration::seconds(120);
+        assert_eq!(log.prune(later).await.expect("prune"), 3);
+        notify(&log, "a").await;
+        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
+        let replay = log.replay(&Key::User("a".into()), &log.cursor(3)).await.expect("the cut is exactly at 3");
+        assert_eq!(replay.events.iter().map(|e| e.position).collect::<Vec<_>>(), [4]);
+    }
+
+    /// Pruning in batches while writers keep appending: what is left is exactly the positions
+    /// after the retention mark, without a hole, and every write landed.
+    #[tokio::test]
+    async fn pruning_under_load_keeps_the_log_contiguous() {
+        let dir = std::env::temp_dir().join(format!("switchboard-prune-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = Store::connect(&format!("sqlite://{}", dir.join("log.db").display())).await.expect("store");
+        let log = EventLog::open(store, LogSettings { retention: Some(Duration::from_secs(1)), max_replay: 100_000 })
+            .await
+            .expect("log");
+        for _ in 0..2_500 {
+            notify(&log, "a").await;
+        }
+        let writer = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    notify(&log, "a").await;
+                }
+            })
+        };
+        let removed = log.prune(Utc::now() + chrono::Duration::seconds(2)).await.expect("prune");
+        writer.await.expect("writer");
+        let state = events::state(log.store.pool()).await.expect("state");
+        assert_eq!(state.head, 3_000);
+        assert!(removed >= 2_500, "{removed}");
+        let left =
+            events::read(log.store.pool(), &Selection::Kind("notification"), state.pruned_through, state.head, 10_000)
+                .await
+                .expect("read");
+        let positions: Vec<u64> = left.iter().map(|e| e.position).collect();
+        let expected: Vec<u64> = (state.pruned_through + 1..=state.head).collect();
+        assert_eq!(positions, expected);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
