@@ -167,6 +167,30 @@ pub struct Config {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
 
+    /// Milliseconds a client has, from connecting or from the first byte of its next request on a
+    /// kept-alive connection, to send the request's headers (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value_t = 10_000, global = true)]
+    pub http_header_timeout: u64,
+
+    /// Milliseconds a client has, from the end of its headers, to send the whole request body
+    /// (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value_t = 30_000, global = true)]
+    pub http_body_timeout: u64,
+
+    /// Milliseconds a kept-alive connection may wait for its next request, and a response may wait
+    /// for a client that reads none of it (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value_t = 75_000, global = true)]
+    pub http_idle_timeout: u64,
+
+    /// Largest request head (request line and headers), in bytes (then 431).
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 32 * 1024, global = true)]
+    pub http_max_header_bytes: usize,
+
+    /// Comma-separated origins (`https://shop.example`) allowed to open WebSockets and make CORS
+    /// requests; others get 403. Unset: any origin. Same-origin requests are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
+
     /// Deepest selection nesting a query may have. The standard introspection query (GraphiQL,
     /// codegen) needs 15.
     #[arg(long, env = "QUERY_MAX_DEPTH", default_value_t = 16, global = true)]
@@ -266,5 +290,17 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
+    }
+
+    pub fn http_header_timeout(&self) -> Option<Duration> {
+        (self.http_header_timeout > 0).then(|| Duration::from_millis(self.http_header_timeout))
+    }
+
+    pub fn http_body_timeout(&self) -> Option<Duration> {
+        (self.http_body_timeout > 0).then(|| Duration::from_millis(self.http_body_timeout))
+    }
+
+    pub fn http_idle_timeout(&self) -> Option<Duration> {
+        (self.http_idle_timeout > 0).then(|| Duration::from_millis(self.http_idle_timeout))
     }
 }

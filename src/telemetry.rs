@@ -39,6 +39,10 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge};
     describe_gauge!("switchboard_ws_connections", "Open WebSocket connections by channel");
     describe_gauge!("switchboard_subscriptions", "Active GraphQL subscriptions by field");
+    describe_counter!(
+        "switchboard_http_timeouts_total",
+        "HTTP connections closed for taking too long, by phase (header, body, idle, response_stalled)"
+    );
     describe_counter!("switchboard_events_published_total", "Events published, by the key kind of the entity");
     describe_counter!("switchboard_events_delivered_total", "Events handed to subscribers and room members");
     describe_counter!(

@@ -409,8 +409,10 @@ async fn an_entity_room_joined_with_after_relays_what_was_missed() {
     set_stock(&app, &product, 3).await;
 
     let mut ws = app.rooms_ws(&alice).await;
-    ws.send(json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": stock_cursor } }))
-        .await;
+    ws.send(
+        json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": stock_cursor } }),
+    )
+    .await;
     ws.expect("room_joined").await;
     let missed: Vec<i64> = vec![
         ws.expect("inventory_update").await["newQuantity"].as_i64().unwrap(),
