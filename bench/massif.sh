@@ -9,6 +9,12 @@ N=${1:-2000}
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OUT=/tmp/switchboard-heap; mkdir -p "$OUT"
 cp "$TARGET/release/switchboard" "$OUT/switchboard"
+# The default build allocates with jemalloc, which neither massif nor libc probes can see.
+if nm "$OUT/switchboard" 2>/dev/null | grep -q ' _rjem_malloc$'; then
+  echo "error: $TARGET/release/switchboard uses jemalloc; build it with the system allocator first:" >&2
+  echo "  cargo build --release --bin switchboard --no-default-features" >&2
+  exit 1
+fi
 rm -f "$OUT"/db* "$OUT"/server.log "$OUT"/massif.out
 PORT=$((20000 + RANDOM % 20000))
 BIND_ADDR=127.0.0.1:$PORT JWT_SECRET=bench-secret DATABASE_URL="sqlite://$OUT/db" NO_COLOR=1 \

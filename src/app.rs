@@ -1,36 +1,35 @@
 //! Building the application (store, broker, schema, router) and running it until shutdown.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::cors::{Any, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
+use crate::cluster::{self, Backplane};
 use crate::commerce::Commerce;
 use crate::config::Config;
 use crate::event_log::EventLog;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
 use crate::graphql::{self, AppSchema};
+use crate::origins::AllowedOrigins;
 use crate::pubsub::Broker;
 use crate::registry::Registry;
 use crate::rooms::{RoomSettings, Rooms};
 use crate::store::Store;
-use crate::{demo, ops, rooms, telemetry};
+use crate::{body_limit, demo, ops, origins, rooms, server, telemetry};
 
 /// Everything a request handler or socket loop needs; cheap to clone.
 #[derive(Clone)]
@@ -76,17 +75,37 @@ impl Application {
             }
         };
         let keys = Arc::new(Keys::new(&secret, config.jwt_issuer.clone(), config.jwt_audience.clone()));
-        if config.redis_url.is_some() {
-            tracing::warn!("REDIS_URL is set, but this build runs with the in-process broker only");
-        }
+        let node_id = config.node_id.clone().unwrap_or_else(cluster::default_node_id);
+        let metrics = telemetry::metrics_handle(&node_id);
         let store = Store::open(&config.store_options()).await?;
         if demo_data {
             demo::seed(&store).await?;
         }
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
-        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
+        let broker = Broker::new();
         let registry = Registry::new(crate::registry::Limits::from_config(&config));
         let rooms = Rooms::new(RoomSettings::from_config(&config));
+        let backplane = match &config.redis_url {
+            Some(url) => {
+                tracing::info!(node = %node_id, "joining the cluster through Redis");
+                let backplane = Backplane::start(
+                    url,
+                    node_id.clone(),
+                    log.clone(),
+                    broker.clone(),
+                    rooms.clone(),
+                    registry.clone(),
+                    &tracker,
+                    shutdown.clone(),
+                )
+                .await?;
+                Some(backplane)
+            }
+            None => None,
+        };
+        let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(
@@ -102,8 +121,6 @@ impl Application {
         });
         let graphiql_token = demo_data.then(|| keys.sign("staff-1", Role::Staff, Some("Demo staff"), 86_400));
         let listener = TcpListener::bind(config.bind_addr).await?;
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         commerce.log().spawn_retention(&tracker, shutdown.clone());
         let state = AppState {
             fanout: Fanout::new(tracker.clone(), shutdown.clone()),
@@ -117,7 +134,7 @@ impl Application {
             graphiql_token,
             shutdown,
             tracker,
-            metrics: telemetry::metrics_handle(),
+            metrics,
             sse: Default::default(),
         };
         Ok((Self { listener, state }, samples))
@@ -138,17 +155,8 @@ impl Application {
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            // GraphQL over SSE: the reservation token, and the id a stream resumes from.
-            header::HeaderName::from_static(graphql::sse::protocol::TOKEN_HEADER),
-            header::HeaderName::from_static("last-event-id"),
-        ])
-        .max_age(Duration::from_secs(86_400));
+    let max_body = state.config.max_body_bytes;
+    let allowed_origins = AllowedOrigins::new(&state.config.allowed_origins);
     Router::new()
         .route("/graphql", get(graphql_get).post(graphql::http::post))
         .route("/graphql/stream", any(graphql::sse::handle))
@@ -157,8 +165,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
-        .layer(RequestBodyLimitLayer::new(state.config.max_body_bytes))
-        .layer(cors)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(max_body, body_limit::refuse_oversized))
+        .layer(allowed_origins.cors_layer())
+        // Outside CORS, so that a preflight from a foreign origin is refused, not answered.
+        .layer(axum::middleware::from_fn_with_state(allowed_origins, origins::refuse_foreign))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -182,7 +193,8 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, request:
 }
 
 /// Serves `state` on `listener` until `shutdown` is cancelled. Then: stop accepting, let every
-/// socket loop send its 1001 close, and wait for them at most `config.shutdown_timeout`.
+/// socket loop send its 1001 close and every HTTP request in flight finish, and wait for them at
+/// most `config.shutdown_timeout`.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!("listening on {addr}");
@@ -190,29 +202,38 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationT
     let tracker = state.tracker.clone();
     let grace = state.config.shutdown_timeout();
     let commerce = state.commerce.clone();
-    // Sockets hear of shutdown through the state's token, the HTTP server through this future.
-    let stop_accepting = {
-        let (shutdown, app_shutdown) = (shutdown.clone(), app_shutdown.clone());
-        async move {
+    let settings = server::Settings {
+        timeouts: server::Timeouts {
+            header: state.config.http_header_timeout(),
+            body: state.config.http_body_timeout(),
+            idle: state.config.http_idle_timeout(),
+        },
+        max_header_bytes: state.config.http_max_header_bytes,
+        grace,
+    };
+    // Sockets hear of shutdown through the state's token, HTTP connections through `shutdown`.
+    let sockets_told = async {
+        shutdown.cancelled().await;
+        app_shutdown.cancel();
+    };
+    // Each HTTP connection drops its request after the grace period; this bound is a backstop.
+    let server = async {
+        let served = server::serve(listener, router(state), settings, shutdown.clone());
+        let over = async {
             shutdown.cancelled().await;
-            app_shutdown.cancel();
+            tokio::time::sleep(grace + Duration::from_secs(1)).await;
+        };
+        tokio::select! {
+            () = served => {}
+            () = over => tracing::warn!("shutdown timeout: HTTP connections still open"),
         }
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(stop_accepting).into_future();
-    // In-flight HTTP requests get the same grace as sockets, then are dropped.
-    let served = tokio::select! {
-        served = server => served,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("shutdown timeout: dropping HTTP requests still in flight");
-            Ok(())
-        }
-    };
-    app_shutdown.cancel();
+    tokio::join!(server, sockets_told);
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(remaining = tracker.len(), "shutdown timeout: dropping the sockets still open");
     }
     commerce.store().close().await;
     tracing::info!("stopped");
-    served
+    Ok(())
 }

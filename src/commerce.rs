@@ -20,6 +20,7 @@ use rand::Rng;
 use sqlx::AnyConnection;
 use tokio::sync::Mutex;
 
+use crate::cluster::Backplane;
 use crate::event_log::EventLog;
 use crate::model::{Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
 use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
@@ -54,12 +55,27 @@ pub struct Commerce {
     store: Store,
     log: EventLog,
     broker: Broker,
+    /// With several nodes, events go through the backplane (which hands them to `broker` in the
+    /// store's commit order, with the other nodes' events); alone, straight to `broker`.
+    backplane: Option<Backplane>,
     writer: Mutex<()>,
 }
 
 impl Commerce {
-    pub fn new(store: Store, log: EventLog, broker: Broker) -> Self {
-        Self { store, log, broker, writer: Mutex::new(()) }
+    pub fn new(store: Store, log: EventLog, broker: Broker, backplane: Option<Backplane>) -> Self {
+        Self { store, log, broker, backplane, writer: Mutex::new(()) }
+    }
+
+    /// Publishes a committed change (under the writer lock, so in commit order).
+    fn publish(&self, event: Event) {
+        match &self.backplane {
+            Some(backplane) => backplane.publish(event),
+            None => self.broker.publish(event),
+        }
+    }
+
+    pub fn backplane(&self) -> Option<&Backplane> {
+        self.backplane.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -108,7 +124,7 @@ impl Commerce {
             let order = orders::insert(tx.conn(), new).await?;
             let event = this.order_event(tx.conn(), OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
             tx.commit().await?;
-            this.broker.publish(event);
+            this.publish(event);
             Ok(order)
         })
         .await
@@ -150,7 +166,7 @@ impl Commerce {
         orders::save(tx.conn(), &order).await?;
         let event = self.order_event(tx.conn(), OrderEventKind::Updated, order.clone(), changed, at).await?;
         tx.commit().await?;
-        self.broker.publish(event);
+        self.publish(event);
         Ok(order)
     }
 
@@ -164,7 +180,7 @@ impl Commerce {
             let at = Timestamp::now();
             let event = this.order_event(tx.conn(), OrderEventKind::Deleted, order.clone(), Vec::new(), at).await?;
             tx.commit().await?;
-            this.broker.publish(event);
+            this.publish(event);
             Ok(order)
         })
         .await
@@ -247,7 +263,7 @@ impl Commerce {
             })
             .await?;
         tx.commit().await?;
-        self.broker.publish(event);
+        self.publish(event);
         Ok(product)
     }
 
@@ -283,7 +299,7 @@ impl Commerce {
                 })
                 .await?;
             tx.commit().await?;
-            this.broker.publish(event);
+            this.publish(event);
             Ok(notification)
         })
         .await
@@ -374,7 +390,7 @@ mod tests {
     async fn a_change_whose_caller_stops_waiting_is_still_stored_and_published() {
         let store = Store::connect("sqlite::memory:").await.expect("store");
         let log = EventLog::open(store.clone(), Default::default()).await.expect("log");
-        let commerce = Arc::new(Commerce::new(store, log, Broker::new()));
+        let commerce = Arc::new(Commerce::new(store, log, Broker::new(), None));
         let price = "1.00".parse().expect("decimal");
         let product = commerce.create_product("A", "A", price, 1).await.expect("product");
         let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, &SlowConsumer::new());

@@ -103,6 +103,11 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
+    /// This node's name in logs, metrics and Redis keys (default: the host name and a random
+    /// suffix).
+    #[arg(long, env = "NODE_ID", global = true)]
+    pub node_id: Option<String>,
+
     /// Milliseconds between server pings on every WebSocket (0 turns pings off).
     #[arg(long, env = "WS_HEARTBEAT_INTERVAL", default_value_t = 30_000, global = true)]
     pub ws_heartbeat_interval: u64,
@@ -161,6 +166,30 @@ pub struct Config {
     /// Largest HTTP request body, in bytes (then 413).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
+
+    /// Milliseconds a client has, from connecting or from the first byte of its next request on a
+    /// kept-alive connection, to send the request's headers (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT", default_value_t = 10_000, global = true)]
+    pub http_header_timeout: u64,
+
+    /// Milliseconds a client has, from the end of its headers, to send the whole request body
+    /// (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_BODY_TIMEOUT", default_value_t = 30_000, global = true)]
+    pub http_body_timeout: u64,
+
+    /// Milliseconds a kept-alive connection may wait for its next request, and a response may wait
+    /// for a client that reads none of it (then the connection is closed; 0: no limit).
+    #[arg(long, env = "HTTP_IDLE_TIMEOUT", default_value_t = 75_000, global = true)]
+    pub http_idle_timeout: u64,
+
+    /// Largest request head (request line and headers), in bytes (then 431).
+    #[arg(long, env = "HTTP_MAX_HEADER_BYTES", default_value_t = 32 * 1024, global = true)]
+    pub http_max_header_bytes: usize,
+
+    /// Comma-separated origins (`https://shop.example`) allowed to open WebSockets and make CORS
+    /// requests; others get 403. Unset: any origin. Same-origin requests are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub allowed_origins: Vec<String>,
 
     /// Deepest selection nesting a query may have. The standard introspection query (GraphiQL,
     /// codegen) needs 15.
@@ -232,6 +261,7 @@ impl Config {
             database_url: "sqlite::memory:".into(),
             jwt_secret: Some("test-secret".into()),
             redis_url: None,
+            node_id: None,
             ..cli.config
         }
     }
@@ -277,5 +307,17 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
+    }
+
+    pub fn http_header_timeout(&self) -> Option<Duration> {
+        (self.http_header_timeout > 0).then(|| Duration::from_millis(self.http_header_timeout))
+    }
+
+    pub fn http_body_timeout(&self) -> Option<Duration> {
+        (self.http_body_timeout > 0).then(|| Duration::from_millis(self.http_body_timeout))
+    }
+
+    pub fn http_idle_timeout(&self) -> Option<Duration> {
+        (self.http_idle_timeout > 0).then(|| Duration::from_millis(self.http_idle_timeout))
     }
 }

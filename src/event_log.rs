@@ -190,6 +190,27 @@ impl EventLog {
         Ok(Replay { events, through: state.head })
     }
 
+    /// The last position assigned.
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        Ok(events::state(self.store.pool()).await?.head)
+    }
+
+    /// Every position up to this one has been removed by retention.
+    pub async fn pruned_through(&self) -> Result<u64, StoreError> {
+        Ok(events::state(self.store.pool()).await?.pruned_through)
+    }
+
+    /// The events with `after < position < before`, oldest first, at most 10,000 at a time (what a
+    /// node missed; it asks again for the rest).
+    pub async fn read_range(&self, after: u64, before: u64) -> Result<Vec<Event>, StoreError> {
+        if before <= after + 1 {
+            return Ok(Vec::new());
+        }
+        let limit = (before - after - 1).min(10_000);
+        let rows = events::read(self.store.pool(), &Selection::All, after, before - 1, limit).await?;
+        rows.into_iter().map(decode).collect()
+    }
+
     /// The newest event the log still keeps on `topic` (what a resume of a deleted entity's
     /// subscription is authorised against).
     pub async fn latest(&self, topic: &str) -> Result<Option<Event>, StoreError> {

@@ -19,6 +19,10 @@ pub enum HttpError {
     /// what to do.
     #[error("{message}")]
     MethodNotAllowed { allow: &'static str, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A connection over a limit: 503 for the node's, 429 for the user's.
@@ -32,6 +36,8 @@ impl IntoResponse for HttpError {
             HttpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             HttpError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "BAD_REQUEST"),
+            HttpError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            HttpError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             HttpError::Internal(source) => {
                 tracing::error!(error = %source, "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")

@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod auth;
+pub mod body_limit;
+pub mod cluster;
 pub mod commerce;
 pub mod config;
 pub mod demo;
@@ -15,9 +17,11 @@ pub mod http_error;
 pub mod lock;
 pub mod model;
 pub mod ops;
+pub mod origins;
 pub mod pubsub;
 pub mod registry;
 pub mod rooms;
+pub mod server;
 pub mod slow_consumer;
 pub mod socket;
 pub mod store;

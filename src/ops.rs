@@ -17,17 +17,28 @@ pub async fn health() -> impl IntoResponse {
 
 /// 200 when the store can commit a write (within two seconds), else 503 with the reason. A write,
 /// not a read: a store on a full disk answers every read and refuses every change.
+///
+/// With a backplane, the body also says whether Redis is heard (`"redis": "up"` or `"down"`);
+/// a node without Redis still serves its own clients and events, so that alone is not a 503.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let store = tokio::time::timeout(Duration::from_secs(2), state.commerce.probe_write()).await;
-    match store {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready", "store": "ok" }))),
+    let (status, store) = match store {
+        Ok(Ok(())) => (StatusCode::OK, "ok".to_owned()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: the store cannot write");
-            let reason = format!("cannot write: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": reason })))
+            (StatusCode::SERVICE_UNAVAILABLE, format!("cannot write: {e}"))
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "store": "timed out" }))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timed out".to_owned()),
+    };
+    let mut body = json!({
+        "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+        "store": store,
+    });
+    if let Some(backplane) = state.commerce.backplane() {
+        body["redis"] = json!(if backplane.is_up() { "up" } else { "down" });
+        body["node"] = json!(backplane.node());
     }
+    (status, Json(body))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -10,9 +10,11 @@
 //! wait on a peer that never answers; its place is given back when the permit drops, however the
 //! connection ended, so the counts cannot drift from the sockets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::lock;
@@ -78,6 +80,25 @@ struct Inner {
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
     users: Mutex<Users>,
+    /// What the other nodes of a cluster reported, by node.
+    remote: Mutex<HashMap<String, RemoteNode>>,
+    /// Where a user's coming online or going offline on this node is sent, once in a cluster.
+    replica: OnceLock<mpsc::UnboundedSender<OnlineChange>>,
+}
+
+/// Another node's part of the numbers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RemoteNode {
+    pub connections: usize,
+    pub subscriptions: usize,
+    pub online: HashSet<String>,
+}
+
+/// A user came online on this node (their first connection here) or went offline (their last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineChange {
+    pub user: String,
+    pub online: bool,
 }
 
 #[derive(Debug, Default)]
@@ -117,12 +138,77 @@ impl Registry {
         Ok(Permit { registry: self.clone(), channel, user: None, live: true })
     }
 
-    pub fn is_online(&self, user_id: &str) -> bool {
-        lock::lock(&self.inner.users).by_id.get(user_id).is_some_and(|count| count.online > 0)
+    /// From now on, users coming online and going offline on this node are sent to `replica`.
+    pub fn replicate_to(&self, replica: mpsc::UnboundedSender<OnlineChange>) {
+        let _ = self.inner.replica.set(replica);
     }
 
+    fn replicate(&self, user: &str, online: bool) {
+        if let Some(replica) = self.inner.replica.get() {
+            let _ = replica.send(OnlineChange { user: user.to_owned(), online });
+        }
+    }
+
+    /// Online on this node or, in a cluster, on any other.
+    pub fn is_online(&self, user_id: &str) -> bool {
+        lock::lock(&self.inner.users).by_id.get(user_id).is_some_and(|count| count.online > 0)
+            || lock::lock(&self.inner.remote).values().any(|node| node.online.contains(user_id))
+    }
+
+    /// Distinct users online on any node.
     pub fn user_count(&self) -> usize {
-        lock::lock(&self.inner.users).online
+        let remote = lock::lock(&self.inner.remote);
+        if remote.is_empty() {
+            return lock::lock(&self.inner.users).online;
+        }
+        let mut users: HashSet<&str> = remote.values().flat_map(|n| n.online.iter().map(String::as_str)).collect();
+        let local = lock::lock(&self.inner.users);
+        users.extend(local.by_id.iter().filter(|(_, c)| c.online > 0).map(|(u, _)| u.as_str()));
+        users.len()
+    }
+
+    /// Users online on this node.
+    pub fn local_online_users(&self) -> Vec<String> {
+        lock::lock(&self.inner.users).by_id.iter().filter(|(_, c)| c.online > 0).map(|(u, _)| u.clone()).collect()
+    }
+
+    /// Connections open on every node (this one's, and what the others last reported).
+    pub fn cluster_connection_count(&self) -> usize {
+        self.connection_count() + lock::lock(&self.inner.remote).values().map(|n| n.connections).sum::<usize>()
+    }
+
+    /// Subscriptions live on every node.
+    pub fn cluster_subscription_count(&self) -> usize {
+        self.subscription_count() + lock::lock(&self.inner.remote).values().map(|n| n.subscriptions).sum::<usize>()
+    }
+
+    /// Another node's totals (from its heartbeat).
+    pub fn apply_totals(&self, node: &str, connections: usize, subscriptions: usize) {
+        let mut remote = lock::lock(&self.inner.remote);
+        let entry = remote.entry(node.to_owned()).or_default();
+        entry.connections = connections;
+        entry.subscriptions = subscriptions;
+    }
+
+    /// Another node says `user` came online or went offline there.
+    pub fn apply_online(&self, node: &str, user: &str, online: bool) {
+        let mut remote = lock::lock(&self.inner.remote);
+        let entry = remote.entry(node.to_owned()).or_default();
+        if online {
+            entry.online.insert(user.to_owned());
+        } else {
+            entry.online.remove(user);
+        }
+    }
+
+    /// Makes another node's online users exactly `users` (what it stored in Redis).
+    pub fn reconcile_online(&self, node: &str, users: HashSet<String>) {
+        lock::lock(&self.inner.remote).entry(node.to_owned()).or_default().online = users;
+    }
+
+    /// Forgets a node that died or shut down.
+    pub fn forget_node(&self, node: &str) {
+        lock::lock(&self.inner.remote).remove(node);
     }
 
     /// Connections open and not closing.
@@ -171,13 +257,18 @@ impl Permit {
         }
         let count = users.by_id.get_mut(user_id).expect("present");
         count.admitted += 1;
+        let mut came_online = false;
         if self.live {
             count.online += 1;
             if count.online == 1 {
                 users.online += 1;
+                came_online = true;
             }
         }
         self.user = Some(user_id.into());
+        if came_online {
+            self.registry.replicate(user_id, true);
+        }
         Ok(())
     }
 
@@ -193,11 +284,16 @@ impl Permit {
         if let Some(user) = &self.user {
             let mut users = lock::lock(&inner.users);
             let users = &mut *users;
+            let mut went_offline = false;
             if let Some(count) = users.by_id.get_mut(&**user) {
                 count.online -= 1;
                 if count.online == 0 {
                     users.online -= 1;
+                    went_offline = true;
                 }
+            }
+            if went_offline {
+                self.registry.replicate(user, false);
             }
         }
     }

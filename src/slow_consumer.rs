@@ -126,6 +126,11 @@ impl<T> Feed<T> {
     pub fn owner(&self) -> &SlowConsumer {
         &self.owner
     }
+
+    /// How many items the queue holds at most.
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
 }
 
 #[cfg(test)]

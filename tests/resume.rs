@@ -348,3 +348,95 @@ async fn two_nodes_on_one_store_lose_no_update_and_keep_the_log_gap_free() {
     assert_eq!(quantities, (1..=2 * EACH as i64).collect::<Vec<_>>());
     assert_eq!(sequences, (1..=2 * EACH as i64).collect::<Vec<_>>());
 }
+
+/// Subscribers that differ only in their `after` share one execution per live event: each
+/// replays on its own, then takes the group's results from its seam on, exactly once.
+#[tokio::test]
+async fn resuming_subscribers_join_the_shared_execution_at_the_seam() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let mut first = app.graphql_ws(None).await;
+    first.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
+    let mut cursors = Vec::new();
+    for q in 1..=4 {
+        set_stock(&app, &product, q).await;
+        cursors.push(first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned());
+    }
+    // Three clients resume from three different places while the first one stays live.
+    let mut resumed = Vec::new();
+    for cursor in &cursors[..3] {
+        let mut ws = app.graphql_ws(None).await;
+        ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+        resumed.push(ws);
+    }
+    assert_eq!(app.state.fanout.group_count(), 1, "one group for all four");
+    let before = app.state.fanout.executions();
+    for q in 5..=7 {
+        set_stock(&app, &product, q).await;
+    }
+    for (n, ws) in resumed.iter_mut().enumerate() {
+        let expected: Vec<i64> = (n as i64 + 2..=7).collect();
+        let got = take(ws, "s", "inventoryChanged", expected.len()).await;
+        assert_eq!(got.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), expected);
+        ws.silent().await;
+    }
+    let live = take(&mut first, "s", "inventoryChanged", 3).await;
+    assert_eq!(live.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), [5, 6, 7]);
+    assert_eq!(app.state.fanout.executions() - before, 3, "one execution per live event, however many resumed");
+}
+
+/// `/ws`: joining an entity room with `after` relays the updates since that cursor first, then
+/// the live ones; an unusable cursor is refused and the room is not joined.
+#[tokio::test]
+async fn an_entity_room_joined_with_after_relays_what_was_missed() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let order = app.create_order("alice").await;
+    let alice = app.token("alice", TestRole::Customer);
+    let mut ws = app.rooms_ws(&alice).await;
+    ws.join(&format!("product:{product}")).await;
+    ws.join(&format!("order:{order}")).await;
+    set_stock(&app, &product, 1).await;
+    set_status(&app, &order, "PROCESSING").await;
+    let stock_cursor = ws.expect("inventory_update").await["cursor"].as_str().unwrap().to_owned();
+    let update = ws.expect("order_update").await;
+    assert_eq!(update["sequence"], 2, "{update}");
+    let order_cursor = update["cursor"].as_str().unwrap().to_owned();
+    drop(ws);
+
+    set_stock(&app, &product, 2).await;
+    set_status(&app, &order, "SHIPPED").await;
+    set_stock(&app, &product, 3).await;
+
+    let mut ws = app.rooms_ws(&alice).await;
+    ws.send(
+        json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": stock_cursor } }),
+    )
+    .await;
+    ws.expect("room_joined").await;
+    let missed: Vec<i64> = vec![
+        ws.expect("inventory_update").await["newQuantity"].as_i64().unwrap(),
+        ws.expect("inventory_update").await["newQuantity"].as_i64().unwrap(),
+    ];
+    assert_eq!(missed, [2, 3]);
+    ws.send(json!({ "type": "join_room", "payload": { "roomId": format!("order:{order}"), "after": order_cursor } }))
+        .await;
+    ws.expect("room_joined").await;
+    assert_eq!(ws.expect("order_update").await["status"], "SHIPPED");
+    set_stock(&app, &product, 4).await;
+    assert_eq!(ws.expect("inventory_update").await["newQuantity"], 4);
+    ws.silent().await;
+
+    // Refusals: a malformed cursor, one from another log, `after` on a room without updates.
+    let other = format!("{}.1", "0".repeat(16));
+    for (room, after, code) in [
+        (format!("product:{product}"), "nope".to_owned(), "BAD_REQUEST"),
+        (format!("order:{order}"), other, "CURSOR_EXPIRED"),
+        ("lobby".to_owned(), stock_cursor.clone(), "BAD_REQUEST"),
+    ] {
+        let mut fresh = app.rooms_ws(&alice).await;
+        fresh.send(json!({ "type": "join_room", "payload": { "roomId": room, "after": after } })).await;
+        assert_eq!(fresh.expect_error().await, code, "{room}");
+        fresh.silent().await;
+    }
+}

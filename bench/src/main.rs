@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 
-use scenarios::{Connect, Env, Filter, Idle, Mutations, Phase};
+use scenarios::{Churn, Connect, Env, Filter, Idle, Mutations, Phase};
 use target::{Kind, SpawnSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -34,6 +34,9 @@ enum Scenario {
     Peer,
     /// setInventory mutations per second and their latency, against SQLite.
     Setinventory,
+    /// S connections × --per-connection unshared subscriptions, then all leave: RSS before, at
+    /// the peak and after (does the allocator give the memory back?).
+    Churn,
     /// Everything above in one run, then the targets of issue 5 as ratios.
     Suite,
     /// The same fanout over graphql-ws, then over GraphQL over SSE, and idle SSE subscribers.
@@ -115,6 +118,9 @@ struct Args {
     /// filter: subscribers on other orders.
     #[arg(long, default_value_t = 10_000)]
     others: usize,
+    /// churn: subscriptions per connection, each on its own product with its own alias.
+    #[arg(long, default_value_t = 100)]
+    per_connection: usize,
     /// setinventory: pipelined keep-alive connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -264,6 +270,10 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             let m =
                 scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?;
             table.mutations(single, &m);
+        }
+        Scenario::Churn => {
+            let churn = scenarios::churn(&env, single, s, args.per_connection).await?;
+            table.churn(single, &churn);
         }
         Scenario::Suite => clean &= suite(&env, sb, &args, &mut table).await?,
         Scenario::Sse => {
@@ -471,6 +481,31 @@ impl Table {
                     .map(|(n, r)| format!("{n}:{:.1}", *r as f64 / 1048576.0))
                     .collect::<Vec<_>>()
                     .join(" ")
+            ),
+        ]);
+    }
+
+    fn churn(&mut self, kind: Kind, c: &Churn) {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        self.rows.push([
+            "churn".into(),
+            kind.label().into(),
+            format!("{} conns × {} subs", c.connections, c.per_connection),
+            format!("{} B/sub", opt(c.bytes_per_subscription(), 0)),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            format!("{} failed", c.failed),
+            "-".into(),
+            format!(
+                "RSS before {:.1} MiB, peak {:.1}, after leave {:.1}, +10 s {:.1} ({:.0} % of the growth kept); {} subscriptions in {} groups",
+                mib(c.rss_before),
+                mib(c.rss_peak),
+                mib(c.rss_after),
+                mib(c.rss_after_settled),
+                100.0 * c.kept(),
+                c.subscriptions,
+                c.groups
             ),
         ]);
     }

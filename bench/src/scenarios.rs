@@ -756,7 +756,6 @@ pub async fn idle(env: &Env, kind: Kind, max: usize, step: usize) -> anyhow::Res
     let product = create_products(&server, &env.token, 1).await?.remove(0);
     let tally = Tally::new();
     let mut subs = Subscribers::new();
-    let mut publisher = Publisher::new(&server, &env.token, set_inventory(product.clone())).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut samples = vec![(0usize, sample_rss(pid).await)];
     let mut target = 0;
@@ -773,7 +772,9 @@ pub async fn idle(env: &Env, kind: Kind, max: usize, step: usize) -> anyhow::Res
             break;
         }
     }
-    // Prove the connections were live subscribers, not just open sockets.
+    // Prove the connections were live subscribers, not just open sockets. (The publisher connects
+    // only now: a connection that sends no request within the server's header timeout is closed.)
+    let mut publisher = Publisher::new(&server, &env.token, set_inventory(product.clone())).await?;
     publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(15)).await?;
     let points: Vec<(f64, f64)> = samples.iter().map(|&(n, rss)| (n as f64, rss as f64)).collect();
     let result = Idle {
@@ -1043,4 +1044,138 @@ pub async fn setinventory(
         server_cpu,
         wall,
     })
+}
+
+/// Result of `churn`.
+#[derive(Clone, Debug, Default)]
+pub struct Churn {
+    pub connections: usize,
+    pub per_connection: usize,
+    /// Subscriptions the server counted, and the groups running them (equal when none is shared).
+    pub subscriptions: u64,
+    pub groups: u64,
+    pub failed: usize,
+    pub rss_before: u64,
+    pub rss_peak: u64,
+    /// RSS once every subscription is gone, then `CHURN_SETTLE` later.
+    pub rss_after: u64,
+    pub rss_after_settled: u64,
+}
+
+impl Churn {
+    pub fn bytes_per_subscription(&self) -> Option<f64> {
+        (self.subscriptions > 0).then(|| (self.rss_peak as f64 - self.rss_before as f64) / self.subscriptions as f64)
+    }
+
+    /// The share of what the burst added that is still held once it has left.
+    pub fn kept(&self) -> f64 {
+        (self.rss_after_settled as f64 - self.rss_before as f64) / (self.rss_peak as f64 - self.rss_before as f64)
+    }
+}
+
+const CHURN_SETTLE: Duration = Duration::from_secs(10);
+
+/// `churn`: `connections` sockets each holding `per_connection` subscriptions that share nothing
+/// (each has its own alias, so its own execution group), then all of them leave. Server RSS
+/// before, at the peak, right after the last subscription is gone and 10 s later: does the
+/// memory go back to the OS?
+pub async fn churn(env: &Env, kind: Kind, connections: usize, per_connection: usize) -> anyhow::Result<Churn> {
+    let connections = connections.min(env.max_connections());
+    let server = env.start(kind)?;
+    let pid = server.pid.context("churn needs the server's pid (--pid) to read its RSS")?;
+    log(
+        env,
+        format!(
+            "churn on {} ({}): {connections} connections × {per_connection} subscriptions",
+            kind.label(),
+            server.addr
+        ),
+    );
+    let products = create_products(&server, &env.token, per_connection).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = sample_rss(pid).await;
+    let products = Rc::new(products);
+    let server_ref = &server;
+    let results: Vec<anyhow::Result<Ws>> = futures::stream::iter(0..connections)
+        .map(|c| {
+            let (products, server) = (products.clone(), server_ref);
+            async move {
+                let mut ws = client::graphql_ws(server.addr, &server.ws_url, &env.token).await?;
+                for (k, product) in products.iter().enumerate() {
+                    let query = format!("subscription {{ c{c}s{k}: inventoryChanged(productId: \"{product}\") {{ productId newQuantity }} }}");
+                    let message = json!({"id": k.to_string(), "type": "subscribe", "payload": {"query": query}});
+                    ws.feed(Message::Text(message.to_string().into())).await?;
+                }
+                ws.flush().await?;
+                Ok(ws)
+            }
+        })
+        .buffer_unordered(env.concurrency)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        log(env, format!("{failed} connections failed: {e:#}"));
+    }
+    let sockets: Vec<Ws> = results.into_iter().filter_map(Result::ok).collect();
+    let expected = (sockets.len() * per_connection) as u64;
+    let subscriptions =
+        wait_for_metric(&server, "switchboard_subscriptions", |n| n >= expected, Duration::from_secs(60)).await;
+    let groups = metric(&server, "switchboard_shared_subscriptions").await.unwrap_or(0);
+    settle(sockets.len()).await;
+    let rss_peak = sample_rss(pid).await;
+    log(
+        env,
+        format!(
+            "{subscriptions} subscriptions in {groups} groups: RSS {:.1} → {:.1} MiB",
+            mib(rss_before),
+            mib(rss_peak)
+        ),
+    );
+    drop(sockets);
+    wait_for_metric(&server, "switchboard_subscriptions", |n| n == 0, Duration::from_secs(60)).await;
+    let rss_after = sample_rss(pid).await;
+    tokio::time::sleep(CHURN_SETTLE).await;
+    let rss_after_settled = sample_rss(pid).await;
+    log(
+        env,
+        format!("all gone: RSS {:.1} MiB, {:.1} MiB {CHURN_SETTLE:?} later", mib(rss_after), mib(rss_after_settled)),
+    );
+    Ok(Churn {
+        connections,
+        per_connection,
+        subscriptions,
+        groups,
+        failed,
+        rss_before,
+        rss_peak,
+        rss_after,
+        rss_after_settled,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1048576.0
+}
+
+/// The sum of a metric's samples in `/metrics`.
+async fn metric(server: &Server, name: &str) -> Option<u64> {
+    let text = http_get(server, "/metrics").await.ok()?;
+    let values = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    Some(values.sum::<f64>() as u64)
+}
+
+/// Polls a metric until `done` holds or `wait` has passed; returns its last value.
+async fn wait_for_metric(server: &Server, name: &str, done: impl Fn(u64) -> bool, wait: Duration) -> u64 {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let value = metric(server, name).await.unwrap_or(0);
+        if done(value) || tokio::time::Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use async_graphql::{Response, ServerError};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use slab::Slab;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,17 +45,16 @@ use crate::slow_consumer::{Feed, Offer, SlowConsumer};
 pub struct Delivery {
     /// Which membership it is for (ids can be reused after `complete`; memberships cannot).
     pub membership: u64,
-    /// A serialised execution result (`{"data": ...}`) shared by every member, or `None` when
-    /// the source ended.
+    /// A serialised execution result shared by every member, or `None` when the source ended.
     pub payload: Option<Payload>,
 }
 
-/// A thin pointer (an `Arc<str>` would be two words).
+/// A thin pointer to one execution's result, shared by every member.
 pub type Payload = Arc<Serialized>;
 
 /// One execution result, serialised once for every member, with the log position of the event
-/// it came from (which the SSE transport sends as the event's `id:`, the event's cursor, even
-/// when the operation did not select `cursor`).
+/// it came from: where a resuming member's replay meets the group, and what the SSE transport
+/// sends as the event's `id:` (its cursor, even when the operation did not select `cursor`).
 #[derive(Debug)]
 pub struct Serialized {
     json: String,
@@ -75,6 +75,105 @@ pub struct Source {
     pub key: Key,
     pub subscription: Subscription,
     pub consumer: SlowConsumer,
+    /// The cursor the subscriber resumes from, if it does: it replays on its own (see
+    /// [`ReplayOnly`]) and takes the group's results from the seam on.
+    pub after: Option<String>,
+}
+
+/// In the request data of a resuming member's own run: the resolver replays from the log only
+/// (no live part) and records where the replay stopped, the seam, and whether the whole replay
+/// was read (a subscription can end within it: `orderUpdated` at its order's deletion).
+#[derive(Clone, Default, Debug)]
+pub struct ReplayOnly(Arc<Seam>);
+
+#[derive(Default, Debug)]
+struct Seam {
+    through: AtomicU64,
+    exhausted: std::sync::atomic::AtomicBool,
+}
+
+impl ReplayOnly {
+    pub fn set_through(&self, through: u64) {
+        self.0.through.store(through, Ordering::Relaxed);
+    }
+
+    /// The log head the replay read up to: group results at or below it are in the replay.
+    pub fn through(&self) -> u64 {
+        self.0.through.load(Ordering::Relaxed)
+    }
+
+    /// The replayed events, marking the seam exhausted when read to the end.
+    pub fn track<T: Send + 'static>(&self, events: Vec<T>) -> futures::stream::BoxStream<'static, T> {
+        let seam = self.0.clone();
+        futures::stream::iter(events.into_iter().map(Some).chain(std::iter::once(None)))
+            .filter_map(move |event| {
+                if event.is_none() {
+                    seam.exhausted.store(true, Ordering::Relaxed);
+                }
+                futures::future::ready(event)
+            })
+            .boxed()
+    }
+
+    /// Whether the subscription read its whole replay: if not, it ended inside it and the
+    /// member is complete, with nothing to take from the group.
+    pub fn exhausted(&self) -> bool {
+        self.0.exhausted.load(Ordering::Relaxed)
+    }
+}
+
+/// A resuming member while its replay runs: the group's results wait here, and when the replay
+/// has ended those past the seam go out, in order. Bounded like any queue: past `limit` the
+/// consumer is slow.
+#[derive(Debug)]
+pub struct Resume {
+    pub seam: ReplayOnly,
+    held: std::collections::VecDeque<Delivery>,
+    limit: usize,
+    /// Whether the replay produced a result yet (only a first result can be a refusal).
+    pub replayed: bool,
+}
+
+impl Resume {
+    pub fn new(seam: ReplayOnly, limit: usize) -> Self {
+        Self { seam, held: Default::default(), limit: limit.max(1), replayed: false }
+    }
+
+    /// Holds a group result until the replay is done; false when there is no more room.
+    pub fn hold(&mut self, delivery: Delivery) -> bool {
+        if self.held.len() >= self.limit {
+            return false;
+        }
+        self.held.push_back(delivery);
+        true
+    }
+
+    /// The replay has ended: what the group sent meanwhile that the replay did not cover.
+    pub fn finish(self) -> impl Iterator<Item = Delivery> {
+        let through = self.seam.through();
+        self.held.into_iter().filter(move |d| d.payload.as_ref().is_none_or(|p| p.position > through))
+    }
+}
+
+/// The name of the variable that feeds the root field's `after` argument, if one does: two
+/// subscribers that differ only in where they resume share a group's live results, so that
+/// variable is left out of the group key.
+pub fn after_variable(query: &str, operation_name: Option<&str>) -> Option<String> {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next()?,
+        _ => return None,
+    };
+    let [field] = operation.node.selection_set.node.items.as_slice() else { return None };
+    let Selection::Field(field) = &field.node else { return None };
+    let (_, value) = field.node.arguments.iter().find(|(name, _)| name.node == "after")?;
+    match &value.node {
+        async_graphql_value::Value::Variable(name) => Some(name.to_string()),
+        _ => None,
+    }
 }
 
 /// Set in the request data of a probe run; the subscription resolver fills it. Clones share it,
@@ -117,9 +216,34 @@ impl Handover {
 pub struct GroupKey {
     pub query: Arc<str>,
     pub operation_name: Option<Arc<str>>,
-    /// The variables as JSON text.
+    /// The variables as JSON text, without the one that feeds `after` (see [`after_variable`]).
     pub variables: Arc<str>,
     pub audience: Key,
+}
+
+impl GroupKey {
+    pub fn new(
+        query: &str,
+        operation_name: Option<&str>,
+        variables: Option<&serde_json::Value>,
+        audience: Key,
+    ) -> Self {
+        let variables = match (variables, after_variable(query, operation_name)) {
+            (Some(serde_json::Value::Object(vars)), Some(after)) => {
+                let mut vars = vars.clone();
+                vars.remove(&after);
+                serde_json::Value::Object(vars).to_string()
+            }
+            (Some(vars), _) => vars.to_string(),
+            (None, _) => "null".to_owned(),
+        };
+        Self {
+            query: query.into(),
+            operation_name: operation_name.map(Into::into),
+            variables: variables.into(),
+            audience,
+        }
+    }
 }
 
 struct Member {
@@ -195,10 +319,8 @@ impl Fanout {
         groups.insert(key.clone(), group.clone());
         drop(groups);
         metrics::gauge!("switchboard_shared_subscriptions").increment(1.0);
-        let position = EventPosition::default();
-        let request = request.data(Handover::new(source.subscription)).data(position.clone());
-        let run =
-            run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer, position);
+        let request = request.data(Handover::new(source.subscription));
+        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer);
         self.tracker.spawn(run);
         Membership { id, key, slot, group, fanout: self.clone(), _counted: counted }
     }
@@ -224,26 +346,36 @@ impl Fanout {
 
 /// What became of a subscription offered to a shared group.
 pub enum Shared {
-    Joined(Membership),
+    /// A member of the group; when resuming, its replay is to be run by the transport first
+    /// (the results, then `None`), holding the group's results in the [`Resume`] meanwhile.
+    Joined(Membership, Option<Replaying>),
     /// Refused at subscribe time (the viewer's checks, validation): these errors are the answer.
     Refused(Vec<ServerError>),
-    /// Not one source (or not a subscription after all): the transport runs it itself.
+    /// Not one source (or not a subscription after all, or a resume the transport cannot take):
+    /// the transport runs it itself.
     NotShareable,
+}
+
+/// A resuming member's own replay, and where the group's results wait until it is over.
+pub struct Replaying {
+    pub replay: BoxStream<'static, Option<Response>>,
+    pub resume: Box<Resume>,
 }
 
 /// What identifies an operation for sharing, apart from its audience.
 pub struct Operation<'a> {
     pub query: &'a str,
     pub operation_name: Option<&'a str>,
-    /// The variables as JSON text (`null` when there are none).
-    pub variables: &'a str,
+    pub variables: Option<&'a serde_json::Value>,
 }
 
 impl Fanout {
     /// Probes a subscription (the viewer's checks run, the broker source is found) and joins the
     /// shared group for its audience; every transport offers its subscriptions through this.
     /// `request` builds the operation's request as the transport would run it (viewer included);
-    /// it is called once for the probe and once for a new group's run.
+    /// it is called for the probe, for a new group's run and for a resuming member's replay. A
+    /// transport that cannot run a replay beside a membership passes `resumes: false`, and
+    /// resuming subscriptions are then not shared.
     pub async fn share(
         &self,
         schema: &AppSchema,
@@ -251,6 +383,7 @@ impl Fanout {
         operation: Operation<'_>,
         request: impl Fn() -> async_graphql::Request,
         deliveries: Feed<Delivery>,
+        resumes: bool,
     ) -> Shared {
         let probe = Probe::default();
         let first = schema.execute_stream(request().data(probe.clone())).next().await;
@@ -263,14 +396,24 @@ impl Fanout {
             };
         }
         let Some(source) = probe.take_single() else { return Shared::NotShareable };
-        let key = GroupKey {
-            query: operation.query.into(),
-            operation_name: operation.operation_name.map(Into::into),
-            variables: operation.variables.into(),
-            audience: source.key.clone(),
-        };
+        if source.after.is_some() && !resumes {
+            return Shared::NotShareable;
+        }
+        let key = GroupKey::new(operation.query, operation.operation_name, operation.variables, source.key.clone());
+        let after = source.after.clone();
         let counted = registry.subscription(source.field);
-        Shared::Joined(self.join(schema, key, request(), source, deliveries, counted))
+        let queue = deliveries.capacity();
+        let membership = self.join(schema, key, request(), source, deliveries, counted);
+        let replaying = after.map(|_| {
+            let seam = ReplayOnly::default();
+            let replay = schema
+                .execute_stream(request().data(seam.clone()))
+                .map(Some)
+                .chain(futures::stream::once(futures::future::ready(None)))
+                .boxed();
+            Replaying { replay, resume: Box::new(Resume::new(seam, queue)) }
+        });
+        Shared::Joined(membership, replaying)
     }
 }
 
@@ -299,9 +442,9 @@ async fn run_group(
     schema: AppSchema,
     request: async_graphql::Request,
     consumer: SlowConsumer,
-    position: EventPosition,
 ) {
-    let mut results = schema.execute_stream(request);
+    let positions = EventPosition::default();
+    let mut results = schema.execute_stream(request.data(positions.clone()));
     let end = loop {
         tokio::select! {
             _ = group.stop.cancelled() => break None,
@@ -312,7 +455,7 @@ async fn run_group(
                 Some(mut response) => {
                     add_codes(&mut response);
                     fanout.executions.fetch_add(1, Ordering::Relaxed);
-                    deliver(&group, &response, position.get());
+                    deliver(&group, &response, positions.get());
                 }
                 None => break Some(false),
             },

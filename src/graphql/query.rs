@@ -118,8 +118,8 @@ impl Query {
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         Ok(ServerStats {
             user_count: count(registry.user_count()),
-            total_connections: count(registry.connection_count()),
-            active_subscriptions: count(registry.subscription_count()),
+            total_connections: count(registry.cluster_connection_count()),
+            active_subscriptions: count(registry.cluster_subscription_count()),
             active_rooms: count(rooms.len()),
             room_stats: rooms.into_iter().map(|(room_id, n)| RoomStats { room_id, client_count: count(n) }).collect(),
         })

@@ -10,7 +10,7 @@ use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt, future};
 
 use super::error::ApiError;
-use super::fanout::{Handover, Probe, Source};
+use super::fanout::{Handover, Probe, ReplayOnly, Source};
 use super::{SubscriberSettings, commerce, require_user};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
 use crate::pubsub::{
@@ -63,10 +63,12 @@ fn recorded(ctx: &Context<'_>, events: BoxStream<'static, Arc<Event>>) -> BoxStr
 /// The events of `key`, for a viewer already found to be allowed them; with `after`, first every
 /// event since that cursor (see [`crate::event_log`]).
 ///
-/// Three cases (see [`super::fanout`]): a probe run deposits a fresh broker subscription in the
-/// probe and returns nothing; a shared group's run takes over the probe's subscription; any other
-/// run (a subscription that cannot be shared) subscribes for itself and counts itself. A resuming
-/// subscription is not shared: the probe leaves it alone, and it runs on its own connection.
+/// Four cases (see [`super::fanout`]): a probe run deposits a fresh broker subscription in the
+/// probe (with the cursor it resumes from, if any) and returns nothing; a shared group's run takes
+/// over the probe's subscription; a resuming member's own run ([`ReplayOnly`]) replays from the
+/// log and stops, recording where; any other run (a subscription that cannot be shared)
+/// subscribes for itself, counts itself, and replays first when resuming. Every run records the
+/// position of each event it yields in the request's [`EventPosition`], if it has one.
 async fn listen(
     ctx: &Context<'_>,
     field: &'static str,
@@ -77,12 +79,16 @@ async fn listen(
     let commerce = commerce(ctx);
     let broker = commerce.broker();
     if let Some(probe) = ctx.data_opt::<Probe>() {
-        if after.is_none() {
-            let consumer = SlowConsumer::new();
-            let subscription = broker.subscribe(key.clone(), queue, &consumer);
-            probe.found(Source { field, key, subscription, consumer });
-        }
+        let consumer = SlowConsumer::new();
+        let subscription = broker.subscribe(key.clone(), queue, &consumer);
+        probe.found(Source { field, key, subscription, consumer, after: after.map(str::to_owned) });
         return Ok(stream::empty().boxed());
+    }
+    if let Some(seam) = ctx.data_opt::<ReplayOnly>() {
+        let Some(after) = after else { return Ok(stream::empty().boxed()) };
+        let replay = commerce.log().replay(&key, after).await?;
+        seam.set_through(replay.through);
+        return Ok(recorded(ctx, seam.track(replay.events)));
     }
     if let Some(subscription) = ctx.data_opt::<Handover>().and_then(Handover::take) {
         return Ok(recorded(ctx, subscription.boxed()));
@@ -99,8 +105,8 @@ async fn listen(
     let Some(after) = after else { return Ok(recorded(ctx, live.boxed())) };
     let replay = commerce.log().replay(&key, after).await?;
     let through = replay.through;
-    let events = stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through)));
-    Ok(recorded(ctx, events.boxed()))
+    let resumed = stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through)));
+    Ok(recorded(ctx, resumed.boxed()))
 }
 
 #[SubscriptionObject]

@@ -93,8 +93,12 @@ impl Broker {
 
     /// Hands `event` to every subscriber of its keys. Never waits.
     pub fn publish(&self, event: Event) {
+        self.publish_shared(Arc::new(event));
+    }
+
+    /// [`Broker::publish`] for an event already shared (the cluster's sequencer hands these on).
+    pub fn publish_shared(&self, event: Arc<Event>) {
         let keys = event.keys();
-        let event = Arc::new(event);
         metrics::counter!("switchboard_events_published_total", "topic" => keys[0].kind()).increment(1);
         let topics = lock::read(&self.topics);
         for key in &keys {

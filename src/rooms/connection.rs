@@ -11,7 +11,10 @@
 use std::task::{Context, Poll};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::StreamExt;
+use std::sync::Arc;
+
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, future};
 use tokio::time::Instant;
 use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, debug_span};
@@ -22,6 +25,7 @@ use super::rate::RateLimiter;
 use super::registry::{JoinRefused, Membership};
 use crate::app::AppState;
 use crate::auth::User;
+use crate::event_log::ResumeError;
 use crate::model::{OrderEventKind, parse_id};
 use crate::pubsub::{Event, EventBody, Key, Subscription};
 use crate::registry::Permit;
@@ -38,8 +42,9 @@ pub struct RoomChannel {
     membership: Membership,
     /// Every connection hears its user's notifications.
     notifications: Subscription,
-    /// Broker subscriptions of the `order:<id>` / `product:<id>` rooms joined, by room id.
-    relays: StreamMap<String, Subscription>,
+    /// The events of the `order:<id>` / `product:<id>` rooms joined (a broker subscription,
+    /// after a replay from the log for a join with `after`), by room id.
+    relays: StreamMap<String, BoxStream<'static, Arc<Event>>>,
     limiter: RateLimiter,
     /// The connection's slow-consumer signal, for the relays joined later.
     consumer: SlowConsumer,
@@ -111,7 +116,7 @@ impl Handler for RoomChannel {
         };
         match message {
             ClientMessage::Ping(_) => self.reply(out, &ServerMessage::Pong {}),
-            ClientMessage::JoinRoom(room) => self.join(out, room.room_id).await,
+            ClientMessage::JoinRoom(room) => self.join(out, room.room_id, room.after).await,
             ClientMessage::LeaveRoom(room) => self.leave(out, &room.room_id),
             ClientMessage::TypingIndicator(typing) => self.typing(out, typing),
         }
@@ -169,15 +174,32 @@ impl RoomChannel {
         self.reply(out, &ServerMessage::Error { code, message });
     }
 
-    async fn join(&mut self, out: &mut Out<'_>, room_id: String) {
+    async fn join(&mut self, out: &mut Out<'_>, room_id: String, after: Option<String>) {
         if let Err(denied) = access::check(&self.user, &room_id, self.state.commerce.store()).await {
             return self.refuse_denied(out, denied);
         }
         // Subscribe to the entity's events before the join is announced, so that nothing
-        // published after `room_joined` can be missed.
+        // published after `room_joined` can be missed; with `after`, the log's events since that
+        // cursor come first (see `event_log`: live first, then the log, then live past its head).
         let relay = match entity_key(&room_id) {
             Some(key) if !self.relays.contains_key(&room_id) => {
-                Some(self.state.commerce.broker().subscribe(key, self.state.config.subscriber_queue, &self.consumer))
+                let commerce = &self.state.commerce;
+                let live = commerce.broker().subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
+                match after {
+                    None => Some(live.boxed()),
+                    Some(after) => match commerce.log().replay(&key, &after).await {
+                        Ok(replay) => {
+                            let through = replay.through;
+                            let live = live.filter(move |event| future::ready(event.position > through));
+                            Some(stream::iter(replay.events).chain(live).boxed())
+                        }
+                        Err(refused) => return self.refuse_resume(out, refused),
+                    },
+                }
+            }
+            None if after.is_some() => {
+                let message = "after resumes the updates of an order:<id> or product:<id> room; this room has none";
+                return self.refuse(out, "bad_request", ErrorCode::BadRequest, message);
             }
             _ => None,
         };
@@ -193,6 +215,17 @@ impl RoomChannel {
                     JoinRefused::RoomFull(_) => ("room_full", ErrorCode::Forbidden),
                 };
                 self.refuse(out, reason, code, &refused.to_string());
+            }
+        }
+    }
+
+    fn refuse_resume(&mut self, out: &mut Out<'_>, refused: ResumeError) {
+        match refused {
+            ResumeError::Malformed(message) => self.refuse(out, "bad_request", ErrorCode::BadRequest, &message),
+            ResumeError::Expired(message) => self.refuse(out, "cursor_expired", ErrorCode::CursorExpired, &message),
+            ResumeError::Store(e) => {
+                tracing::error!(error = %e, "reading the event log for a resume failed");
+                self.refuse(out, "internal", ErrorCode::InternalServerError, "internal server error");
             }
         }
     }

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use registry::{JoinRefused, Membership, NotInRoom, RoomSettings, Rooms};
+pub use registry::{JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, Rooms};
 
 use crate::app::AppState;
 use crate::auth::AuthError;

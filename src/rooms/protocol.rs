@@ -31,6 +31,10 @@ pub enum ClientMessage {
 #[serde(rename_all = "camelCase")]
 pub struct RoomRef {
     pub room_id: String,
+    /// `join_room` in an entity room: the `cursor` of the last update received, to get every
+    /// update since then first.
+    #[serde(default)]
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -59,7 +63,10 @@ pub enum ErrorCode {
     Forbidden,
     NotFound,
     RateLimited,
-    /// Not in the SPEC's list: the store failed. The details are logged, not sent.
+    /// A `join_room` cursor the event log can no longer serve completely: join again without
+    /// `after` and refetch.
+    CursorExpired,
+    /// The store failed. The details are logged, not sent.
     InternalServerError,
 }
 
@@ -121,7 +128,7 @@ mod tests {
     fn client_messages_parse() {
         assert_eq!(
             ClientMessage::parse(r#"{"type":"join_room","payload":{"roomId":"lobby"}}"#),
-            Ok(ClientMessage::JoinRoom(RoomRef { room_id: "lobby".into() }))
+            Ok(ClientMessage::JoinRoom(RoomRef { room_id: "lobby".into(), after: None }))
         );
         assert_eq!(
             ClientMessage::parse(

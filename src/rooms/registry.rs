@@ -16,10 +16,16 @@
 //! A connection is registered by [`Rooms::connect`] and unregistered when the returned
 //! [`Membership`] is dropped, however the connection ended: leaving every room is in `Drop`, so
 //! there are no ghosts.
+//!
+//! With several nodes, a member's connections are counted per node: this node's own, and what
+//! the other nodes reported ([`Rooms::apply_count`], fed by `crate::cluster::presence`). A person
+//! is a member while any node has a connection of theirs in the room; `user_joined_room` and
+//! `user_left_room` mark the cluster-wide first and last connection, wherever they were. Every
+//! change to this node's counts and typing is handed to the replicator ([`Rooms::replicate_to`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_graphql::ID;
@@ -77,6 +83,25 @@ pub enum JoinRefused {
 #[error("join room {0} first")]
 pub struct NotInRoom(pub String);
 
+/// A change to this node's part of the presence, for the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// This node now has `count` connections of `user` in `room` (0: none left).
+    Count { room: String, user: String, name: Option<String>, joined_at: Timestamp, count: usize },
+    /// A typist on this node started or stopped.
+    Typing { room: String, user: String, is_typing: bool, field: Option<String> },
+}
+
+/// One entry of this node's presence, as the other nodes keep it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalEntry {
+    pub room: String,
+    pub user: String,
+    pub name: Option<String>,
+    pub joined_at: Timestamp,
+    pub count: usize,
+}
+
 type ConnId = u64;
 
 /// The rooms of one server; clones share them.
@@ -90,6 +115,8 @@ struct Inner {
     settings: RoomSettings,
     state: Mutex<State>,
     next_id: AtomicU64,
+    /// Where changes to this node's counts and typing go, once a cluster is joined.
+    replica: OnceLock<mpsc::UnboundedSender<PresenceChange>>,
 }
 
 #[derive(Debug, Default)]
@@ -108,8 +135,9 @@ struct Conn {
 
 #[derive(Debug, Default)]
 struct Room {
+    /// This node's connections in the room.
     conns: HashSet<ConnId>,
-    /// User id → member: one per person, however many tabs.
+    /// User id → member: one per person, however many tabs on however many nodes.
     members: HashMap<String, Member>,
     /// Orders the member list by arrival.
     next_seq: u64,
@@ -118,19 +146,35 @@ struct Room {
 #[derive(Debug)]
 struct Member {
     name: Option<String>,
-    connections: usize,
+    /// Connections on this node.
+    local: usize,
+    /// Connections on other nodes, by node.
+    remote: HashMap<String, usize>,
     joined_at: Timestamp,
     seq: u64,
     typing: Option<Typing>,
 }
 
+impl Member {
+    fn connections(&self) -> usize {
+        self.local + self.remote.values().sum::<usize>()
+    }
+}
+
 /// A live typing indicator: who set it, and the timer that will clear it.
 #[derive(Debug)]
 struct Typing {
-    conn: ConnId,
+    /// The typist's connection on this node, or the node a remote typist is on.
+    by: Typist,
     field: Option<String>,
     generation: u64,
     timer: AbortHandle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Typist {
+    Local(ConnId),
+    Remote(String),
 }
 
 impl Drop for Typing {
@@ -144,9 +188,20 @@ impl Rooms {
         Self { inner: Arc::new(Inner { settings, ..Inner::default() }) }
     }
 
+    /// From now on, every change to this node's counts and typing is sent to `replica`.
+    pub fn replicate_to(&self, replica: mpsc::UnboundedSender<PresenceChange>) {
+        let _ = self.inner.replica.set(replica);
+    }
+
     /// The state, even after a panic elsewhere poisoned the lock (the policy of [`crate::lock`]).
     fn state(&self) -> MutexGuard<'_, State> {
         lock::lock(&self.inner.state)
+    }
+
+    fn replicate(&self, change: PresenceChange) {
+        if let Some(replica) = self.inner.replica.get() {
+            let _ = replica.send(change);
+        }
     }
 
     /// Registers a connection of `user_id`, whose outbox marks `consumer` slow when it overflows;
@@ -164,12 +219,91 @@ impl Rooms {
         self.state().rooms.get(room_id).map(Room::presence).unwrap_or_default()
     }
 
-    /// Every room with its connection count, sorted by id.
+    /// Every room with its connection count (on every node), sorted by id.
     pub fn stats(&self) -> Vec<(String, usize)> {
         let state = self.state();
-        let mut stats: Vec<_> = state.rooms.iter().map(|(id, r)| (id.clone(), r.conns.len())).collect();
+        let mut stats: Vec<_> =
+            state.rooms.iter().map(|(id, r)| (id.clone(), r.members.values().map(Member::connections).sum())).collect();
         stats.sort();
         stats
+    }
+
+    /// This node's part of the presence: what the other nodes should know.
+    pub fn local_entries(&self) -> Vec<LocalEntry> {
+        let state = self.state();
+        let mut entries = Vec::new();
+        for (room_id, room) in &state.rooms {
+            for (user, member) in &room.members {
+                if member.local > 0 {
+                    entries.push(LocalEntry {
+                        room: room_id.clone(),
+                        user: user.clone(),
+                        name: member.name.clone(),
+                        joined_at: member.joined_at,
+                        count: member.local,
+                    });
+                }
+            }
+        }
+        entries
+    }
+
+    /// Another node reports `count` connections of `user` in `room`.
+    pub fn apply_count(&self, node: &str, entry: LocalEntry) {
+        let mut state = self.state();
+        apply_remote_count(&mut state, node, &entry);
+    }
+
+    /// Makes another node's part exactly `entries` (what it stored in Redis): counts it no longer
+    /// has go to zero. Used when a node's messages may have been missed.
+    pub fn reconcile(&self, node: &str, entries: &[LocalEntry]) {
+        let mut state = self.state();
+        let known: Vec<(String, String)> = state
+            .rooms
+            .iter()
+            .flat_map(|(room_id, room)| {
+                room.members
+                    .iter()
+                    .filter(|(_, m)| m.remote.contains_key(node))
+                    .map(move |(user, _)| (room_id.clone(), user.clone()))
+            })
+            .collect();
+        for (room, user) in known {
+            if !entries.iter().any(|e| e.room == room && e.user == user) {
+                let gone = LocalEntry { room, user, name: None, joined_at: Timestamp::now(), count: 0 };
+                apply_remote_count(&mut state, node, &gone);
+            }
+        }
+        for entry in entries {
+            apply_remote_count(&mut state, node, entry);
+        }
+    }
+
+    /// Removes every connection another node had (it died or shut down).
+    pub fn forget_node(&self, node: &str) {
+        self.reconcile(node, &[]);
+    }
+
+    /// A typist on another node started or stopped. A started indicator also stops by itself
+    /// here after the typing timeout, so that a node that dies mid-sentence leaves no one typing.
+    pub fn apply_typing(&self, node: &str, room_id: &str, user_id: &str, is_typing: bool, field: Option<&str>) {
+        let mut state = self.state();
+        let State { rooms, conns } = &mut *state;
+        let Some(room) = rooms.get_mut(room_id) else { return };
+        let Some(member) = room.members.get_mut(user_id) else { return };
+        if !member.remote.contains_key(node) {
+            return; // not (or no longer) there according to that node's counts
+        }
+        if !is_typing && member.typing.as_ref().is_none_or(|t| t.by != Typist::Remote(node.to_owned())) {
+            return;
+        }
+        member.typing = is_typing.then(|| {
+            let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let timer = spawn_typing_timer(self, room_id, user_id, generation);
+            Typing { by: Typist::Remote(node.to_owned()), field: field.map(str::to_owned), generation, timer }
+        });
+        let message = ServerMessage::TypingIndicator { room_id, user_id, is_typing, field };
+        room.broadcast(conns, &message, None);
     }
 
     /// Called by a typing timer: clears the indicator unless it was set again since.
@@ -184,7 +318,81 @@ impl Rooms {
         let typing = member.typing.take().expect("checked");
         let message =
             ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
-        room.broadcast(conns, &message, Some(typing.conn));
+        match &typing.by {
+            Typist::Local(conn) => {
+                room.broadcast(conns, &message, Some(*conn));
+                drop(state);
+                self.replicate(PresenceChange::Typing {
+                    room: room_id.to_owned(),
+                    user: user_id.to_owned(),
+                    is_typing: false,
+                    field: typing.field.clone(),
+                });
+            }
+            Typist::Remote(_) => room.broadcast(conns, &message, None),
+        }
+    }
+}
+
+/// Sets another node's count for one member, announcing a cluster-wide first or last connection
+/// to this node's connections in the room.
+fn apply_remote_count(state: &mut State, node: &str, entry: &LocalEntry) {
+    let State { rooms, conns } = state;
+    let room_id = entry.room.as_str();
+    if entry.count == 0 && !rooms.contains_key(room_id) {
+        return;
+    }
+    let room = rooms.entry(entry.room.clone()).or_insert_with(|| {
+        metrics::gauge!("switchboard_rooms").increment(1.0);
+        Room::default()
+    });
+    let seq = room.next_seq;
+    let Room { conns: here, members, next_seq } = room;
+    let member = match members.get_mut(&entry.user) {
+        Some(member) => member,
+        None if entry.count == 0 => return,
+        None => {
+            *next_seq += 1;
+            metrics::gauge!("switchboard_presence_members").increment(1.0);
+            members.entry(entry.user.clone()).or_insert(Member {
+                name: entry.name.clone(),
+                local: 0,
+                remote: HashMap::new(),
+                joined_at: entry.joined_at,
+                seq,
+                typing: None,
+            })
+        }
+    };
+    let before = member.connections();
+    if entry.count == 0 {
+        member.remote.remove(node);
+    } else {
+        member.remote.insert(node.to_owned(), entry.count);
+        member.joined_at = member.joined_at.min(entry.joined_at);
+        if member.name.is_none() {
+            member.name.clone_from(&entry.name);
+        }
+    }
+    let user_id = entry.user.as_str();
+    if entry.count == 0 && member.typing.as_ref().is_some_and(|t| t.by == Typist::Remote(node.to_owned())) {
+        let typing = member.typing.take().expect("checked");
+        let message =
+            ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
+        broadcast(here, conns, &message, None);
+    }
+    let after = member.connections();
+    if before == 0 && after > 0 {
+        let message = ServerMessage::UserJoinedRoom { room_id, user_id, name: entry.name.as_deref() };
+        broadcast(here, conns, &message, None);
+    } else if before > 0 && after == 0 {
+        members.remove(user_id);
+        metrics::gauge!("switchboard_presence_members").decrement(1.0);
+        broadcast(here, conns, &ServerMessage::UserLeftRoom { room_id, user_id }, None);
+    }
+    if here.is_empty() && members.is_empty() {
+        rooms.remove(room_id);
+        metrics::gauge!("switchboard_rooms").decrement(1.0);
     }
 }
 
@@ -197,7 +405,7 @@ impl Room {
             .map(|(user_id, m)| PresenceUser {
                 user_id: ID(user_id.clone()),
                 name: m.name.clone(),
-                connections: i32::try_from(m.connections).unwrap_or(i32::MAX),
+                connections: i32::try_from(m.connections()).unwrap_or(i32::MAX),
                 joined_at: m.joined_at,
                 is_typing: m.typing.is_some(),
                 typing_field: m.typing.as_ref().and_then(|t| t.field.clone()),
@@ -207,13 +415,24 @@ impl Room {
 
     /// Queues `message` for every connection in the room but `except`.
     fn broadcast(&self, conns: &HashMap<ConnId, Conn>, message: &ServerMessage<'_>, except: Option<ConnId>) {
-        let text = message.to_text();
-        for id in &self.conns {
-            if Some(*id) != except
-                && let Some(conn) = conns.get(id)
-            {
-                enqueue(conn, text.clone());
-            }
+        broadcast(&self.conns, conns, message, except);
+    }
+}
+
+/// Queues `message` for every connection of `room` (a room's `conns`, borrowed apart from its
+/// members) but `except`.
+fn broadcast(
+    room: &HashSet<ConnId>,
+    conns: &HashMap<ConnId, Conn>,
+    message: &ServerMessage<'_>,
+    except: Option<ConnId>,
+) {
+    let text = message.to_text();
+    for id in room {
+        if Some(*id) != except
+            && let Some(conn) = conns.get(id)
+        {
+            enqueue(conn, text.clone());
         }
     }
 }
@@ -250,8 +469,8 @@ impl Membership {
     }
 
     /// Joins `room_id` (already authorised): queues `room_joined` with the member list for this
-    /// connection and, if this is the user's first connection there, `user_joined_room` for the
-    /// others. Joining again just repeats `room_joined`.
+    /// connection and, if this is the user's first connection there (on any node),
+    /// `user_joined_room` for the others. Joining again just repeats `room_joined`.
     pub fn join(&self, room_id: &str) -> Result<(), JoinRefused> {
         let settings = &self.rooms.inner.settings;
         let mut state = self.rooms.state();
@@ -279,9 +498,23 @@ impl Membership {
         let seq = room.next_seq;
         let member = room.members.entry(conn.user_id.clone()).or_insert_with(|| {
             metrics::gauge!("switchboard_presence_members").increment(1.0);
-            Member { name: conn.name.clone(), connections: 0, joined_at: Timestamp::now(), seq, typing: None }
+            Member {
+                name: conn.name.clone(),
+                local: 0,
+                remote: HashMap::new(),
+                joined_at: Timestamp::now(),
+                seq,
+                typing: None,
+            }
         });
-        member.connections += 1;
+        member.local += 1;
+        let change = PresenceChange::Count {
+            room: room_id.to_owned(),
+            user: conn.user_id.clone(),
+            name: member.name.clone(),
+            joined_at: member.joined_at,
+            count: member.local,
+        };
         if first {
             room.next_seq += 1;
         }
@@ -291,6 +524,8 @@ impl Membership {
             let message = ServerMessage::UserJoinedRoom { room_id, user_id: &conn.user_id, name: conn.name.as_deref() };
             room.broadcast(conns, &message, Some(self.id));
         }
+        drop(state);
+        self.rooms.replicate(change);
         Ok(())
     }
 
@@ -298,14 +533,17 @@ impl Membership {
     /// is idempotent).
     pub fn leave(&self, room_id: &str) {
         let mut state = self.rooms.state();
-        remove_from_room(&mut state, self.id, room_id);
+        let changes = remove_from_room(&mut state, self.id, room_id);
         if let Some(conn) = state.conns.get(&self.id) {
             enqueue(conn, ServerMessage::RoomLeft { room_id }.to_text());
         }
+        drop(state);
+        changes.into_iter().for_each(|c| self.rooms.replicate(c));
     }
 
     /// Sets or clears this user's typing indicator in `room_id` and relays it to the room's other
-    /// connections. A `true` is cleared by the server after the typing timeout unless renewed.
+    /// connections (on every node). A `true` is cleared by the server after the typing timeout
+    /// unless renewed.
     pub fn typing(&self, room_id: &str, is_typing: bool, field: Option<&str>) -> Result<(), NotInRoom> {
         let mut state = self.rooms.state();
         let State { rooms, conns } = &mut *state;
@@ -319,10 +557,18 @@ impl Membership {
         member.typing = is_typing.then(|| {
             let generation = self.rooms.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let timer = spawn_typing_timer(&self.rooms, room_id, &conn.user_id, generation);
-            Typing { conn: self.id, field: field.map(str::to_owned), generation, timer }
+            Typing { by: Typist::Local(self.id), field: field.map(str::to_owned), generation, timer }
         });
         let message = ServerMessage::TypingIndicator { room_id, user_id: &conn.user_id, is_typing, field };
         room.broadcast(conns, &message, Some(self.id));
+        let change = PresenceChange::Typing {
+            room: room_id.to_owned(),
+            user: conn.user_id.clone(),
+            is_typing,
+            field: field.map(str::to_owned),
+        };
+        drop(state);
+        self.rooms.replicate(change);
         Ok(())
     }
 }
@@ -332,44 +578,68 @@ impl Drop for Membership {
         let mut state = self.rooms.state();
         let joined: Vec<String> =
             state.conns.get(&self.id).map(|c| c.rooms.iter().cloned().collect()).unwrap_or_default();
+        let mut changes = Vec::new();
         for room_id in joined {
-            remove_from_room(&mut state, self.id, &room_id);
+            changes.extend(remove_from_room(&mut state, self.id, &room_id));
         }
         state.conns.remove(&self.id);
+        drop(state);
+        changes.into_iter().for_each(|c| self.rooms.replicate(c));
     }
 }
 
 /// Takes connection `id` out of `room_id`: its typing indicator stops, the user's member entry
-/// goes with their last connection (announced by `user_left_room`), the room with its last one.
-fn remove_from_room(state: &mut State, id: ConnId, room_id: &str) {
+/// goes with their last connection on any node (announced by `user_left_room`), the room with its
+/// last member. Returns what the other nodes must hear.
+fn remove_from_room(state: &mut State, id: ConnId, room_id: &str) -> Vec<PresenceChange> {
     let State { rooms, conns } = state;
-    let Some(conn) = conns.get_mut(&id) else { return };
+    let mut changes = Vec::new();
+    let Some(conn) = conns.get_mut(&id) else { return changes };
     if !conn.rooms.remove(room_id) {
-        return;
+        return changes;
     }
-    let Some(room) = rooms.get_mut(room_id) else { return };
+    let Some(room) = rooms.get_mut(room_id) else { return changes };
     room.conns.remove(&id);
     let user_id = conn.user_id.clone();
     let user_id = user_id.as_str();
-    if let Some(member) = room.members.get_mut(user_id) {
-        member.connections -= 1;
-        let last = member.connections == 0;
-        if member.typing.as_ref().is_some_and(|t| t.conn == id || last) {
+    let Room { conns: here, members, .. } = room;
+    if let Some(member) = members.get_mut(user_id) {
+        member.local -= 1;
+        let last_here = member.local == 0;
+        if member
+            .typing
+            .as_ref()
+            .is_some_and(|t| t.by == Typist::Local(id) || (last_here && matches!(t.by, Typist::Local(_))))
+        {
             let typing = member.typing.take().expect("checked");
             let message =
                 ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
-            room.broadcast(conns, &message, None);
+            broadcast(here, conns, &message, None);
+            changes.push(PresenceChange::Typing {
+                room: room_id.to_owned(),
+                user: user_id.to_owned(),
+                is_typing: false,
+                field: typing.field.clone(),
+            });
         }
-        if last {
-            room.members.remove(user_id);
+        changes.push(PresenceChange::Count {
+            room: room_id.to_owned(),
+            user: user_id.to_owned(),
+            name: member.name.clone(),
+            joined_at: member.joined_at,
+            count: member.local,
+        });
+        if member.connections() == 0 {
+            members.remove(user_id);
             metrics::gauge!("switchboard_presence_members").decrement(1.0);
-            room.broadcast(conns, &ServerMessage::UserLeftRoom { room_id, user_id }, None);
+            broadcast(here, conns, &ServerMessage::UserLeftRoom { room_id, user_id }, None);
         }
     }
-    if room.conns.is_empty() {
+    if here.is_empty() && members.is_empty() {
         rooms.remove(room_id);
         metrics::gauge!("switchboard_rooms").decrement(1.0);
     }
+    changes
 }
 
 /// Clears an indicator after the typing timeout. The task holds the rooms weakly: a server that

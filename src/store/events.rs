@@ -35,6 +35,8 @@ pub enum Selection<'a> {
     Kind(&'a str),
     /// The events of one kind addressed to one audience (a customer's orders).
     Audience(&'a str, &'a str),
+    /// Every event.
+    All,
 }
 
 /// Creates the state row with `epoch` if the log has none yet, then returns the state.
@@ -109,6 +111,7 @@ fn selection_clause(selection: &Selection<'_>) -> &'static str {
         Selection::Topic(_) => "topic = $3",
         Selection::Kind(_) => "kind = $3",
         Selection::Audience(_, _) => "kind = $3 AND audience = $4",
+        Selection::All => "TRUE",
     }
 }
 
@@ -120,6 +123,7 @@ fn bind_selection<'q>(
         Selection::Topic(topic) => query.bind(topic),
         Selection::Kind(kind) => query.bind(kind),
         Selection::Audience(kind, audience) => query.bind(kind).bind(audience),
+        Selection::All => query,
     }
 }
 

@@ -136,16 +136,19 @@ impl Operations {
         // A resuming subscription is never shared (the probe would find no source), so it is not
         // probed either.
         if operation.kind == OperationKind::Subscription && operation.resume.is_none() {
-            let variables = operation.variables.to_string();
             let key = fanout::Operation {
                 query: &operation.query,
                 operation_name: operation.operation_name.as_deref(),
-                variables: &variables,
+                variables: Some(&operation.variables),
             };
             let state = &self.state;
             let deliveries = self.deliveries_tx.clone();
-            match state.fanout.share(&state.schema, &state.registry, key, || operation.request(), deliveries).await {
-                Shared::Joined(membership) => {
+            // No replay beside a membership here yet: a subscription resuming with `after` runs
+            // on this stream (`resumes: false`).
+            let shared =
+                state.fanout.share(&state.schema, &state.registry, key, || operation.request(), deliveries, false);
+            match shared.await {
+                Shared::Joined(membership, _) => {
                     self.shared.push((id, membership));
                     return;
                 }

@@ -7,6 +7,7 @@
 //! queue; anything else runs here, as a stream polled by the connection. Both queues mark the
 //! connection slow when they overflow, and it is then closed with 1013, never skipped past.
 
+use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use async_graphql::{Response, ServerError, Variables};
@@ -22,7 +23,7 @@ use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::app::AppState;
 use crate::auth::{self, User};
 use crate::graphql::error::{add_codes, code, failed_before_execution};
-use crate::graphql::fanout::{self, Delivery, Membership};
+use crate::graphql::fanout::{self, Delivery, Membership, Resume};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::Permit;
 use crate::slow_consumer::{self, Feed, SlowConsumer};
@@ -50,6 +51,9 @@ enum Operation {
         membership: Membership,
         /// The id, JSON-encoded once, for splicing into `next` frames.
         id_json: String,
+        /// While a resuming member replays on its own (its replay is in `streams` under its id),
+        /// the group's results wait here.
+        resume: Option<Box<Resume>>,
     },
 }
 
@@ -73,6 +77,8 @@ pub struct GraphqlWs {
     /// What the shared groups this connection belongs to send it, and the feed they use.
     deliveries: mpsc::Receiver<Delivery>,
     deliveries_tx: Feed<Delivery>,
+    /// Group results released when a resuming member's replay ended, to send before new ones.
+    released: VecDeque<Delivery>,
 }
 
 /// A connection's operations by id. A vector, not a map: a connection runs a handful at most
@@ -103,10 +109,13 @@ impl Operations {
         Some(self.0.swap_remove(at).1)
     }
 
-    /// The id and JSON-encoded id of the shared operation with this membership.
-    fn shared(&self, membership: u64) -> Option<(&str, &str)> {
-        self.0.iter().find_map(|(id, op)| match op {
-            Operation::Shared { membership: m, id_json } if m.id == membership => Some((id.as_str(), id_json.as_str())),
+    /// The id, the JSON-encoded id and the resume state of the shared operation with this
+    /// membership.
+    fn shared(&mut self, membership: u64) -> Option<(&str, &str, &mut Option<Box<Resume>>)> {
+        self.0.iter_mut().find_map(|(id, op)| match op {
+            Operation::Shared { membership: m, id_json, resume } if m.id == membership => {
+                Some((id.as_str(), id_json.as_str(), resume))
+            }
             _ => None,
         })
     }
@@ -152,6 +161,7 @@ pub fn start(
         consumer,
         streams: StreamMap::new(),
         operations: Operations::default(),
+        released: VecDeque::new(),
     };
     futures::future::Either::Right(connection.run(handler).instrument(span))
 }
@@ -167,7 +177,13 @@ impl Handler for GraphqlWs {
     }
 
     fn poll_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<Message> {
-        // Shared deliveries first: they are the bulk of the traffic, and the cheapest.
+        // Results held during a replay first: they come before anything newer.
+        while let Some(delivery) = self.released.pop_front() {
+            if let Some(frame) = self.frame_for(delivery) {
+                return Poll::Ready(Message::Text(frame.into()));
+            }
+        }
+        // Shared deliveries next: they are the bulk of the traffic, and the cheapest.
         while let Poll::Ready(Some(delivery)) = self.deliveries.poll_recv(cx) {
             if let Some(frame) = self.frame_for(delivery) {
                 return Poll::Ready(Message::Text(frame.into()));
@@ -349,25 +365,33 @@ impl GraphqlWs {
         request(&self.viewer, payload)
     }
 
-    /// Offers the subscription to a shared group (see `Fanout::share`).
+    /// Offers the subscription to a shared group (see `Fanout::share`). A resuming member replays
+    /// on its own, then takes the group's results from the seam on.
     async fn try_share(&mut self, id: &str, payload: &SubscribePayload) -> Shared {
-        let variables = payload.variables.as_ref().map_or_else(|| "null".to_owned(), |v| v.to_string());
         let operation = fanout::Operation {
             query: &payload.query,
             operation_name: payload.operation_name.as_deref(),
-            variables: &variables,
+            variables: payload.variables.as_ref(),
         };
         let state = &self.state;
         let deliveries = self.deliveries_tx.clone();
         let viewer = &self.viewer;
-        match state
-            .fanout
-            .share(&state.schema, &state.registry, operation, || request(viewer, payload), deliveries)
-            .await
-        {
-            fanout::Shared::Joined(membership) => {
+        let shared = state.fanout.share(
+            &state.schema,
+            &state.registry,
+            operation,
+            || request(viewer, payload),
+            deliveries,
+            true,
+        );
+        match shared.await {
+            fanout::Shared::Joined(membership, replaying) => {
                 let id_json = serde_json::to_string(id).expect("strings serialise");
-                self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json });
+                let resume = replaying.map(|replaying| {
+                    self.streams.insert(id.to_owned(), replaying.replay);
+                    replaying.resume
+                });
+                self.operations.insert(id.to_owned(), Operation::Shared { membership, id_json, resume });
                 Shared::Joined
             }
             fanout::Shared::Refused(errors) => Shared::Refused(errors),
@@ -381,9 +405,15 @@ impl GraphqlWs {
         self.operations.remove(id);
     }
 
-    /// The frame a delivery becomes, if its operation is still ours.
+    /// The frame a delivery becomes, if its operation is still ours and not replaying.
     fn frame_for(&mut self, delivery: Delivery) -> Option<String> {
-        let (id, id_json) = self.operations.shared(delivery.membership)?;
+        let (id, id_json, resume) = self.operations.shared(delivery.membership)?;
+        if let Some(resume) = resume {
+            if !resume.hold(delivery) {
+                self.consumer.mark_slow(); // the replay is too long for what arrives meanwhile
+            }
+            return None;
+        }
         match delivery.payload {
             Some(payload) => {
                 let kind = if self.dialect == Dialect::Legacy { "data" } else { "next" };
@@ -402,23 +432,40 @@ impl GraphqlWs {
         }
     }
 
-    /// The frame a local operation's result becomes, if any.
+    /// The frame a local operation's result (or a resuming member's replay) becomes, if any.
     fn on_result(&mut self, id: String, item: Option<Response>) -> Option<String> {
         let Some(mut response) = item else {
+            if let Some(Operation::Shared { resume, .. }) = self.operations.get_mut(&id) {
+                // The replay is over: release what the group sent meanwhile, past the seam; or,
+                // if the subscription ended inside the replay, end it.
+                let resume = resume.take()?;
+                if resume.seam.exhausted() {
+                    self.released.extend(resume.finish());
+                    return None;
+                }
+                self.operations.remove(&id);
+                return Some(ServerMessage::Complete { id: &id }.to_json(self.dialect));
+            }
             // The source ended: `complete`, unless the client already completed it.
             self.operations.remove(&id)?;
             return Some(ServerMessage::Complete { id: &id }.to_json(self.dialect));
         };
-        let Some(Operation::Local { subscription, started }) = self.operations.get_mut(&id) else { return None };
         add_codes(&mut response);
-        let subscription = *subscription;
-        if !*started && failed_before_execution(&response, subscription) {
+        let (subscription, first) = match self.operations.get_mut(&id)? {
+            Operation::Local { subscription, started } => (*subscription, !std::mem::replace(started, true)),
+            Operation::Shared { resume: Some(resume), .. } => {
+                let first = !resume.replayed;
+                resume.replayed = true;
+                (true, first)
+            }
+            Operation::Shared { .. } => return None,
+        };
+        if first && failed_before_execution(&response, subscription) {
             // An `error` ends the operation; no `complete` follows it.
             self.operations.remove(&id);
             self.streams.remove(&id);
             return Some(ServerMessage::Error { id: &id, errors: &response.errors }.to_json(self.dialect));
         }
-        *started = true;
         if subscription {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
         }

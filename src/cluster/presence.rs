@@ -1,0 +1,366 @@
+//! Presence for the whole cluster: room members, typing and who is online, replicated through
+//! Redis so that every node's `/ws` channel and `roomPresence` / `isUserOnline` / `stats` agree.
+//!
+//! Each node owns its part and keeps it in Redis, under the store's log epoch:
+//! - `switchboard:<epoch>:presence:<node>`, a hash: one field per (room, user) with the node's
+//!   connection count, and one per user online on the node;
+//! - `switchboard:<epoch>:node:<node>`, its heartbeat, with its connection and subscription totals,
+//!   rewritten every [`HEARTBEAT`] with a time to live of [`NODE_TTL`];
+//! - `switchboard:<epoch>:nodes`, the set of node names.
+//!
+//! Every change is also published on `switchboard:<epoch>:presence`, which the other nodes apply at
+//! once ([`crate::rooms::Rooms::apply_count`], [`crate::registry::Registry::apply_online`]).
+//! Pub/sub may lose a message, so each node also re-reads every other node's hash every
+//! [`RESYNC`] (and whenever its subscription comes back) and reconciles: the hash is the truth.
+//!
+//! A node that dies stops renewing its heartbeat: within [`NODE_TTL`] plus one heartbeat the
+//! others notice, drop its members (sending `user_left_room` where it held a user's last
+//! connection) and clear its keys. A node that shuts down says so first (a `gone` message), so
+//! that its members leave everywhere at once. A typing indicator from another node also stops by
+//! itself on every node after the typing timeout, so a node dying mid-sentence leaves no one typing.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::Timestamp;
+use crate::registry::{OnlineChange, Registry};
+use crate::rooms::{LocalEntry, PresenceChange, Rooms};
+
+/// How often a node renews its heartbeat and looks for dead nodes.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a heartbeat lives: a node silent this long is dead.
+pub const NODE_TTL: Duration = Duration::from_secs(5);
+/// How often every other node's stored presence is re-read.
+pub const RESYNC: Duration = Duration::from_secs(5);
+
+/// What travels on the presence channel.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub(super) enum Message {
+    Count { node: String, room: String, user: String, name: Option<String>, joined_at: Timestamp, count: usize },
+    Typing { node: String, room: String, user: String, is_typing: bool, field: Option<String> },
+    Online { node: String, user: String, online: bool },
+    Gone { node: String },
+}
+
+/// What reaches the presence task from the subscription.
+#[derive(Debug)]
+pub(super) enum Heard {
+    Message(Message),
+    /// The subscription was (re)made: messages may have been missed.
+    Resubscribed,
+}
+
+/// The stored value of a (room, user) field.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    name: Option<String>,
+    joined_at: Timestamp,
+    count: usize,
+}
+
+/// A node's heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+struct Beat {
+    connections: usize,
+    subscriptions: usize,
+}
+
+const SEP: char = '\u{1f}';
+
+fn room_field(room: &str, user: &str) -> String {
+    format!("r{SEP}{room}{SEP}{user}")
+}
+
+fn user_field(user: &str) -> String {
+    format!("u{SEP}{user}")
+}
+
+pub(super) struct Keys {
+    pub channel: String,
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(epoch: &str) -> Self {
+        Self { channel: format!("switchboard:{epoch}:presence"), prefix: format!("switchboard:{epoch}") }
+    }
+
+    fn hash(&self, node: &str) -> String {
+        format!("{}:presence:{node}", self.prefix)
+    }
+
+    fn beat(&self, node: &str) -> String {
+        format!("{}:node:{node}", self.prefix)
+    }
+
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+}
+
+/// Keeps this node's presence in Redis and the other nodes' in `rooms` and `registry`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    mut redis: ConnectionManager,
+    keys: Keys,
+    node: String,
+    rooms: Rooms,
+    registry: Registry,
+    mut heard: mpsc::UnboundedReceiver<Heard>,
+    shutdown: CancellationToken,
+) {
+    let (room_tx, mut room_changes) = mpsc::unbounded_channel();
+    let (online_tx, mut online_changes) = mpsc::unbounded_channel();
+    rooms.replicate_to(room_tx);
+    registry.replicate_to(online_tx);
+    let mut replica = Replica { keys, node, rooms, registry, known: HashSet::new(), dirty: true };
+    // A previous life of this node (same NODE_ID) left its members behind: take them back.
+    replica.goodbye(&mut redis).await;
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), replica.goodbye(&mut redis)).await;
+                return;
+            }
+            Some(change) = room_changes.recv() => replica.local_room_change(&mut redis, change).await,
+            Some(change) = online_changes.recv() => replica.local_online_change(&mut redis, change).await,
+            Some(heard) = heard.recv() => match heard {
+                Heard::Message(message) => replica.apply(message),
+                Heard::Resubscribed => replica.resync(&mut redis).await,
+            },
+            _ = heartbeat.tick() => {
+                beats += 1;
+                replica.beat(&mut redis).await;
+                if beats.is_multiple_of((RESYNC.as_secs() / HEARTBEAT.as_secs()).max(1)) {
+                    replica.resync(&mut redis).await;
+                }
+            }
+        }
+    }
+}
+
+struct Replica {
+    keys: Keys,
+    node: String,
+    rooms: Rooms,
+    registry: Registry,
+    /// The other nodes this one has seen alive.
+    known: HashSet<String>,
+    /// This node's stored presence may be out of date (a write failed): rewrite it whole.
+    dirty: bool,
+}
+
+impl Replica {
+    async fn local_room_change(&mut self, redis: &mut ConnectionManager, change: PresenceChange) {
+        let (field, value, message) = match change {
+            PresenceChange::Count { room, user, name, joined_at, count } => {
+                let field = room_field(&room, &user);
+                let value = (count > 0).then(|| {
+                    serde_json::to_string(&Stored { name: name.clone(), joined_at, count }).expect("serialises")
+                });
+                (Some(field), value, Message::Count { node: self.node.clone(), room, user, name, joined_at, count })
+            }
+            PresenceChange::Typing { room, user, is_typing, field } => {
+                (None, None, Message::Typing { node: self.node.clone(), room, user, is_typing, field })
+            }
+        };
+        self.write(redis, field, value, message).await;
+    }
+
+    async fn local_online_change(&mut self, redis: &mut ConnectionManager, change: OnlineChange) {
+        let field = user_field(&change.user);
+        let value = change.online.then(|| "1".to_owned());
+        let message = Message::Online { node: self.node.clone(), user: change.user, online: change.online };
+        self.write(redis, Some(field), value, message).await;
+    }
+
+    /// Stores one field of this node's hash (or removes it) and publishes the change, in one
+    /// round trip. When Redis is away the stored state goes stale: it is rewritten whole later.
+    async fn write(
+        &mut self,
+        redis: &mut ConnectionManager,
+        field: Option<String>,
+        value: Option<String>,
+        message: Message,
+    ) {
+        let mut pipe = redis::pipe();
+        let hash = self.keys.hash(&self.node);
+        match (&field, &value) {
+            (Some(field), Some(value)) => {
+                pipe.hset(&hash, field, value).ignore();
+            }
+            (Some(field), None) => {
+                pipe.hdel(&hash, field).ignore();
+            }
+            _ => {}
+        }
+        pipe.publish(&self.keys.channel, serde_json::to_string(&message).expect("serialises")).ignore();
+        if pipe.query_async::<()>(redis).await.is_err() {
+            self.dirty = true;
+        }
+    }
+
+    /// Renews this node's heartbeat, rewrites its stored presence if it may be stale, and drops
+    /// the nodes whose heartbeat is gone.
+    async fn beat(&mut self, redis: &mut ConnectionManager) {
+        let beat =
+            Beat { connections: self.registry.connection_count(), subscriptions: self.registry.subscription_count() };
+        let mut pipe = redis::pipe();
+        pipe.pset_ex(
+            self.keys.beat(&self.node),
+            serde_json::to_string(&beat).expect("serialises"),
+            NODE_TTL.as_millis() as u64,
+        )
+        .ignore()
+        .sadd(self.keys.nodes(), &self.node)
+        .ignore();
+        if pipe.query_async::<()>(redis).await.is_err() {
+            self.dirty = true;
+            return; // Redis is away: nothing to learn about the others either
+        }
+        if self.dirty && self.rewrite(redis).await.is_ok() {
+            self.dirty = false;
+        }
+        let Ok(nodes) = redis.smembers::<_, Vec<String>>(self.keys.nodes()).await else { return };
+        let others: Vec<String> = nodes.into_iter().filter(|n| *n != self.node).collect();
+        // A node another one already found dead (and removed from the set) is dead here too.
+        let vanished: Vec<String> = self.known.iter().filter(|n| !others.contains(n)).cloned().collect();
+        for node in vanished {
+            tracing::warn!(node = %node, "cluster: node gone; removing its members");
+            self.forget(&node);
+        }
+        if others.is_empty() {
+            return;
+        }
+        let beat_keys: Vec<String> = others.iter().map(|n| self.keys.beat(n)).collect();
+        let Ok(beats) = redis.mget::<_, Vec<Option<String>>>(&beat_keys).await else { return };
+        for (other, beat) in others.iter().zip(beats) {
+            match beat.and_then(|b| serde_json::from_str::<Beat>(&b).ok()) {
+                Some(beat) => {
+                    self.known.insert(other.clone());
+                    self.registry.apply_totals(other, beat.connections, beat.subscriptions);
+                }
+                None => {
+                    tracing::warn!(node = %other, "cluster: node gone silent; removing its members");
+                    self.forget(other);
+                    let _: Result<(), _> = redis::pipe()
+                        .del(self.keys.hash(other))
+                        .ignore()
+                        .srem(self.keys.nodes(), other)
+                        .ignore()
+                        .query_async(redis)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// This node's whole stored presence, rewritten from what it holds now.
+    async fn rewrite(&self, redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+        let hash = self.keys.hash(&self.node);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&hash).ignore();
+        for entry in self.rooms.local_entries() {
+            let stored = Stored { name: entry.name, joined_at: entry.joined_at, count: entry.count };
+            pipe.hset(&hash, room_field(&entry.room, &entry.user), serde_json::to_string(&stored).expect("serialises"))
+                .ignore();
+        }
+        for user in self.registry.local_online_users() {
+            pipe.hset(&hash, user_field(&user), "1").ignore();
+        }
+        pipe.query_async(redis).await
+    }
+
+    /// Re-reads every other live node's stored presence and makes the local copy match it.
+    async fn resync(&mut self, redis: &mut ConnectionManager) {
+        let Ok(nodes) = redis.smembers::<_, Vec<String>>(self.keys.nodes()).await else { return };
+        for other in nodes.into_iter().filter(|n| *n != self.node) {
+            let alive: bool = redis.exists(self.keys.beat(&other)).await.unwrap_or(true);
+            if !alive {
+                continue; // the heartbeat check removes it
+            }
+            let Ok(stored) = redis.hgetall::<_, HashMap<String, String>>(self.keys.hash(&other)).await else { return };
+            let mut entries = Vec::new();
+            let mut online = HashSet::new();
+            for (field, value) in stored {
+                let mut parts = field.split(SEP);
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some("r"), Some(room), Some(user)) => {
+                        if let Ok(s) = serde_json::from_str::<Stored>(&value) {
+                            entries.push(LocalEntry {
+                                room: room.to_owned(),
+                                user: user.to_owned(),
+                                name: s.name,
+                                joined_at: s.joined_at,
+                                count: s.count,
+                            });
+                        }
+                    }
+                    (Some("u"), Some(user), None) => {
+                        online.insert(user.to_owned());
+                    }
+                    _ => {}
+                }
+            }
+            self.known.insert(other.clone());
+            self.rooms.reconcile(&other, &entries);
+            self.registry.reconcile_online(&other, online);
+        }
+    }
+
+    fn apply(&mut self, message: Message) {
+        match message {
+            Message::Count { node, .. } | Message::Typing { node, .. } | Message::Online { node, .. }
+                if node == self.node => {}
+            Message::Count { node, room, user, name, joined_at, count } => {
+                self.known.insert(node.clone());
+                self.rooms.apply_count(&node, LocalEntry { room, user, name, joined_at, count });
+            }
+            Message::Typing { node, room, user, is_typing, field } => {
+                self.rooms.apply_typing(&node, &room, &user, is_typing, field.as_deref());
+            }
+            Message::Online { node, user, online } => {
+                self.known.insert(node.clone());
+                self.registry.apply_online(&node, &user, online);
+            }
+            Message::Gone { node } if node == self.node => {}
+            Message::Gone { node } => {
+                tracing::info!(node = %node, "cluster: node left");
+                self.forget(&node);
+            }
+        }
+    }
+
+    fn forget(&mut self, node: &str) {
+        self.known.remove(node);
+        self.rooms.forget_node(node);
+        self.registry.forget_node(node);
+    }
+
+    /// Removes this node's stored presence and tells the others at once.
+    async fn goodbye(&mut self, redis: &mut ConnectionManager) {
+        let gone = serde_json::to_string(&Message::Gone { node: self.node.clone() }).expect("serialises");
+        let result: redis::RedisResult<()> = redis::pipe()
+            .del(self.keys.hash(&self.node))
+            .ignore()
+            .del(self.keys.beat(&self.node))
+            .ignore()
+            .srem(self.keys.nodes(), &self.node)
+            .ignore()
+            .publish(&self.keys.channel, gone)
+            .ignore()
+            .query_async(redis)
+            .await;
+        self.dirty = result.is_err() || !self.rooms.local_entries().is_empty();
+    }
+}
