@@ -14,10 +14,12 @@
 //! slow socket stall everyone. Closing is the only honest choice.
 //!
 //! `switchboard_deliveries_lagged_total` counts slow consumers: one per owner, on the delivery
-//! that first found a queue full, however many queues and producers it has.
+//! that first found a queue full, however many queues and producers it has;
+//! `switchboard_deliveries_dropped_total` counts the items refused (the one that found the queue
+//! full and every later one until the owner ended): what the slow consumers will resume past.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::task::AtomicWaker;
@@ -25,6 +27,31 @@ use tokio::sync::mpsc;
 
 /// The metric every slow consumer is counted under, once.
 pub const METRIC: &str = "switchboard_deliveries_lagged_total";
+/// The metric every refused item is counted under.
+pub const DROPPED_METRIC: &str = "switchboard_deliveries_dropped_total";
+
+/// The same two counts for the operator console, which reads numbers rather than rendering the
+/// Prometheus text. Per process, like the metrics: a consumer has no pointer to the server that
+/// owns it (one more per connection for a number the console reads twice a second), and a
+/// deployment runs one server per process. Tests that start several servers in one process see
+/// their sum, so none asserts an exact value of these.
+static LAGGED: AtomicU64 = AtomicU64::new(0);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Consumers found too slow in this process so far.
+pub fn lagged_total() -> u64 {
+    LAGGED.load(Ordering::Relaxed)
+}
+
+/// Items refused to slow consumers in this process so far.
+pub fn dropped_total() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+fn count_dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(DROPPED_METRIC).increment(1);
+}
 
 /// One consumer's "too slow" signal; clones share it.
 ///
@@ -54,6 +81,7 @@ impl SlowConsumer {
         if self.0.slow.swap(true, Ordering::AcqRel) {
             return false;
         }
+        LAGGED.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(METRIC).increment(1);
         self.0.owner.wake();
         true
@@ -110,12 +138,14 @@ impl<T> Feed<T> {
     /// Queues `item` without waiting, unless the consumer is slow or this finds the queue full.
     pub fn offer(&self, item: T) -> Offer {
         if self.owner.is_slow() {
+            count_dropped();
             return Offer::Refused; // a later item would hide the gap
         }
         match self.tx.try_send(item) {
             Ok(()) => Offer::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.owner.mark_slow();
+                count_dropped();
                 Offer::Refused
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,

@@ -50,6 +50,11 @@ fn describe() {
         "Consumers too slow to keep up, once each: a queue was full, nothing more is queued for them, \
          and their socket is closed with 1013"
     );
+    describe_counter!(
+        crate::slow_consumer::DROPPED_METRIC,
+        "Deliveries refused to slow consumers (the one that found a queue full and every later one); \
+         their subscribers resume past them by cursor"
+    );
     describe_gauge!("switchboard_rooms", "Rooms with at least one connection");
     describe_gauge!("switchboard_presence_members", "Room members (one per user and room)");
     describe_counter!("switchboard_rejected_messages_total", "WebSocket messages refused, by channel and reason");
