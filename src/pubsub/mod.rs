@@ -13,17 +13,24 @@
 //! Publishing is synchronous and never waits on a subscriber, so a slow one cannot slow the
 //! publisher or the others. [`crate::commerce`] publishes in commit order, which with FIFO queues
 //! gives every subscriber the events of one entity in the order they were stored.
+//!
+//! Beside the keys, the broker has *taps* ([`Broker::tap`]): every published event, for the
+//! operator console's live tail. A tap is not a subscriber: it is a view for people, so it may
+//! miss events (it is told how many) rather than be closed as slow, and it costs the publisher one
+//! atomic load while no tap is open, and one `broadcast` send (a short lock and a slot write, the
+//! same whatever the number of taps) while one is.
 
 pub mod event;
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::task::{Context, Poll};
 
 use futures::Stream;
 use slab::Slab;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 pub use event::{Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent, OrderUpdatePayload};
 
@@ -70,6 +77,57 @@ struct Topics {
 #[derive(Clone, Default)]
 pub struct Broker {
     topics: Arc<RwLock<Topics>>,
+    watch: Arc<Watch>,
+}
+
+/// How many events a tap may fall behind before it misses some: a few seconds of a console's
+/// reading at its usual pace; 64 `Arc`s allocated once per broker.
+const TAP_BACKLOG: usize = 64;
+
+/// What the console watches: the count of published events, and the taps.
+struct Watch {
+    published: AtomicU64,
+    /// Taps open: the publisher sends to `taps` only when there is one.
+    open_taps: AtomicUsize,
+    taps: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self { published: AtomicU64::new(0), open_taps: AtomicUsize::new(0), taps: broadcast::channel(TAP_BACKLOG).0 }
+    }
+}
+
+/// Every event published from now on, until dropped; see [`Broker::tap`].
+pub struct Tap {
+    events: broadcast::Receiver<Arc<Event>>,
+    watch: Arc<Watch>,
+}
+
+impl Tap {
+    /// The next event, or how many were missed since the last one (the tap fell more than
+    /// [`TAP_BACKLOG`] behind); `None` once the broker is gone.
+    pub async fn recv(&mut self) -> Option<Result<Arc<Event>, u64>> {
+        match self.events.recv().await {
+            Ok(event) => Some(Ok(event)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Some(Err(missed)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// Skips every event waiting for this tap, returning how many: a reader that paused shows
+    /// what happens next rather than what happened while it paused.
+    pub fn skip_waiting(&mut self) -> u64 {
+        let waiting = self.events.len() as u64;
+        self.events = self.events.resubscribe();
+        waiting
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.watch.open_taps.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -100,6 +158,10 @@ impl Broker {
     pub fn publish_shared(&self, event: Arc<Event>) {
         let keys = event.keys();
         metrics::counter!("switchboard_events_published_total", "topic" => keys[0].kind()).increment(1);
+        self.watch.published.fetch_add(1, Ordering::Relaxed);
+        if self.watch.open_taps.load(Ordering::Relaxed) > 0 {
+            let _ = self.watch.taps.send(Arc::clone(&event)); // Err: the last tap just closed
+        }
         let topics = lock::read(&self.topics);
         for key in &keys {
             let Some(feeds) = topics.by_key.get(key) else { continue };
@@ -108,6 +170,19 @@ impl Broker {
                 feed.offer(Arc::clone(&event));
             }
         }
+    }
+
+    /// Every event published from now on (the console's live tail).
+    pub fn tap(&self) -> Tap {
+        let events = self.watch.taps.subscribe();
+        self.watch.open_taps.fetch_add(1, Ordering::Relaxed);
+        Tap { events, watch: self.watch.clone() }
+    }
+
+    /// Events published by this broker since it started (this node's, and in a cluster the
+    /// other nodes' it handed on).
+    pub fn published(&self) -> u64 {
+        self.watch.published.load(Ordering::Relaxed)
     }
 
     /// Number of keys with at least one subscriber.
@@ -198,6 +273,27 @@ mod tests {
         assert_eq!(sub.recv().await.unwrap().seq, 2);
         broker.publish(notification("a", 5));
         assert!(sub.rx.try_recv().is_err(), "nothing after the gap");
+    }
+
+    #[tokio::test]
+    async fn a_tap_sees_every_event_and_is_told_what_it_missed() {
+        let broker = Broker::new();
+        broker.publish(notification("a", 1)); // before the tap: not seen
+        let mut tap = broker.tap();
+        broker.publish(notification("a", 2));
+        broker.publish(notification("b", 3));
+        assert_eq!(tap.recv().await.unwrap().unwrap().seq, 2);
+        assert_eq!(tap.recv().await.unwrap().unwrap().seq, 3);
+        for seq in 4..(4 + TAP_BACKLOG as u64 + 10) {
+            broker.publish(notification("a", seq));
+        }
+        assert!(matches!(tap.recv().await, Some(Err(10))), "the oldest ten were overwritten");
+        assert_eq!(tap.skip_waiting(), TAP_BACKLOG as u64);
+        broker.publish(notification("a", 1000));
+        assert_eq!(tap.recv().await.unwrap().unwrap().seq, 1000, "it goes on with what comes next");
+        assert_eq!(broker.published(), 4 + TAP_BACKLOG as u64 + 10);
+        drop(tap);
+        assert_eq!(broker.watch.open_taps.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
