@@ -21,7 +21,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use registry::{JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, Rooms};
+pub use registry::{
+    JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, RoomView, Rooms, RoomsOverview,
+};
 
 use crate::app::AppState;
 use crate::auth::AuthError;
