@@ -86,6 +86,7 @@ impl Application {
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
         let registry = Registry::new(crate::registry::Limits::from_config(&config));
+        registry.set_node(&node_id);
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let backplane = match &config.redis_url {
             Some(url) => {

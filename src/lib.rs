@@ -10,6 +10,7 @@ pub mod body_limit;
 pub mod cluster;
 pub mod commerce;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod event_log;
 pub mod graphql;

@@ -11,12 +11,14 @@
 //! connection ended, so the counts cannot drift from the sockets.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::console::counters::NodeCounters;
 use crate::lock;
 
 /// The channels (WebSocket subprotocols, and GraphQL over SSE), as labelled in metrics.
@@ -31,6 +33,18 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, in the order the console lists them.
+    pub const ALL: [Channel; 4] = [Channel::GraphqlTransportWs, Channel::GraphqlWs, Channel::Sse, Channel::Rooms];
+
+    fn index(self) -> usize {
+        match self {
+            Channel::GraphqlTransportWs => 0,
+            Channel::GraphqlWs => 1,
+            Channel::Sse => 2,
+            Channel::Rooms => 3,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Channel::GraphqlTransportWs => "graphql-transport-ws",
@@ -71,6 +85,18 @@ pub enum Refused {
     TooManyForUser(usize),
 }
 
+/// The subscription fields counted by name for the console (`subscriptionsByField`); a field
+/// not listed here is counted as [`OTHER_FIELD`]. A fixed table of atomics rather than a map
+/// behind a lock: subscribing and leaving stay lock-free, and a console snapshot reads a few
+/// numbers. A test in `tests/console.rs` checks that every `Subscription` field is listed.
+pub const SUBSCRIPTION_FIELDS: [&str; 6] =
+    ["orderUpdated", "inventoryChanged", "notificationCreated", "orderEvents", "serverStats", "eventTail"];
+pub const OTHER_FIELD: &str = "other";
+
+fn field_slot(field: &str) -> usize {
+    SUBSCRIPTION_FIELDS.iter().position(|f| *f == field).unwrap_or(SUBSCRIPTION_FIELDS.len())
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     limits: Limits,
@@ -79,6 +105,16 @@ struct Inner {
     /// Connections not closing yet: what `stats` and the gauges show.
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
+    /// `connections` by channel ([`Channel::index`]), and `subscriptions` by field
+    /// ([`field_slot`]): this app's own numbers for the console (the gauges of the same names
+    /// are per process).
+    by_channel: [AtomicUsize; 4],
+    by_field: [AtomicUsize; SUBSCRIPTION_FIELDS.len() + 1],
+    /// Events handed to subscribers' queues (GraphQL results and relayed entity events; see
+    /// [`Registry::count_delivered`]).
+    delivered: AtomicU64,
+    /// This node's name, as in metrics and the cluster.
+    node: OnceLock<String>,
     users: Mutex<Users>,
     /// What the other nodes of a cluster reported, by node.
     remote: Mutex<HashMap<String, RemoteNode>>,
@@ -92,6 +128,25 @@ pub struct RemoteNode {
     pub connections: usize,
     pub subscriptions: usize,
     pub online: HashSet<String>,
+    /// Its console counters from its last two heartbeats (newest first), when it sends them:
+    /// two, so that its rates can be taken between them.
+    pub counters: Option<(Reported, Option<Reported>)>,
+}
+
+/// Another node as a console snapshot shows it.
+#[derive(Debug, Clone)]
+pub struct RemoteView {
+    pub node: String,
+    pub connections: usize,
+    pub subscriptions: usize,
+    pub counters: Option<(Reported, Option<Reported>)>,
+}
+
+/// A node's counters as one heartbeat carried them, and when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub counters: NodeCounters,
+    pub at: Instant,
 }
 
 /// A user came online on this node (their first connection here) or went offline (their last).
@@ -134,6 +189,7 @@ impl Registry {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .map_err(|_| Refused::Full(max))?;
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
         Ok(Permit { registry: self.clone(), channel, user: None, live: true })
     }
@@ -206,6 +262,71 @@ impl Registry {
         lock::lock(&self.inner.remote).entry(node.to_owned()).or_default().online = users;
     }
 
+    /// Another node's console counters (from its heartbeat); the previous ones are kept for its
+    /// rates.
+    pub fn apply_counters(&self, node: &str, counters: NodeCounters) {
+        let mut remote = lock::lock(&self.inner.remote);
+        let entry = remote.entry(node.to_owned()).or_default();
+        let reported = Reported { counters, at: Instant::now() };
+        entry.counters = Some((reported, entry.counters.take().map(|(last, _)| last)));
+    }
+
+    /// The other nodes of the cluster, sorted by name, as their heartbeats last told (without
+    /// their online users, which a snapshot does not need to copy).
+    pub fn remote_nodes(&self) -> Vec<RemoteView> {
+        let remote = lock::lock(&self.inner.remote);
+        let mut nodes: Vec<_> = remote
+            .iter()
+            .map(|(node, r)| RemoteView {
+                node: node.clone(),
+                connections: r.connections,
+                subscriptions: r.subscriptions,
+                counters: r.counters.clone(),
+            })
+            .collect();
+        drop(remote);
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        nodes
+    }
+
+    /// This node's name (set once at start).
+    pub fn set_node(&self, node: &str) {
+        let _ = self.inner.node.set(node.to_owned());
+    }
+
+    pub fn node(&self) -> &str {
+        self.inner.node.get().map_or("node", String::as_str)
+    }
+
+    /// Open connections on this node by channel, in [`Channel::ALL`] order.
+    pub fn connections_by_channel(&self) -> [(Channel, usize); 4] {
+        Channel::ALL.map(|c| (c, self.inner.by_channel[c.index()].load(Ordering::Relaxed)))
+    }
+
+    /// Live subscriptions on this node by field, in [`SUBSCRIPTION_FIELDS`] order, then
+    /// [`OTHER_FIELD`].
+    pub fn subscriptions_by_field(&self) -> Vec<(&'static str, usize)> {
+        SUBSCRIPTION_FIELDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(OTHER_FIELD))
+            .zip(&self.inner.by_field)
+            .map(|(field, n)| (field, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Counts `n` events handed to subscribers' queues. Called where the delivered metric is
+    /// counted for subscription results (once per shared group and event, with its member
+    /// count) and relayed entity events, so it costs one relaxed add per batch.
+    pub fn count_delivered(&self, n: u64) {
+        self.inner.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events handed to subscribers on this node since it started.
+    pub fn delivered(&self) -> u64 {
+        self.inner.delivered.load(Ordering::Relaxed)
+    }
+
     /// Forgets a node that died or shut down.
     pub fn forget_node(&self, node: &str) {
         lock::lock(&self.inner.remote).remove(node);
@@ -223,6 +344,7 @@ impl Registry {
     /// Counts a live GraphQL subscription for as long as the returned guard lives.
     pub fn subscription(&self, field: &'static str) -> SubscriptionGuard {
         self.inner.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.inner.by_field[field_slot(field)].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => field).increment(1.0);
         SubscriptionGuard { registry: self.clone(), field }
     }
@@ -280,6 +402,7 @@ impl Permit {
         }
         let inner = &self.registry.inner;
         inner.connections.fetch_sub(1, Ordering::Relaxed);
+        inner.by_channel[self.channel.index()].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => self.channel.label()).decrement(1.0);
         if let Some(user) = &self.user {
             let mut users = lock::lock(&inner.users);
@@ -323,9 +446,19 @@ pub struct SubscriptionGuard {
     field: &'static str,
 }
 
+impl SubscriptionGuard {
+    /// The registry that counts it (a shared group counts its deliveries there).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.registry.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        // The slot is found again rather than kept: a guard lives in every shared membership,
+        // whose size a connection's operation table pays for, and six comparisons are nothing.
+        self.registry.inner.by_field[field_slot(self.field)].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => self.field).decrement(1.0);
     }
 }
@@ -363,5 +496,27 @@ mod tests {
         assert!(registry.admit(Channel::Rooms).is_err(), "still counted until dropped");
         drop(permit);
         assert!(registry.admit(Channel::Rooms).is_ok());
+    }
+
+    #[test]
+    fn the_console_counts_follow_channels_fields_and_guards() {
+        let registry = Registry::new(Limits { max_connections: 10, max_per_user: 10 });
+        let count = |channel| registry.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
+        let field = |name| registry.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
+        let mut sse = registry.admit(Channel::Sse).unwrap();
+        let _rooms = registry.admit(Channel::Rooms).unwrap();
+        assert_eq!((count(Channel::Sse), count(Channel::Rooms), count(Channel::GraphqlWs)), (1, 1, 0));
+        sse.go_offline();
+        assert_eq!(count(Channel::Sse), 0, "a closing connection no longer counts");
+        drop(sse);
+        assert_eq!(count(Channel::Sse), 0, "nor twice");
+        let order = registry.subscription("orderUpdated");
+        let unknown = registry.subscription("somethingNew");
+        assert_eq!((field("orderUpdated"), field(OTHER_FIELD), field("orderEvents")), (1, 1, 0));
+        drop((order, unknown));
+        assert_eq!((field("orderUpdated"), field(OTHER_FIELD)), (0, 0));
+        registry.count_delivered(3);
+        registry.count_delivered(2);
+        assert_eq!(registry.delivered(), 5);
     }
 }

@@ -120,6 +120,7 @@ impl Backplane {
                 inner.node.clone(),
                 rooms,
                 registry,
+                broker.clone(),
                 heard_rx,
                 shutdown.clone(),
             )

@@ -4,8 +4,8 @@
 //! Each node owns its part and keeps it in Redis, under the store's log epoch:
 //! - `switchboard:<epoch>:presence:<node>`, a hash: one field per (room, user) with the node's
 //!   connection count, and one per user online on the node;
-//! - `switchboard:<epoch>:node:<node>`, its heartbeat, with its connection and subscription totals,
-//!   rewritten every [`HEARTBEAT`] with a time to live of [`NODE_TTL`];
+//! - `switchboard:<epoch>:node:<node>`, its heartbeat, with its connection and subscription totals
+//!   and its console counters, rewritten every [`HEARTBEAT`] with a time to live of [`NODE_TTL`];
 //! - `switchboard:<epoch>:nodes`, the set of node names.
 //!
 //! Every change is also published on `switchboard:<epoch>:presence`, which the other nodes apply at
@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::console::counters::NodeCounters;
 use crate::model::Timestamp;
+use crate::pubsub::Broker;
 use crate::registry::{OnlineChange, Registry};
 use crate::rooms::{LocalEntry, PresenceChange, Rooms};
 
@@ -70,6 +72,10 @@ struct Stored {
 struct Beat {
     connections: usize,
     subscriptions: usize,
+    /// What the operator console shows for the node (a few hundred bytes a second); absent from
+    /// the beats of a node that predates the console.
+    #[serde(default)]
+    counters: Option<NodeCounters>,
 }
 
 const SEP: char = '\u{1f}';
@@ -113,6 +119,7 @@ pub(super) async fn run(
     node: String,
     rooms: Rooms,
     registry: Registry,
+    broker: Broker,
     mut heard: mpsc::UnboundedReceiver<Heard>,
     shutdown: CancellationToken,
 ) {
@@ -120,7 +127,7 @@ pub(super) async fn run(
     let (online_tx, mut online_changes) = mpsc::unbounded_channel();
     rooms.replicate_to(room_tx);
     registry.replicate_to(online_tx);
-    let mut replica = Replica { keys, node, rooms, registry, known: HashSet::new(), dirty: true };
+    let mut replica = Replica { keys, node, rooms, registry, broker, known: HashSet::new(), dirty: true };
     // A previous life of this node (same NODE_ID) left its members behind: take them back.
     replica.goodbye(&mut redis).await;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -154,6 +161,8 @@ struct Replica {
     node: String,
     rooms: Rooms,
     registry: Registry,
+    /// Read for the counters the heartbeat carries.
+    broker: Broker,
     /// The other nodes this one has seen alive.
     known: HashSet<String>,
     /// This node's stored presence may be out of date (a write failed): rewrite it whole.
@@ -213,8 +222,11 @@ impl Replica {
     /// Renews this node's heartbeat, rewrites its stored presence if it may be stale, and drops
     /// the nodes whose heartbeat is gone.
     async fn beat(&mut self, redis: &mut ConnectionManager) {
-        let beat =
-            Beat { connections: self.registry.connection_count(), subscriptions: self.registry.subscription_count() };
+        let beat = Beat {
+            connections: self.registry.connection_count(),
+            subscriptions: self.registry.subscription_count(),
+            counters: Some(NodeCounters::collect(&self.registry, &self.broker)),
+        };
         let mut pipe = redis::pipe();
         pipe.pset_ex(
             self.keys.beat(&self.node),
@@ -249,6 +261,9 @@ impl Replica {
                 Some(beat) => {
                     self.known.insert(other.clone());
                     self.registry.apply_totals(other, beat.connections, beat.subscriptions);
+                    if let Some(counters) = beat.counters {
+                        self.registry.apply_counters(other, counters);
+                    }
                 }
                 None => {
                     tracing::warn!(node = %other, "cluster: node gone silent; removing its members");

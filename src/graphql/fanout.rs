@@ -320,7 +320,9 @@ impl Fanout {
         drop(groups);
         metrics::gauge!("switchboard_shared_subscriptions").increment(1.0);
         let request = request.data(Handover::new(source.subscription));
-        let run = run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer);
+        let registry = counted.registry().clone();
+        let run =
+            run_group(self.clone(), key.clone(), group.clone(), schema.clone(), request, source.consumer, registry);
         self.tracker.spawn(run);
         Membership { id, key, slot, group, fanout: self.clone(), _counted: counted }
     }
@@ -442,6 +444,7 @@ async fn run_group(
     schema: AppSchema,
     request: async_graphql::Request,
     consumer: SlowConsumer,
+    registry: Registry,
 ) {
     let positions = EventPosition::default();
     let mut results = schema.execute_stream(request.data(positions.clone()));
@@ -455,7 +458,7 @@ async fn run_group(
                 Some(mut response) => {
                     add_codes(&mut response);
                     fanout.executions.fetch_add(1, Ordering::Relaxed);
-                    deliver(&group, &response, positions.get());
+                    deliver(&group, &response, positions.get(), &registry);
                 }
                 None => break Some(false),
             },
@@ -475,7 +478,7 @@ async fn run_group(
     }
 }
 
-fn deliver(group: &Group, response: &Response, position: u64) {
+fn deliver(group: &Group, response: &Response, position: u64, registry: &Registry) {
     let json = serde_json::to_string(response).expect("responses serialise");
     let payload: Payload = Arc::new(Serialized { json, position });
     metrics::counter!("switchboard_subscription_executions_total").increment(1);
@@ -488,4 +491,5 @@ fn deliver(group: &Group, response: &Response, position: u64) {
         }
     }
     metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(delivered);
+    registry.count_delivered(delivered);
 }

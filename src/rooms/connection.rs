@@ -131,11 +131,13 @@ impl Handler for RoomChannel {
         while !self.relays.is_empty() {
             let Poll::Ready(Some((_, event))) = self.relays.poll_next_unpin(cx) else { break };
             if let Some(frame) = Self::relay(&event) {
+                self.state.registry.count_delivered(1);
                 return Poll::Ready(frame);
             }
         }
         while let Poll::Ready(Some(event)) = self.notifications.poll_next_unpin(cx) {
             if let Some(frame) = Self::relay(&event) {
+                self.state.registry.count_delivered(1);
                 return Poll::Ready(frame);
             }
         }

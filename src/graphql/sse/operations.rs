@@ -211,6 +211,10 @@ impl Operations {
             return Poll::Ready(match item {
                 Some((mut response, position)) => {
                     add_codes(&mut response);
+                    if position > 0 {
+                        // Shared results are counted by their group; this one is the stream's own.
+                        self.state.registry.count_delivered(1);
+                    }
                     let json = serde_json::to_string(&response).expect("responses serialise");
                     Output::Next { id, result: Json::Own(json), position }
                 }

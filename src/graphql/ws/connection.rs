@@ -468,6 +468,7 @@ impl GraphqlWs {
         }
         if subscription {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
+            self.state.registry.count_delivered(1);
         }
         Some(ServerMessage::Next { id: &id, payload: &response }.to_json(self.dialect))
     }
