@@ -118,9 +118,19 @@ impl Tap {
     /// Skips every event waiting for this tap, returning how many: a reader that paused shows
     /// what happens next rather than what happened while it paused.
     pub fn skip_waiting(&mut self) -> u64 {
-        let waiting = self.events.len() as u64;
+        let mut skipped = 0;
+        // Drained rather than resubscribed, so that an event sent meanwhile is counted too; the
+        // bound keeps a publisher faster than this loop from holding it.
+        for _ in 0..2 * TAP_BACKLOG {
+            match self.events.try_recv() {
+                Ok(_) => skipped += 1,
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => skipped += missed,
+                Err(_) => return skipped,
+            }
+        }
+        let rest = self.events.len() as u64;
         self.events = self.events.resubscribe();
-        waiting
+        skipped + rest
     }
 }
 
