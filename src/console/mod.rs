@@ -1,6 +1,15 @@
-//! The operator console's side of the server.
+//! The operator console's side of the server: the two staff-only subscriptions it lives on.
 //!
 //! - [`counters`]: a node's counters, read from the atomics the server keeps anyway, and carried
-//!   in a cluster node's heartbeat so that each console shows every node.
+//!   in a cluster node's heartbeat so that each console shows every node;
+//! - [`snapshot`]: `serverStats`, periodic snapshots (connections, subscriptions, event rates,
+//!   slow consumers, the busiest rooms with their members and who is typing);
+//! - [`tail`]: `eventTail`, every published event, thinned to what a person can read.
+//!
+//! The console is live through Switchboard's own subscriptions, like any client, so it needs no
+//! endpoint of its own, and the same authorization applies: staff and admins only (customers
+//! get FORBIDDEN, anonymous viewers UNAUTHENTICATED).
 
 pub mod counters;
+pub mod snapshot;
+pub mod tail;

@@ -11,12 +11,15 @@ use futures::{Stream, StreamExt, future};
 
 use super::error::ApiError;
 use super::fanout::{Handover, Probe, ReplayOnly, Source};
-use super::{SubscriberSettings, commerce, require_user};
+use super::{SubscriberSettings, commerce, require_staff, require_user};
+use crate::console::snapshot::{self, ServerSnapshot};
+use crate::console::tail::{self, TailEvent};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
 use crate::pubsub::{
     Event, EventBody, InventoryChangePayload, Key, NotificationPayload, OrderEvent, OrderUpdatePayload,
 };
 use crate::registry::Registry;
+use crate::rooms::Rooms;
 use crate::slow_consumer::SlowConsumer;
 use crate::store::{orders, products};
 
@@ -107,6 +110,12 @@ async fn listen(
     let through = replay.through;
     let resumed = stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through)));
     Ok(recorded(ctx, resumed.boxed()))
+}
+
+/// A probe run (see [`super::fanout`]) of a subscription that is never shared: checked, then
+/// nothing, so that the transport runs it on its own.
+fn probing(ctx: &Context<'_>) -> bool {
+    ctx.data_opt::<Probe>().is_some()
 }
 
 #[SubscriptionObject]
@@ -211,5 +220,63 @@ impl Subscription {
                 _ => None,
             })
         }))
+    }
+
+    /// For the operator console (staff and admins): a snapshot of the server at once, then one
+    /// every `every` milliseconds (500 to 60000): connections by channel, subscriptions by
+    /// field, events published and delivered per second, slow consumers, for every node of a
+    /// cluster; rooms and members, and the `rooms` busiest rooms (0 to 100) with who is in them
+    /// and who is typing.
+    async fn server_stats(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(1000)")] every: Option<i32>,
+        #[graphql(default_with = "Some(10)")] rooms: Option<i32>,
+    ) -> Result<BoxStream<'static, ServerSnapshot>, ApiError> {
+        require_staff(ctx)?;
+        let every = every.unwrap_or(1000);
+        let range = snapshot::MIN_EVERY.as_millis()..=snapshot::MAX_EVERY.as_millis();
+        let every = u64::try_from(every).ok().filter(|ms| range.contains(&u128::from(*ms))).ok_or_else(|| {
+            ApiError::BadInput(format!("every must be between {} and {} (milliseconds)", range.start(), range.end()))
+        })?;
+        let rooms_shown = usize::try_from(rooms.unwrap_or(10))
+            .ok()
+            .filter(|n| *n <= snapshot::MAX_ROOMS)
+            .ok_or_else(|| ApiError::BadInput(format!("rooms must be between 0 and {}", snapshot::MAX_ROOMS)))?;
+        if probing(ctx) {
+            return Ok(stream::empty().boxed());
+        }
+        let registry = ctx.data_unchecked::<Registry>();
+        let source = snapshot::Source {
+            registry: registry.clone(),
+            rooms: ctx.data_unchecked::<Rooms>().clone(),
+            broker: commerce(ctx).broker().clone(),
+            rooms_shown,
+            counted: registry.subscription("serverStats"),
+        };
+        Ok(source.snapshots(std::time::Duration::from_millis(every)).boxed())
+    }
+
+    /// For the operator console (staff and admins): every event published from now on (on every
+    /// node of a cluster) with its topic, sequence, kind and cursor, at most `perSecond` (1 to
+    /// 100) a second. A tail for people: past that rate, or while the reader is slow, events are
+    /// skipped and counted (`skipped`), never queued up. Another user's notification shows as
+    /// topic `user:*` to staff (admins see every topic).
+    async fn event_tail(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(20)")] per_second: Option<i32>,
+    ) -> Result<BoxStream<'static, TailEvent>, ApiError> {
+        let viewer = require_staff(ctx)?;
+        let reveal = if viewer.is_admin() { tail::Reveal::All } else { tail::Reveal::Own(viewer.id.clone()) };
+        let per_second = u32::try_from(per_second.unwrap_or(20))
+            .ok()
+            .filter(|n| (1..=tail::MAX_PER_SECOND).contains(n))
+            .ok_or_else(|| ApiError::BadInput(format!("perSecond must be between 1 and {}", tail::MAX_PER_SECOND)))?;
+        if probing(ctx) {
+            return Ok(stream::empty().boxed());
+        }
+        let counted = ctx.data_unchecked::<Registry>().subscription("eventTail");
+        Ok(tail::tail(commerce(ctx).broker().tap(), per_second, reveal, counted).boxed())
     }
 }

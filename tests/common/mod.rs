@@ -68,6 +68,16 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp { addr, state, http: reqwest::Client::new(), shutdown, server: Some(server) }
 }
 
+/// A server in `--demo` mode (sample data, the demo pages and their tokens).
+pub async fn spawn_demo_app() -> TestApp {
+    let (app, _) = Application::build(Config::for_tests(), true).await.expect("app builds");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    TestApp { addr, state, http: reqwest::Client::new(), shutdown, server: Some(server) }
+}
+
 /// A store that several apps (nodes) can share: a fresh PostgreSQL schema when the suite runs
 /// against PostgreSQL, else a SQLite file in a fresh temporary directory.
 pub async fn shared_store_url() -> String {
