@@ -13,6 +13,7 @@ mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -142,7 +143,10 @@ struct Args {
     /// logcost: saturated runs per server and setting (alternating); replay: runs per size.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// logcost: requests in flight per connection when saturated.
+    /// setinventory: keep --depth requests in flight per connection instead of an open-loop rate.
+    #[arg(long)]
+    saturated: bool,
+    /// logcost, setinventory --saturated: requests in flight per connection.
     #[arg(long, default_value_t = 16)]
     depth: usize,
     /// logcost: the open-loop rate, as a fraction of the lower saturated throughput.
@@ -291,8 +295,12 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             table.connect(single, &connect);
         }
         Scenario::Setinventory => {
-            let m =
-                scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?;
+            let m = if args.saturated {
+                let load = scenarios::Load::Saturated { depth: args.depth };
+                scenarios::mutations(&env, single, load, seconds, args.connections, Duration::from_secs(1)).await?
+            } else {
+                scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?
+            };
             table.mutations("setinventory", single, &m);
         }
         Scenario::Logcost => logcost(&env, &args, &mut table).await?,
