@@ -36,7 +36,7 @@ case "$MODE" in
     # perf starts disabled and is switched on and off through a control fifo when the harness
     # says the measured part begins and ends.
     mkfifo "$OUT/ctl" "$OUT/ack"
-    perf record -F 499 --call-graph dwarf,16384 -p "$SPID" -o "$OUT/cpu.data" -D -1 \
+    perf record -F 499 --call-graph dwarf,32768 -p "$SPID" -o "$OUT/cpu.data" -D -1 \
       --control "fifo:$OUT/ctl,$OUT/ack" 2> /dev/null &
     P=$!
     exec 7<>"$OUT/ctl" 8<>"$OUT/ack"

@@ -155,6 +155,9 @@ struct Args {
     /// storm: products the subscribers are spread over.
     #[arg(long, default_value_t = 5)]
     products: usize,
+    /// storm: reconnects per second of the paced round (default: half the measured capacity).
+    #[arg(long)]
+    arrival: Option<u32>,
     /// storm: events each subscriber misses while away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
@@ -504,7 +507,8 @@ async fn replay(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::
 async fn storm(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
     table.issue = Some("issue 9");
     let concurrency = args.concurrency.unwrap_or(1_000);
-    let rounds = resume::storm(env, sb, args.subscribers, args.products, args.missed, concurrency).await?;
+    let rounds =
+        resume::storm(env, sb, args.subscribers, args.products, args.missed, concurrency, args.arrival).await?;
     for round in &rounds {
         table.storm(sb, round, concurrency);
     }
@@ -734,7 +738,12 @@ impl Table {
         self.rows.push([
             r.mode.label().into(),
             kind.label().into(),
-            format!("S={} P={} missed={} conc={concurrency}", r.subscribers, r.products, r.missed),
+            match r.mode {
+                resume::Mode::Paced { per_s } => {
+                    format!("S={} P={} missed={} arrival {per_s}/s", r.subscribers, r.products, r.missed)
+                }
+                _ => format!("S={} P={} missed={} conc={concurrency}", r.subscribers, r.products, r.missed),
+            },
             format!("{:.0} subs/s", r.done as f64 / r.total.as_secs_f64().max(1e-9)),
             format!("{} µs/sub", opt(r.cpu_us_per_subscriber(), 0)),
             format!("{} subs/s", opt(r.cpu_us_per_subscriber().map(|us| 1e6 / us), 0)),

@@ -459,6 +459,9 @@ pub enum Mode {
     /// Each subscriber subscribes as soon as its own connection is acknowledged, `concurrency`
     /// connections being opened at a time: a reconnect storm as clients make it.
     Storm,
+    /// As `Storm`, but subscriber *i* starts connecting at *i* / `per_s` (open loop), as clients
+    /// with randomised back-off spread their returns: the resume time at a given arrival rate.
+    Paced { per_s: u32 },
 }
 
 impl Mode {
@@ -467,7 +470,13 @@ impl Mode {
             Mode::Live => "storm: live subscribe",
             Mode::Together => "storm: resume, conns first",
             Mode::Storm => "storm: reconnect+resume",
+            Mode::Paced { .. } => "storm: paced reconnects",
         }
+    }
+
+    /// Whether subscribers subscribe as soon as they are connected (no barrier).
+    fn without_barrier(self) -> bool {
+        matches!(self, Mode::Storm | Mode::Paced { .. })
     }
 }
 
@@ -483,6 +492,8 @@ struct Place {
 /// The shared state of one round's subscriber tasks (single-threaded: `Cell`s).
 struct Round {
     mode: Mode,
+    /// For [`Mode::Paced`]: when subscriber 0 starts, and the gap between two starts.
+    pace: Option<(Instant, Duration)>,
     go: CancellationToken,
     stop: CancellationToken,
     slots: Semaphore,
@@ -583,8 +594,10 @@ impl StormRound {
 /// cursor; then, twice, every subscriber disconnects, `missed` events per product are published
 /// while they are away, and all come back with `after` = their own last cursor — first with every
 /// connection opened before any `subscribe` is sent ([`Mode::Together`]: the resume alone), then
-/// as a storm where each subscribes as soon as it is acknowledged ([`Mode::Storm`]). After each
-/// round one live event per product must reach every subscriber next.
+/// as a storm where each subscribes as soon as it is acknowledged ([`Mode::Storm`]), then with
+/// their returns spread at `arrival` per second (default: half the resumes per second of server
+/// CPU measured in the first resume round, [`Mode::Paced`]). After each round one live event per
+/// product must reach every subscriber next.
 pub async fn storm(
     env: &Env,
     kind: Kind,
@@ -592,6 +605,7 @@ pub async fn storm(
     products: usize,
     missed: u64,
     concurrency: usize,
+    arrival: Option<u32>,
 ) -> anyhow::Result<Vec<StormRound>> {
     let subscribers = subscribers.min(env.max_connections());
     let products = products.clamp(1, subscribers.max(1));
@@ -609,8 +623,17 @@ pub async fn storm(
     let mut quantities = vec![0u64; products];
     let mut places: Vec<Place> =
         (0..subscribers).map(|i| Place { product: i % products, ..Place::default() }).collect();
-    let mut rounds = Vec::new();
-    for mode in [Mode::Live, Mode::Together, Mode::Storm] {
+    let mut rounds: Vec<StormRound> = Vec::new();
+    for mut mode in [Mode::Live, Mode::Together, Mode::Storm, Mode::Paced { per_s: 0 }] {
+        if let Mode::Paced { per_s } = &mut mode {
+            // Half of what the server resumed per second of its CPU when all came back at once.
+            let capacity = rounds
+                .iter()
+                .find(|r| r.mode == Mode::Together)
+                .and_then(StormRound::cpu_us_per_subscriber)
+                .map_or(500.0, |us| 1e6 / us);
+            *per_s = arrival.unwrap_or(((capacity * 0.5 / 10.0).round() * 10.0).max(10.0) as u32);
+        }
         if mode != Mode::Live {
             away(&server).await;
             let published = Instant::now();
@@ -676,6 +699,13 @@ async fn storm_round(
     let subscribers = places.len();
     let round = Rc::new(Round {
         mode,
+        pace: match mode {
+            Mode::Paced { per_s } => Some((
+                Instant::now() + Duration::from_millis(20),
+                Duration::from_secs_f64(1.0 / f64::from(per_s.max(1))),
+            )),
+            _ => None,
+        },
         go: CancellationToken::new(),
         stop: CancellationToken::new(),
         slots: Semaphore::new(concurrency.max(1)),
@@ -724,7 +754,7 @@ async fn storm_round(
         .collect();
     let settled = |round: &Round| round.acked.get() + round.failed.get() >= subscribers as u64;
     let mut connect_total = Duration::ZERO;
-    if mode != Mode::Storm {
+    if !mode.without_barrier() {
         let deadline = Instant::now() + Duration::from_secs(120);
         while !settled(&round) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -774,7 +804,7 @@ async fn storm_round(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if mode == Mode::Storm {
+        if mode.without_barrier() {
             connect_total = round.last_ack.get().map_or(Duration::ZERO, |t| t.saturating_duration_since(began));
         }
     }
@@ -843,6 +873,9 @@ async fn subscriber(
     token: String,
     round: Rc<Round>,
 ) -> Place {
+    if let Some((start, gap)) = round.pace {
+        tokio::time::sleep_until((start + gap.mul_f64(index as f64)).into()).await;
+    }
     let connected = async {
         let _slot = round.slots.acquire().await.expect("the semaphore is never closed");
         let began = Instant::now();
@@ -860,7 +893,7 @@ async fn subscriber(
     };
     bump(&round.acked);
     round.last_ack.set(Some(Instant::now()));
-    if round.mode != Mode::Storm {
+    if !round.mode.without_barrier() {
         round.go.cancelled().await;
     }
     let variables: Value = match &place.cursor {
