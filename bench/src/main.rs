@@ -114,8 +114,9 @@ struct Args {
     /// Do not pin anything.
     #[arg(long)]
     no_pin: bool,
-    #[arg(long, short = 's', default_value_t = 1000)]
-    subscribers: usize,
+    /// Subscribers (default 1000; storm: 10000).
+    #[arg(long, short = 's')]
+    subscribers: Option<usize>,
     /// Events (or mutations) per second.
     #[arg(long, short = 'r')]
     rate: Option<f64>,
@@ -243,7 +244,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
     let mut table = Table::default();
     let mut clean = true;
     let seconds = args.seconds;
-    let s = args.subscribers;
+    let s = args.subscribers.unwrap_or(1_000);
     match args.scenario {
         Scenario::Fanout | Scenario::Smoke => {
             let (s, rate, seconds) = if args.scenario == Scenario::Smoke {
@@ -508,7 +509,7 @@ async fn storm(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     table.issue = Some("issue 9");
     let concurrency = args.concurrency.unwrap_or(1_000);
     let rounds =
-        resume::storm(env, sb, args.subscribers, args.products, args.missed, concurrency, args.arrival).await?;
+        resume::storm(env, sb, args.subscribers.unwrap_or(10_000), args.products, args.missed, concurrency, args.arrival).await?;
     for round in &rounds {
         table.storm(sb, round, concurrency);
     }
