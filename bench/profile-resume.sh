@@ -3,7 +3,8 @@
 # prints where its CPU goes (bench/tools/inclusive.py: share of samples under each part).
 #   bench/profile-resume.sh mutations [BINARY]   saturated setInventory (SQLITE_SYNCHRONOUS=$SYNC,
 #                                                default normal); BINARY e.g. the pre-log one
-#   bench/profile-resume.sh storm                the "conns first" round of a 10k storm (S=$S)
+#   bench/profile-resume.sh storm                the "conns first" round of a storm (S=$S, default
+#                                                10000 subscribers, MISSED=$MISSED events each, default 20)
 #   bench/profile-resume.sh replay               one subscriber resuming $N events (default 50000)
 # Needs perf (root, or perf_event_paranoid <= 1). Uses $CARGO_TARGET_DIR or ./target; copies the
 # server binary so that a rebuild cannot delete it under perf. Output in /tmp/switchboard-profile-resume/.
@@ -41,7 +42,7 @@ case "$MODE" in
     P=$!
     exec 7<>"$OUT/ctl" 8<>"$OUT/ack"
     if [ "$MODE" = storm ]; then
-      bench storm -s "${S:-10000}" > "$OUT/bench.txt" 2>&1 &
+      bench storm -s "${S:-10000}" --missed "${MISSED:-20}" > "$OUT/bench.txt" 2>&1 &
       START="now every subscribe at once"; NTH=2; STOP="storm: resume, conns first:"
     else
       bench replay --sizes "${N:-50000}" --repeats 1 > "$OUT/bench.txt" 2>&1 &
