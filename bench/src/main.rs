@@ -508,8 +508,16 @@ async fn replay(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::
 async fn storm(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
     table.issue = Some("issue 9");
     let concurrency = args.concurrency.unwrap_or(1_000);
-    let rounds =
-        resume::storm(env, sb, args.subscribers.unwrap_or(10_000), args.products, args.missed, concurrency, args.arrival).await?;
+    let rounds = resume::storm(
+        env,
+        sb,
+        args.subscribers.unwrap_or(10_000),
+        args.products,
+        args.missed,
+        concurrency,
+        args.arrival,
+    )
+    .await?;
     for round in &rounds {
         table.storm(sb, round, concurrency);
     }
@@ -688,7 +696,15 @@ impl Table {
             format!("{:.2}/{:.2}/{:.2}", m.latency.p50, m.latency.p99, m.latency.p999),
             format!("{} errors", m.errors),
             format!("{}/-", pct(m.server_cpu.map(|c| c.as_secs_f64() / m.wall.as_secs_f64()))),
-            m.first_error.clone().unwrap_or_default(),
+            {
+                let mut note = m
+                    .storage_per_mutation()
+                    .map_or_else(String::new, |b| format!("{:.1} KB written to storage per mutation", b / 1e3));
+                if let Some(e) = &m.first_error {
+                    note += &format!("; {e}");
+                }
+                note
+            },
         ]);
     }
 

@@ -952,10 +952,17 @@ pub struct Mutations {
     pub per_s: f64,
     pub latency: Latency,
     pub server_cpu: Option<Duration>,
+    /// Bytes the server wrote to storage during the run (`/proc/<pid>/io` `write_bytes`).
+    pub storage_written: Option<u64>,
     pub wall: Duration,
 }
 
 impl Mutations {
+    /// Bytes written to storage per successful mutation.
+    pub fn storage_per_mutation(&self) -> Option<f64> {
+        self.storage_written.filter(|_| self.ok > 0).map(|b| b as f64 / self.ok as f64)
+    }
+
     pub fn cpu_us_per_mutation(&self) -> Option<f64> {
         let cpu = self.server_cpu?;
         (self.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ok as f64)
@@ -1022,6 +1029,7 @@ pub async fn mutations(
         futures::future::try_join_all(publishers.iter_mut().map(|p| closed_loop(p, 16, until, &scratch))).await?;
     }
     let latency = RefCell::new(histogram());
+    let written = server.pid.and_then(sys::storage_written);
     let server_cpu = CpuMark::start(server.pid);
     let start = Instant::now();
     let t0 = start + Duration::from_millis(20);
@@ -1043,6 +1051,7 @@ pub async fn mutations(
         }
     };
     let server_cpu = server_cpu.elapsed();
+    let storage_written = written.zip(server.pid.and_then(sys::storage_written)).map(|(a, b)| b.saturating_sub(a));
     let wall = start.elapsed();
     // Completions per second between the first and the last response: the offered rate while
     // the server keeps up, its own pace when it falls behind (or is saturated).
@@ -1067,6 +1076,7 @@ pub async fn mutations(
         per_s: responses.saturating_sub(1) as f64 / last.saturating_duration_since(first).as_secs_f64().max(1e-9),
         latency: Latency::of(&latency.borrow()),
         server_cpu,
+        storage_written,
         wall,
     })
 }

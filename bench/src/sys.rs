@@ -72,6 +72,13 @@ pub fn cpu_time_fine(pid: u32) -> Option<Duration> {
     Some(Duration::from_nanos(total))
 }
 
+/// Bytes process `pid` has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`:
+/// page-cache pages dirtied by writes to files, such as SQLite's log and database).
+pub fn storage_written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// CPU time of a process between two instants, as a tiny helper for reports.
 #[derive(Clone, Copy)]
 pub struct CpuMark {
@@ -132,5 +139,6 @@ mod tests {
         assert!(cpu_time(pid).is_some());
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_time_fine(pid).unwrap() > Duration::ZERO);
+        assert!(storage_written(pid).is_some());
     }
 }
