@@ -68,7 +68,7 @@ enum ServerArg {
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke"
+    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke; resuming: logcost, replay, storm, logidle, resume"
 )]
 struct Args {
     scenario: Scenario,
