@@ -249,7 +249,7 @@ while True:
 EOF
 }
 
-write_spec() { # SPEC URL CASES EXCLUDE
+write_spec() { # SPEC_FILE URL CASES EXCLUDE
   python3 - "$@" "$REPORT_DIR" "$AGENT" <<'EOF'
 import json, sys
 spec, url, cases, exclude, outdir, agent = sys.argv[1:]
