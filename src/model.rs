@@ -1,5 +1,5 @@
 //! The commerce domain as clients see it: orders, products, notifications, and the two scalars
-//! whose wire format the SPEC fixes (`DateTime`, `Decimal`).
+//! whose wire format clients rely on (`DateTime`, `Decimal`; see `docs/contract.md`).
 //!
 //! These types are shared by the store, the broker's events, the GraphQL schema and the room
 //! channel, so that an order serialises the same way wherever it travels.

@@ -98,8 +98,9 @@ struct Args {
     /// logidle (default: $CARGO_TARGET_DIR or ./target, prelog/switchboard; bench/build-prelog.sh).
     #[arg(long)]
     without_log: Option<PathBuf>,
-    /// The Node peer, with node_modules installed (a copy of shared/peers/node after `npm ci`).
-    #[arg(long, default_value = "/tmp/switchboard-node-peer")]
+    /// The Node reference peer (not part of this repository), with node_modules installed
+    /// (`npm ci` run there): the harness runs `node server.js` in it.
+    #[arg(long, env = "SWITCHBOARD_NODE_PEER", default_value = "/tmp/switchboard-node-peer")]
     node_dir: PathBuf,
     /// DATABASE_URL for spawned Switchboards (default: a fresh SQLite file in /tmp each).
     #[arg(long)]
@@ -366,7 +367,8 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     let node = args.node_dir.join("node_modules").is_dir();
     if !node {
         eprintln!(
-            "no Node peer at {} (copy shared/peers/node there and run npm ci): peer rows skipped",
+            "no Node peer at {} (point --node-dir or SWITCHBOARD_NODE_PEER at the Node reference peer, \
+             with `npm ci` run there): peer rows skipped",
             args.node_dir.display()
         );
     }
