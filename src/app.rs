@@ -29,7 +29,7 @@ use crate::pubsub::Broker;
 use crate::registry::Registry;
 use crate::rooms::{RoomSettings, Rooms};
 use crate::store::Store;
-use crate::{body_limit, demo, ops, origins, rooms, server, telemetry};
+use crate::{body_limit, console, demo, ops, origins, rooms, server, telemetry};
 
 /// Everything a request handler or socket loop needs; cheap to clone.
 #[derive(Clone)]
@@ -43,6 +43,8 @@ pub struct AppState {
     pub query_limits: Limits,
     /// Pre-filled into GraphiQL in `--demo` mode.
     pub graphiql_token: Option<String>,
+    /// `--demo`: the rooms demo page is served, with tokens for its two people.
+    pub demo: bool,
     /// Cancelled at shutdown; every socket loop watches it (axum's graceful shutdown does not
     /// reach upgraded connections).
     pub shutdown: CancellationToken,
@@ -133,6 +135,7 @@ impl Application {
             registry,
             rooms,
             graphiql_token,
+            demo: demo_data,
             shutdown,
             tracker,
             metrics,
@@ -162,6 +165,9 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql::http::post))
         .route("/graphql/stream", any(graphql::sse::handle))
         .route("/graphiql/{file}", get(graphql::http::asset))
+        .route("/console", get(console::pages::console))
+        .route("/console/{file}", get(console::pages::asset))
+        .route("/demo/rooms", get(console::pages::rooms_demo))
         .route("/ws", get(rooms::upgrade))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

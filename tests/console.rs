@@ -305,3 +305,66 @@ async fn every_subscription_field_is_counted_by_name() {
         assert!(switchboard::registry::SUBSCRIPTION_FIELDS.contains(&field), "{field} is counted as `other`");
     }
 }
+
+/// The body of `GET path`, after checking its status and content type.
+async fn page(app: &TestApp, path: &str, status: u16, mime: &str) -> (reqwest::header::HeaderMap, String) {
+    let response = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), status, "{path}");
+    let headers = response.headers().clone();
+    if status == 200 {
+        let content_type = headers["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with(mime), "{path}: {content_type}");
+    }
+    (headers, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_console_page_and_its_files_are_served_from_the_binary_with_a_strict_policy() {
+    let app = spawn_app().await;
+    let (headers, body) = page(&app, "/console", 200, "text/html").await;
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"), "{policy}");
+    assert!(body.contains(r#""demoToken":null"#), "no token outside demo mode");
+    for script in ["console.js", "graphql-ws.js", "ui.js", "rooms.js"] {
+        let (_, js) = page(&app, &format!("/console/{script}"), 200, "text/javascript").await;
+        assert!(!js.contains("http://") && !js.contains("https://"), "{script} loads nothing from elsewhere");
+    }
+    page(&app, "/console/style.css", 200, "text/css").await;
+    page(&app, "/console/nothing.js", 404, "").await;
+    page(&app, "/demo/rooms", 404, "").await;
+    let (_, graphiql) = page(&app, "/graphql", 200, "text/html").await;
+    assert!(!graphiql.contains("/demo/rooms"), "no demo link outside demo mode");
+}
+
+#[tokio::test]
+async fn in_demo_mode_graphiql_links_to_the_rooms_demo_whose_tokens_join_the_demo_order() {
+    let app = spawn_demo_app().await;
+    let (_, graphiql) = page(&app, "/graphql", 200, "text/html").await;
+    assert!(graphiql.contains(r#"href="/demo/rooms""#) && graphiql.contains(r#"href="/console""#));
+    let (headers, body) = page(&app, "/demo/rooms", 200, "text/html").await;
+    assert_eq!(headers["cache-control"], "no-store");
+    let settings = body.split(r#"<script type="application/json" id="settings">"#).nth(1).unwrap();
+    let settings: Value = serde_json::from_str(settings.split("</script>").next().unwrap()).unwrap();
+    let people = settings["people"].as_array().unwrap();
+    assert_eq!(people.len(), 2);
+
+    let customer = people.iter().find(|p| p["role"] == "customer").unwrap();
+    let orders = app.gql(customer["token"].as_str(), "{ orders { id orderNumber } }", json!({})).await;
+    let order = orders["data"]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderNumber"] == settings["orderNumber"])
+        .unwrap_or_else(|| panic!("the demo order is the customer's: {orders}"))["id"]
+        .clone();
+    let room = format!("order:{}", order.as_str().unwrap());
+    let mut ana = app.rooms_ws(customer["token"].as_str().unwrap()).await;
+    ana.join(&room).await;
+    let staff = people.iter().find(|p| p["role"] == "staff").unwrap();
+    let mut sam = app.rooms_ws(staff["token"].as_str().unwrap()).await;
+    assert_eq!(sam.join(&room).await.len(), 2);
+    assert_eq!(ana.expect("user_joined_room").await["name"], staff["name"]);
+
+    let (_, console) = page(&app, "/console", 200, "text/html").await;
+    assert!(!console.contains(r#""demoToken":null"#), "demo mode offers its staff token");
+}

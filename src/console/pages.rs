@@ -1,0 +1,91 @@
+//! The console's and the demo's files, served from the binary so that they work offline, like
+//! GraphiQL: plain HTML, CSS and JavaScript with no build step and nothing from a CDN.
+//!
+//! The pages carry no inline script: what the server tells a page (the demo tokens) travels in a
+//! `<script type="application/json">` block, which is data, so a strict Content-Security-Policy
+//! (scripts, styles and connections from this origin only) holds.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::auth::Role;
+
+/// What the pages may load and connect to: this origin only (`connect-src 'self'` covers the
+/// same origin's `ws:`), no framing, no forms posted anywhere.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// How long the demo page's tokens live. They are minted for each page load, in demo mode only.
+const DEMO_TOKEN_TTL: u64 = 12 * 3600;
+
+/// `page` with `settings` in place of `__SETTINGS__`. `<` is escaped inside the JSON (only
+/// strings can hold it there), so no value can close the script block it sits in.
+fn page(template: &str, settings: &Value) -> Response {
+    let settings = settings.to_string().replace('<', "\\u003c");
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)),
+            // The demo page holds tokens: never cached, never sent on as a referrer.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        template.replace("__SETTINGS__", &settings),
+    )
+        .into_response()
+}
+
+/// `GET /console`: the page asks for a staff or admin token and keeps it in memory (or, if the
+/// operator ticks the box, in this tab's `sessionStorage`), never in the URL. In `--demo` mode it
+/// offers the demo staff token, as GraphiQL does.
+pub async fn console(State(state): State<AppState>) -> Response {
+    page(include_str!("../../assets/console/console.html"), &json!({ "demoToken": state.graphiql_token }))
+}
+
+/// `GET /demo/rooms`, in `--demo` mode only (404 otherwise): two people on one order. The page
+/// gets a token for each, minted now for the demo's fixed users: the customer who owns the
+/// demo order and a staff member. Nothing else mints tokens on request, and outside demo mode
+/// this route answers 404.
+pub async fn rooms_demo(State(state): State<AppState>) -> Response {
+    if !state.demo {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let person = |key: &str, user: &str, name: &str, role: Role| {
+        let token = state.keys.sign(user, role, Some(name), DEMO_TOKEN_TTL);
+        json!({ "key": key, "userId": user, "name": name, "role": role.as_str(), "token": token })
+    };
+    let settings = json!({
+        "orderNumber": "SB-DEMO-0001",
+        "people": [
+            person("customer", "customer-1", "Ana Lima", Role::Customer),
+            person("staff", "staff-2", "Sam Ortiz", Role::Staff),
+        ],
+    });
+    page(include_str!("../../assets/console/rooms.html"), &settings)
+}
+
+/// `GET /console/{file}`: the pages' scripts (ES modules) and style sheet.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (body, mime): (&'static str, &str) = match file.as_str() {
+        "console.js" => (include_str!("../../assets/console/console.js"), "text/javascript"),
+        "rooms.js" => (include_str!("../../assets/console/rooms.js"), "text/javascript"),
+        "graphql-ws.js" => (include_str!("../../assets/console/graphql-ws.js"), "text/javascript"),
+        "ui.js" => (include_str!("../../assets/console/ui.js"), "text/javascript"),
+        "style.css" => (include_str!("../../assets/console/style.css"), "text/css"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_str(&format!("{mime}; charset=utf-8")).expect("ascii")),
+            // Short: these change with the binary, and a stale script would talk an old protocol.
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response()
+}
