@@ -99,7 +99,8 @@ async fn execute(
 
 /// GraphiQL, wired to `/graphql` for queries and for subscriptions over graphql-ws. The headers
 /// editor's `Authorization` reaches both. `?token=` pre-fills it; so does `--demo`, with a staff
-/// token and a first subscription, so that a newcomer's first run works in one click.
+/// token and a first subscription, so that a newcomer's first run works in one click, and a line
+/// above it links to the rooms demo and the console.
 fn graphiql(state: &AppState) -> Html<String> {
     const PAGE: &str = include_str!("graphiql.html");
     let headers = state.graphiql_token.as_ref().map_or_else(String::new, |token| {
@@ -108,8 +109,12 @@ fn graphiql(state: &AppState) -> Html<String> {
     let query = if state.graphiql_token.is_some() { DEMO_OPERATION } else { WELCOME_OPERATION };
     let settings = serde_json::json!({ "headers": headers, "query": query }).to_string();
     // `</` cannot appear inside the JSON we embed in a <script>, so the page cannot be broken out of.
-    Html(PAGE.replace("__SETTINGS__", &settings.replace("</", "<\\/")))
+    let links = if state.demo { DEMO_LINKS } else { "" };
+    Html(PAGE.replace("__DEMO_LINKS__", links).replace("__SETTINGS__", &settings.replace("</", "<\\/")))
 }
+
+/// In `--demo` mode, a line above GraphiQL pointing at the rooms demo and the console.
+const DEMO_LINKS: &str = r#"<nav aria-label="Demo pages" style="font:14px system-ui,sans-serif;padding:6px 12px;background:#1f2937;color:#e5e7eb">Demo mode · <a href="/demo/rooms" style="color:#93c5fd">Rooms demo: two people on one order</a> · <a href="/console" style="color:#93c5fd">Operator console</a></nav>"#;
 
 const WELCOME_OPERATION: &str = "# Welcome to Switchboard.\n#\n# Put a token in the Headers tab as {\"Authorization\": \"Bearer <jwt>\"}\n# (`switchboard token --sub u1 --role staff` prints one), then run:\n\nquery Products {\n  products { id sku name price quantity }\n}\n";
 
