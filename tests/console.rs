@@ -10,7 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 
 const STATS: &str = "subscription($e: Int, $r: Int) { serverStats(every: $e, rooms: $r) { node
-    nodes { node local connections connectionsByChannel { name count } subscriptions subscriptionsByField { name count }
+    nodes { node local ageMs connections connectionsByChannel { name count } subscriptions subscriptionsByField { name count }
             eventsPublished eventsDelivered publishedPerSecond deliveredPerSecond laggedConsumers droppedDeliveries }
     roomCount presenceMembers rooms { roomId connections memberCount members { userId name connections isTyping typingField } } } }";
 const TAIL: &str = "subscription($n: Int) { eventTail(perSecond: $n) { topic sequence kind cursor at skipped } }";
@@ -367,4 +367,52 @@ async fn in_demo_mode_graphiql_links_to_the_rooms_demo_whose_tokens_join_the_dem
 
     let (_, console) = page(&app, "/console", 200, "text/html").await;
     assert!(!console.contains(r#""demoToken":null"#), "demo mode offers its staff token");
+}
+
+#[tokio::test]
+async fn with_a_backplane_every_node_is_shown_with_its_own_figures() {
+    let redis = common::redis::RedisServer::start().await;
+    let store = shared_store_url().await;
+    let mut nodes = Vec::new();
+    for name in ["console-a", "console-b"] {
+        let (store, url) = (store.clone(), redis.url());
+        nodes.push(
+            spawn_app_with(move |c| {
+                c.database_url = store;
+                c.redis_url = Some(url);
+                c.node_id = Some(name.into());
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let order = a.create_order("c1").await;
+    let mut client = b.graphql_ws(Some(&b.token("c1", TestRole::Customer))).await;
+    client.subscribe_live(b, "o", ORDER_UPDATED, json!({ "o": order })).await;
+    let mut member = b.rooms_ws(&b.token("c1", TestRole::Customer)).await;
+    member.join("lobby").await;
+
+    let mut console = a.graphql_ws(Some(&a.staff())).await;
+    console.subscribe("s", STATS, json!({ "e": 500 })).await;
+    let other = |s: &Value| s["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "console-b").cloned();
+    // The other node's figures arrive with its heartbeat, once a second.
+    let snapshot = snapshot_where(&mut console, "s", Duration::from_secs(10), |s| {
+        let reported = |b: &Value| b["subscriptionsByField"].as_array().is_some_and(|f| !f.is_empty());
+        other(s).is_some_and(|b| reported(&b) && count(&b["subscriptionsByField"], "orderUpdated") == 1)
+            && s["roomCount"] == 1
+    })
+    .await;
+    assert_eq!(snapshot["nodes"][0]["node"], "console-a", "this node first: {snapshot}");
+    let b_figures = other(&snapshot).unwrap();
+    assert_eq!(b_figures["local"], false);
+    assert_eq!(count(&b_figures["connectionsByChannel"], "rooms"), 1, "{b_figures}");
+    assert!(b_figures["ageMs"].as_i64().is_some_and(|ms| ms < 5_000), "{b_figures}");
+    assert_eq!(count(&local(&snapshot)["subscriptionsByField"], "orderUpdated"), 0, "{snapshot}");
+    assert_eq!(snapshot["rooms"][0]["members"][0]["userId"], "c1", "rooms of every node: {snapshot}");
+
+    client.send(json!({ "id": "o", "type": "complete" })).await;
+    snapshot_where(&mut console, "s", Duration::from_secs(10), |s| {
+        other(s).is_some_and(|b| count(&b["subscriptionsByField"], "orderUpdated") == 0)
+    })
+    .await;
 }
