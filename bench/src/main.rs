@@ -57,6 +57,9 @@ enum Scenario {
     Resume,
     /// A short fanout (50 subscribers, 100/s, 2 s) for CI; fails on any missing delivery.
     Smoke,
+    /// The same fanout without and with the operator console open (serverStats every 500 ms and
+    /// eventTail), alternating --repeats times: deliveries/s per server core, with vs without.
+    Console,
     /// Internal: run the baseline server (started by the harness itself).
     #[value(hide = true)]
     BaselineServer,
@@ -150,7 +153,8 @@ struct Args {
     /// replay: events to resume, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
     sizes: Vec<u64>,
-    /// logcost: saturated runs per server and setting (alternating); replay: runs per size.
+    /// logcost: saturated runs per server and setting (alternating); replay: runs per size;
+    /// console: pairs of fan-outs (without, with the console).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// setinventory: keep --depth requests in flight per connection instead of an open-loop rate.
@@ -349,6 +353,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             let idle = scenarios::idle(&env, sb, args.max_connections, args.step).await?;
             table.idle(sb, &idle);
         }
+        Scenario::Console => clean &= console(&env, sb, &args, &mut table).await?,
         Scenario::BaselineServer => unreachable!("handled in main"),
     }
     table.print();
@@ -359,6 +364,33 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         return Ok(false);
     }
     Ok(true)
+}
+
+/// `console`: fan-out per server core with the operator console open, against without it.
+/// Alternating (without, with, without, with, …) so that a neighbour's load drifting over the
+/// run weighs on both sides alike; the ratio is taken between the medians.
+async fn console(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
+    let s = args.subscribers.unwrap_or(1_000);
+    let rate = args.rate.unwrap_or(20.0);
+    let mut clean = true;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..args.repeats.max(1) {
+        for open in [false, true] {
+            let (phase, metrics) = scenarios::fanout_watched(env, sb, s, rate, args.seconds, open).await?;
+            clean &= phase.clean();
+            table.fanout(if open { "fanout, console open" } else { "fanout" }, sb, &phase);
+            table.notes.extend(metrics.into_iter().filter(|m| m.starts_with("console")));
+            if let Some(per_core) = phase.per_core() {
+                if open { with.push(per_core) } else { without.push(per_core) }
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    table.ratio("deliveries/s per server core, console open vs not (medians)", median(with), median(without), "≥ 0.95");
+    Ok(clean)
 }
 
 /// Every scenario in one run, and the targets of issue 5 as measured ratios.

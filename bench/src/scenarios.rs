@@ -744,6 +744,80 @@ pub async fn fanout(
     rate: f64,
     seconds: f64,
 ) -> anyhow::Result<(Phase, Vec<String>)> {
+    fanout_watched(env, kind, subscribers, rate, seconds, false).await
+}
+
+/// What the operator console subscribes to (assets/console/console.js), word for word in what it
+/// costs the server: a snapshot every 500 ms with the 20 busiest rooms, and the event tail.
+const CONSOLE_STATS: &str = "subscription Console($every: Int, $rooms: Int) { serverStats(every: $every, rooms: $rooms) { node roomCount presenceMembers nodes { node local ageMs connections subscriptions connectionsByChannel { name count } subscriptionsByField { name count } publishedPerSecond deliveredPerSecond laggedConsumers droppedDeliveries } rooms { roomId connections memberCount members { userId name connections isTyping typingField } } } }";
+const CONSOLE_TAIL: &str = "subscription Tail { eventTail(perSecond: 20) { topic sequence kind cursor at skipped } }";
+
+/// An open console: a graphql-ws connection with the console's two subscriptions, read (and
+/// counted) until stopped.
+struct Console {
+    stop: CancellationToken,
+    task: JoinHandle<anyhow::Result<(u64, u64)>>,
+}
+
+impl Console {
+    async fn open(env: &Env, server: &Server) -> anyhow::Result<Self> {
+        let mut ws = client::graphql_ws(server.addr, &server.ws_url, &env.token).await?;
+        for (id, query, variables) in
+            [("stats", CONSOLE_STATS, json!({"every": 500, "rooms": 20})), ("tail", CONSOLE_TAIL, json!({}))]
+        {
+            let message = json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}});
+            ws.send(Message::Text(message.to_string().into())).await?;
+        }
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::task::spawn_local(async move {
+            let (mut snapshots, mut tail) = (0u64, 0u64);
+            loop {
+                let message = tokio::select! {
+                    () = stopped.cancelled() => break,
+                    message = ws.next() => message,
+                };
+                match message {
+                    Some(Ok(Message::Text(text)))
+                        if text.contains(r#""id":"stats""#) && text.contains("serverStats") =>
+                    {
+                        snapshots += 1
+                    }
+                    Some(Ok(Message::Text(text))) if text.contains(r#""id":"tail""#) && text.contains("eventTail") => {
+                        tail += 1
+                    }
+                    Some(Ok(Message::Text(text))) if text.contains(r#""type":"ping""#) => {
+                        ws.send(Message::Text(r#"{"type":"pong"}"#.into())).await?
+                    }
+                    Some(Ok(Message::Text(text))) => bail!("console: unexpected {text}"),
+                    Some(Ok(Message::Close(frame))) => bail!("console closed: {frame:?}"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => bail!("console connection ended"),
+                }
+            }
+            let _ = ws.close(None).await;
+            Ok((snapshots, tail))
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// Closes it; returns the snapshots and tail events it received.
+    async fn close(self) -> anyhow::Result<(u64, u64)> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
+
+/// `fanout`, with the operator console open through the measured phase when `console` is set.
+pub async fn fanout_watched(
+    env: &Env,
+    kind: Kind,
+    subscribers: usize,
+    rate: f64,
+    seconds: f64,
+    console: bool,
+) -> anyhow::Result<(Phase, Vec<String>)> {
     let server = env.start(kind)?;
     log(
         env,
@@ -770,12 +844,21 @@ pub async fn fanout(
         ),
     );
     settle(subscribers).await;
+    let watching = if console { Some(Console::open(env, &server).await?) } else { None };
     let mut publisher = Publisher::new(&server, &env.token, set_inventory(product)).await?;
     publisher.warm_up(&tally, subs.len() as u64, Duration::from_secs(20)).await?;
     let drain = Duration::from_secs(10);
     let mut phase = measure(&server, &mut publisher, &tally, subs.len(), rate, seconds, drain).await?;
     phase.subscribe_errors += subs.failed as u64;
-    let metrics = interesting_metrics(&server).await;
+    let mut metrics = interesting_metrics(&server).await;
+    if let Some(console) = watching {
+        let (snapshots, tail) = console.close().await?;
+        log(env, format!("console: {snapshots} snapshots, {tail} tail events"));
+        if snapshots == 0 || tail == 0 {
+            bail!("the console saw nothing ({snapshots} snapshots, {tail} tail events)");
+        }
+        metrics.push(format!("console open: {snapshots} snapshots and {tail} tail events received"));
+    }
     subs.stop().await;
     Ok((phase, metrics))
 }
