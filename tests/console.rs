@@ -211,6 +211,18 @@ async fn event_counts_and_rates_follow_what_is_published_and_delivered() {
 }
 
 #[tokio::test]
+async fn the_consoles_own_snapshots_are_not_counted_as_delivered_events() {
+    let app = spawn_app().await;
+    let mut console = app.graphql_ws(Some(&app.staff())).await;
+    console.subscribe("s", STATS, json!({ "e": 500 })).await;
+    console.subscribe("t", TAIL, json!({})).await;
+    for _ in 0..3 {
+        let snapshot = snapshot_where(&mut console, "s", WAIT, |_| true).await;
+        assert_eq!(local(&snapshot)["eventsDelivered"].as_f64(), Some(0.0), "{snapshot}");
+    }
+}
+
+#[tokio::test]
 async fn the_tail_shows_topic_and_sequence_and_hides_other_peoples_notifications_from_staff() {
     let app = spawn_app().await;
     let product = app.create_product("TAIL-1", 3).await;

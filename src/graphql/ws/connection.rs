@@ -22,6 +22,7 @@ use tracing::{Instrument, debug_span};
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::app::AppState;
 use crate::auth::{self, User};
+use crate::graphql::EventPosition;
 use crate::graphql::error::{add_codes, code, failed_before_execution};
 use crate::graphql::fanout::{self, Delivery, Membership, Resume};
 use crate::graphql::guard::{self, OperationKind};
@@ -45,6 +46,10 @@ enum Operation {
         subscription: bool,
         /// Whether anything was sent for it yet: only a first response can become an `error`.
         started: bool,
+        /// For a subscription, the log position of the event behind its latest result: 0 while
+        /// none came from an event, as for the console's `serverStats`, whose snapshots are not
+        /// events and are not counted as delivered ones.
+        position: EventPosition,
     },
     /// A member of a shared group (see `graphql::fanout`).
     Shared {
@@ -354,10 +359,11 @@ impl GraphqlWs {
                 Shared::NotShareable => {}
             }
         }
-        let request = self.request(&payload).data(self.consumer.clone());
+        let position = EventPosition::default();
+        let request = self.request(&payload).data(self.consumer.clone()).data(position.clone());
         let results = self.state.schema.execute_stream(request).map(Some).chain(stream::once(future::ready(None)));
         self.streams.insert(id.clone(), results.boxed());
-        self.operations.insert(id, Operation::Local { subscription, started: false });
+        self.operations.insert(id, Operation::Local { subscription, started: false, position });
         Ok(())
     }
 
@@ -451,12 +457,14 @@ impl GraphqlWs {
             return Some(ServerMessage::Complete { id: &id }.to_json(self.dialect));
         };
         add_codes(&mut response);
-        let (subscription, first) = match self.operations.get_mut(&id)? {
-            Operation::Local { subscription, started } => (*subscription, !std::mem::replace(started, true)),
+        let (subscription, first, event) = match self.operations.get_mut(&id)? {
+            Operation::Local { subscription, started, position } => {
+                (*subscription, !std::mem::replace(started, true), position.get() > 0)
+            }
             Operation::Shared { resume: Some(resume), .. } => {
                 let first = !resume.replayed;
                 resume.replayed = true;
-                (true, first)
+                (true, first, true)
             }
             Operation::Shared { .. } => return None,
         };
@@ -466,7 +474,7 @@ impl GraphqlWs {
             self.streams.remove(&id);
             return Some(ServerMessage::Error { id: &id, errors: &response.errors }.to_json(self.dialect));
         }
-        if subscription {
+        if subscription && event {
             metrics::counter!("switchboard_events_delivered_total", "channel" => "graphql").increment(1);
             self.state.registry.count_delivered(1);
         }
