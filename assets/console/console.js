@@ -176,13 +176,15 @@ function render(snapshot) {
     subscriptions: int.format(total(nodes, 'subscriptions')),
     rooms: int.format(snapshot.roomCount),
     members: int.format(snapshot.presenceMembers),
-    published: rate(total(nodes, 'publishedPerSecond')),
+    // With a backplane every node's broker is handed every event of the cluster: the events
+    // published are this node's count, not the nodes' sum (deliveries are each node's own).
+    published: rate(nodes[0].publishedPerSecond),
     delivered: rate(total(nodes, 'deliveredPerSecond')),
     lagged: int.format(total(nodes, 'laggedConsumers')),
     dropped: int.format(total(nodes, 'droppedDeliveries')),
   };
   for (const [key, value] of Object.entries(totals)) document.querySelector(`[data-total="${key}"]`).textContent = value;
-  spark('published', total(nodes, 'publishedPerSecond'));
+  spark('published', nodes[0].publishedPerSecond);
   spark('delivered', total(nodes, 'deliveredPerSecond'));
 
   counts($('channels'), sumByName(nodes.map((n) => n.connectionsByChannel)), 'channel');

@@ -63,7 +63,9 @@ pub struct NodeSnapshot {
     pub subscriptions: i32,
     /// By field (empty for a node that does not report them).
     pub subscriptions_by_field: Vec<NamedCount>,
-    /// Events published since the node started (null for a node that does not report them).
+    /// Events handed to the node's broker since it started (null for a node that does not
+    /// report them). With a backplane every node is handed every event of the cluster, so this
+    /// is about the same on every node: the cluster's count, not a share to be summed.
     pub events_published: Option<f64>,
     /// Events handed to subscribers: GraphQL results and entity updates relayed to `/ws` rooms
     /// (presence and typing messages are not events and are not counted here).
