@@ -18,7 +18,8 @@
 #   AUTOBAHN_TIMEOUT     seconds the whole run may take before it is stopped [900]
 #   AUTOBAHN_WAIT        seconds to wait for the server's port to accept connections [10]
 #   AUTOBAHN_VERBOSE=1   stream the suite's own output instead of keeping it in wstest.log
-#   AUTOBAHN_PYTHON2     a Python 2.7 interpreter to use instead of the private one below
+#   AUTOBAHN_PYTHON2     a Python 2.7 interpreter to use instead of the private one below, e.g.
+#                        pyenv's 2.7 (scripts/test.sh falls back on it when the private one fails)
 #   AUTOBAHN_DEBIAN_MIRROR, AUTOBAHN_DEBIAN_SECURITY_MIRROR
 #                        Debian archive URIs; by default the ones this machine's apt already uses
 #
@@ -249,7 +250,7 @@ while True:
 EOF
 }
 
-write_spec() { # SPEC URL CASES EXCLUDE
+write_spec() { # SPEC_FILE URL CASES EXCLUDE
   python3 - "$@" "$REPORT_DIR" "$AGENT" <<'EOF'
 import json, sys
 spec, url, cases, exclude, outdir, agent = sys.argv[1:]

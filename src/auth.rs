@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 
-/// Seconds of clock skew tolerated on `exp` and `nbf` (the SPEC's figure).
+/// Seconds of clock skew tolerated on `exp` and `nbf` (the contract's figure, `docs/contract.md`).
 pub const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]

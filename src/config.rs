@@ -1,8 +1,9 @@
 //! Every knob in one place: command-line flags, each backed by an environment variable of the same
 //! meaning, with `.env` in the working directory loaded first (it never overrides the environment).
 //!
-//! The defaults here are the defaults everywhere: `.env.example` and the README's table repeat them,
-//! and a test checks that `.env.example` names every variable this struct reads.
+//! The defaults here are the defaults everywhere: `.env.example` and the table in
+//! `docs/operations.md` repeat them, and tests (`tests/cli.rs`) check that both name every
+//! variable this struct reads, the table with the default given here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,7 +66,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The server's configuration. Durations are given in milliseconds, as in the SPEC.
+/// The server's configuration. Durations are given in milliseconds, as `docs/operations.md` says.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Listen address; port 0 picks a free port (the chosen address is logged).

@@ -1,5 +1,5 @@
-//! GraphQL over HTTP: identity, every row of the SPEC's authorization table (refusals included),
-//! error codes, values, and bad input.
+//! GraphQL over HTTP: identity, every row of the authorization table in `docs/contract.md`
+//! (refusals included), error codes, values, and bad input.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The room channel at `/ws` (SPEC section 5, issue 3) over real sockets: identity before the
+//! The room channel at `/ws` (`docs/rooms.md`, issue 3) over real sockets: identity before the
 //! upgrade, rooms and their rules, presence that agrees with GraphQL, typing, entity relays,
 //! liveness, limits, and the failure paths (killed and silent clients, floods, malformed frames,
 //! expiry, shutdown).

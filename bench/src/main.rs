@@ -6,12 +6,14 @@
 
 mod baseline;
 mod client;
+mod resume;
 mod scenarios;
 mod sys;
 mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -41,6 +43,18 @@ enum Scenario {
     Suite,
     /// The same fanout over graphql-ws, then over GraphQL over SSE, and idle SSE subscribers.
     Sse,
+    /// setInventory throughput and CPU with the event log and without it (the --without-log
+    /// binary), SQLITE_SYNCHRONOUS full and normal, saturated and near saturation.
+    Logcost,
+    /// One subscriber resumes N missed events (--sizes): events/s and server CPU per event.
+    Replay,
+    /// S subscribers (-s) on --products products disconnect, miss --missed events each and all
+    /// resume at once: time from subscribe to the last missed event, and that nothing is lost.
+    Storm,
+    /// idle on the --without-log binary and on this one, in one run.
+    Logidle,
+    /// logcost, replay, storm and logidle in one run, then the figures of issue 9.
+    Resume,
     /// A short fanout (50 subscribers, 100/s, 2 s) for CI; fails on any missing delivery.
     Smoke,
     /// Internal: run the baseline server (started by the harness itself).
@@ -59,7 +73,7 @@ enum ServerArg {
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke"
+    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke; resuming: logcost, replay, storm, logidle, resume"
 )]
 struct Args {
     scenario: Scenario,
@@ -80,8 +94,13 @@ struct Args {
     /// Start this Switchboard binary (default: $CARGO_TARGET_DIR or ./target, release/switchboard).
     #[arg(long)]
     spawn: Option<PathBuf>,
-    /// The Node peer, with node_modules installed (a copy of shared/peers/node after `npm ci`).
-    #[arg(long, default_value = "/tmp/switchboard-node-peer")]
+    /// The Switchboard binary from before the event log (commit d182529), for logcost and
+    /// logidle (default: $CARGO_TARGET_DIR or ./target, prelog/switchboard; bench/build-prelog.sh).
+    #[arg(long)]
+    without_log: Option<PathBuf>,
+    /// The Node reference peer (not part of this repository), with node_modules installed
+    /// (`npm ci` run there): the harness runs `node server.js` in it.
+    #[arg(long, env = "SWITCHBOARD_NODE_PEER", default_value = "/tmp/switchboard-node-peer")]
     node_dir: PathBuf,
     /// DATABASE_URL for spawned Switchboards (default: a fresh SQLite file in /tmp each).
     #[arg(long)]
@@ -101,8 +120,9 @@ struct Args {
     /// Do not pin anything.
     #[arg(long)]
     no_pin: bool,
-    #[arg(long, short = 's', default_value_t = 1000)]
-    subscribers: usize,
+    /// Subscribers (default 1000; storm: 10000).
+    #[arg(long, short = 's')]
+    subscribers: Option<usize>,
     /// Events (or mutations) per second.
     #[arg(long, short = 'r')]
     rate: Option<f64>,
@@ -124,9 +144,33 @@ struct Args {
     /// setinventory: pipelined keep-alive connections.
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Connections being opened at once.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    /// Connections being opened at once (default 64; storm: 1000).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// replay: events to resume, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
+    sizes: Vec<u64>,
+    /// logcost: saturated runs per server and setting (alternating); replay: runs per size.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// setinventory: keep --depth requests in flight per connection instead of an open-loop rate.
+    #[arg(long)]
+    saturated: bool,
+    /// logcost, setinventory --saturated: requests in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    depth: usize,
+    /// logcost: the open-loop rate, as a fraction of the lower saturated throughput.
+    #[arg(long, default_value_t = 0.8)]
+    near: f64,
+    /// storm: products the subscribers are spread over.
+    #[arg(long, default_value_t = 5)]
+    products: usize,
+    /// storm: reconnects per second of the paced round (default: half the measured capacity).
+    #[arg(long)]
+    arrival: Option<u32>,
+    /// storm: events each subscriber misses while away.
+    #[arg(long, default_value_t = 20)]
+    missed: u64,
     /// Subscribers speak GraphQL over SSE (`POST /graphql/stream`) instead of graphql-ws.
     #[arg(long)]
     sse: bool,
@@ -165,9 +209,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn default_binary() -> PathBuf {
+fn default_binary(profile: &str) -> PathBuf {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    PathBuf::from(dir).join("release/switchboard")
+    PathBuf::from(dir).join(profile).join("switchboard")
 }
 
 /// Runs the scenario, prints the table; `Ok(false)` when `--check` found a problem.
@@ -176,7 +220,8 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         args.server_env.iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
     let env = Env {
         settings: SpawnSettings {
-            switchboard_bin: args.spawn.clone().unwrap_or_else(default_binary),
+            switchboard_bin: args.spawn.clone().unwrap_or_else(|| default_binary("release")),
+            prelog_bin: args.without_log.clone().unwrap_or_else(|| default_binary("prelog")),
             node_dir: args.node_dir.clone(),
             jwt_secret: args.jwt_secret.clone(),
             database_url: args.database_url.clone(),
@@ -185,7 +230,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         },
         external: args.url.clone().map(|url| (url, args.http.clone(), args.pid)),
         token: args.token.clone().unwrap_or_else(|| client::token(&args.jwt_secret, "bench-staff", "staff")),
-        concurrency: args.concurrency.max(1),
+        concurrency: args.concurrency.unwrap_or(64).max(1),
         fd_limit,
         sse: std::cell::Cell::new(args.sse),
     };
@@ -212,7 +257,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
     let mut table = Table::default();
     let mut clean = true;
     let seconds = args.seconds;
-    let s = args.subscribers;
+    let s = args.subscribers.unwrap_or(1_000);
     match args.scenario {
         Scenario::Fanout | Scenario::Smoke => {
             let (s, rate, seconds) = if args.scenario == Scenario::Smoke {
@@ -267,9 +312,23 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             table.connect(single, &connect);
         }
         Scenario::Setinventory => {
-            let m =
-                scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?;
-            table.mutations(single, &m);
+            let m = if args.saturated {
+                let load = scenarios::Load::Saturated { depth: args.depth };
+                scenarios::mutations(&env, single, load, seconds, args.connections, Duration::from_secs(1)).await?
+            } else {
+                scenarios::setinventory(&env, single, args.rate.unwrap_or(2000.0), seconds, args.connections).await?
+            };
+            table.mutations("setinventory", single, &m);
+        }
+        Scenario::Logcost => logcost(&env, &args, &mut table).await?,
+        Scenario::Replay => clean &= replay(&env, sb, &args, &mut table).await?,
+        Scenario::Storm => clean &= storm(&env, sb, &args, &mut table).await?,
+        Scenario::Logidle => logidle(&env, sb, &args, &mut table).await?,
+        Scenario::Resume => {
+            logcost(&env, &args, &mut table).await?;
+            clean &= replay(&env, sb, &args, &mut table).await?;
+            clean &= storm(&env, sb, &args, &mut table).await?;
+            logidle(&env, sb, &args, &mut table).await?;
         }
         Scenario::Churn => {
             let churn = scenarios::churn(&env, single, s, args.per_connection).await?;
@@ -308,7 +367,8 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     let node = args.node_dir.join("node_modules").is_dir();
     if !node {
         eprintln!(
-            "no Node peer at {} (copy shared/peers/node there and run npm ci): peer rows skipped",
+            "no Node peer at {} (point --node-dir or SWITCHBOARD_NODE_PEER at the Node reference peer, \
+             with `npm ci` run there): peer rows skipped",
             args.node_dir.display()
         );
     }
@@ -401,15 +461,139 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
         table.target("new subscribed connections/s per core", 1e6 / us, "≥ 3000", 1e6 / us >= 3000.0);
     }
     let m = scenarios::setinventory(env, sb, 2000.0, seconds, args.connections).await?;
-    table.mutations(sb, &m);
+    table.mutations("setinventory", sb, &m);
     table.target("setInventory/s (open loop at 2000/s)", m.per_s, "≥ 2000", m.per_s >= 2000.0 * 0.99 && m.errors == 0);
     table.target("setInventory p99 (ms)", m.latency.p99, "≤ 10", m.latency.p99 <= 10.0);
     Ok(clean)
 }
 
+/// `logcost`: rows for every run, then the ratios of issue 9 (with ÷ without).
+async fn logcost(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<()> {
+    table.issue = Some("issue 9");
+    let costs = resume::logcost(env, args.seconds, args.connections, args.depth, args.near, args.repeats).await?;
+    for cost in &costs {
+        let sync = &cost.synchronous;
+        for (kind, m) in &cost.saturated {
+            table.mutations(&format!("logcost {sync} saturated"), *kind, m);
+        }
+        for (kind, m) in &cost.near {
+            table.mutations(&format!("logcost {sync} {:.0}%", args.near * 100.0), *kind, m);
+        }
+    }
+    for cost in &costs {
+        let sync = &cost.synchronous;
+        table.ratio(
+            &format!("SQLITE_SYNCHRONOUS={sync}: saturated mutations/s, log ÷ no log (median)"),
+            cost.capacity(Kind::Switchboard),
+            cost.capacity(Kind::PreLog),
+            "≥ 0.9",
+        );
+        table.ratio(
+            &format!("SQLITE_SYNCHRONOUS={sync}: mutations/s per core saturated, log ÷ no log"),
+            cost.saturated_per_core(Kind::Switchboard),
+            cost.saturated_per_core(Kind::PreLog),
+            "≥ 0.9",
+        );
+        table.ratio(
+            &format!("SQLITE_SYNCHRONOUS={sync}: mutations/s per core at {:.0}/s, log ÷ no log", cost.near_rate),
+            cost.near_per_core(Kind::Switchboard),
+            cost.near_per_core(Kind::PreLog),
+            "≥ 0.9",
+        );
+    }
+    Ok(())
+}
+
+/// `replay`: a row per run, and the per-core figure of the slowest run against 50k events/s.
+async fn replay(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
+    table.issue = Some("issue 9");
+    let runs = resume::replay(env, sb, &args.sizes, args.repeats).await?;
+    for run in &runs {
+        table.replay(sb, run);
+    }
+    let mut sizes: Vec<u64> = runs.iter().map(|r| r.events).collect();
+    sizes.dedup();
+    for n in sizes {
+        let of_n: Vec<&resume::Replay> = runs.iter().filter(|r| r.events == n).collect();
+        let mut per_core: Vec<f64> = of_n.iter().filter_map(|r| r.per_core()).collect();
+        per_core.sort_by(f64::total_cmp);
+        if let Some(&median) = per_core.get(per_core.len() / 2) {
+            table.target(
+                &format!("replay {n} events: events/s per core, one subscriber (median of {})", per_core.len()),
+                median,
+                "≥ 50000",
+                median >= 50_000.0,
+            );
+        }
+        let clean = of_n.iter().all(|r| r.clean());
+        table.target(
+            &format!("replay {n} events: all, in order, then the next live one"),
+            f64::from(u8::from(clean)),
+            "1",
+            clean,
+        );
+    }
+    Ok(runs.iter().all(resume::Replay::clean))
+}
+
+/// `storm`: a row per round and the figures of issue 9 for the resume rounds.
+async fn storm(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
+    table.issue = Some("issue 9");
+    let concurrency = args.concurrency.unwrap_or(1_000);
+    let rounds = resume::storm(
+        env,
+        sb,
+        args.subscribers.unwrap_or(10_000),
+        args.products,
+        args.missed,
+        concurrency,
+        args.arrival,
+    )
+    .await?;
+    for round in &rounds {
+        table.storm(sb, round, concurrency);
+    }
+    let mut clean = true;
+    for round in rounds.iter().filter(|r| r.mode != resume::Mode::Live) {
+        let what = round.mode.label();
+        table.target(
+            &format!("{what}: p99 subscribe → last missed event (ms)"),
+            round.resume.p99,
+            "≤ 250",
+            round.resume.p99 <= 250.0,
+        );
+        table.target(
+            &format!("{what}: caught up in order, then the next live event (of {})", round.subscribers),
+            round.live_next.min(round.done) as f64,
+            &format!("{}", round.subscribers),
+            round.clean(),
+        );
+        clean &= round.clean();
+    }
+    Ok(clean)
+}
+
+/// `logidle`: idle on the pre-log binary and on this one, and their ratio.
+async fn logidle(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::Result<()> {
+    table.issue = Some("issue 9");
+    let before = scenarios::idle(env, Kind::PreLog, args.max_connections, args.step).await?;
+    table.idle(Kind::PreLog, &before);
+    let after = scenarios::idle(env, sb, args.max_connections, args.step).await?;
+    table.idle(sb, &after);
+    table.ratio(
+        "RSS per idle subscribed connection, log ÷ no log",
+        after.bytes_per_connection,
+        before.bytes_per_connection,
+        "≤ 1.0",
+    );
+    Ok(())
+}
+
 /// The one table every run prints: results, then targets, then notes.
 #[derive(Default)]
 struct Table {
+    /// Whose targets the second table lists (default issue 5).
+    issue: Option<&'static str>,
     rows: Vec<[String; 10]>,
     targets: Vec<[String; 4]>,
     notes: Vec<String>,
@@ -555,18 +739,129 @@ impl Table {
         ]);
     }
 
-    fn mutations(&mut self, kind: Kind, m: &Mutations) {
+    fn mutations(&mut self, scenario: &str, kind: Kind, m: &Mutations) {
         self.rows.push([
-            "setinventory".into(),
+            scenario.into(),
             kind.label().into(),
-            format!("R={}/s over {} conns, n={}", m.rate, m.connections, m.sent),
+            match m.depth {
+                Some(depth) => format!("saturated: {} conns × {depth} in flight, n={}", m.connections, m.sent),
+                None => format!("R={}/s over {} conns, n={}", m.rate, m.connections, m.sent),
+            },
             format!("{:.0} mut/s", m.per_s),
-            format!("{} µs/mut", opt(m.server_cpu.map(|c| c.as_secs_f64() * 1e6 / m.ok.max(1) as f64), 1)),
-            format!("{} mut/s", opt(m.server_cpu.map(|c| m.ok as f64 / c.as_secs_f64().max(1e-9)), 0)),
+            format!("{} µs/mut", opt(m.cpu_us_per_mutation(), 1)),
+            format!("{} mut/s", opt(m.per_core(), 0)),
             format!("{:.2}/{:.2}/{:.2}", m.latency.p50, m.latency.p99, m.latency.p999),
             format!("{} errors", m.errors),
             format!("{}/-", pct(m.server_cpu.map(|c| c.as_secs_f64() / m.wall.as_secs_f64()))),
-            m.first_error.clone().unwrap_or_default(),
+            {
+                let mut note = m
+                    .storage_per_mutation()
+                    .map_or_else(String::new, |b| format!("{:.1} KB written to storage per mutation", b / 1e3));
+                if let Some(e) = &m.first_error {
+                    note += &format!("; {e}");
+                }
+                note
+            },
+        ]);
+    }
+
+    fn replay(&mut self, kind: Kind, r: &resume::Replay) {
+        self.rows.push([
+            "replay".into(),
+            kind.label().into(),
+            format!("N={} after one cursor", r.events),
+            format!("{:.0} events/s", r.per_s()),
+            format!("{} µs/event", opt(r.cpu_us_per_event(), 2)),
+            format!("{} events/s", opt(r.per_core(), 0)),
+            format!("first {:.1} / last {:.1}", r.first.as_secs_f64() * 1e3, r.all.as_secs_f64() * 1e3),
+            format!(
+                "{}/{}/{}/{}",
+                r.events.saturating_sub(r.received - r.duplicates - r.out_of_order),
+                r.duplicates,
+                r.out_of_order,
+                u8::from(r.error.is_some())
+            ),
+            format!(
+                "{}/{}",
+                pct(r.server_cpu.map(|c| c.as_secs_f64() / r.all.as_secs_f64())),
+                pct(r.generator_cpu.map(|c| c.as_secs_f64() / r.all.as_secs_f64()))
+            ),
+            {
+                let mut note = format!(
+                    "{} of {} received; server RSS {:.1} → {:.1} MiB; log filled at {:.0}/s",
+                    r.received,
+                    r.events,
+                    r.rss_before as f64 / 1048576.0,
+                    r.rss_peak as f64 / 1048576.0,
+                    r.fill_per_s
+                );
+                match r.live_next {
+                    Some(true) => note += "; next live event next",
+                    Some(false) => note += "; NEXT LIVE EVENT NOT NEXT",
+                    None => {}
+                }
+                if let Some(e) = &r.error {
+                    note += &format!("; {e}");
+                }
+                note
+            },
+        ]);
+    }
+
+    fn storm(&mut self, kind: Kind, r: &resume::StormRound, concurrency: usize) {
+        self.rows.push([
+            r.mode.label().into(),
+            kind.label().into(),
+            match r.mode {
+                resume::Mode::Paced { per_s } => {
+                    format!("S={} P={} missed={} arrival {per_s}/s", r.subscribers, r.products, r.missed)
+                }
+                _ => format!("S={} P={} missed={} conc={concurrency}", r.subscribers, r.products, r.missed),
+            },
+            format!("{:.0} subs/s", r.done as f64 / r.total.as_secs_f64().max(1e-9)),
+            format!("{} µs/sub", opt(r.cpu_us_per_subscriber(), 0)),
+            format!("{} subs/s", opt(r.cpu_us_per_subscriber().map(|us| 1e6 / us), 0)),
+            if r.mode == resume::Mode::Live {
+                format!("first {:.1}/{:.1}/{:.1}", r.first.p50, r.first.p99, r.first.max)
+            } else {
+                format!("{:.1}/{:.1}/{:.1}", r.resume.p50, r.resume.p99, r.resume.p999)
+            },
+            format!("{}/{}/{}/{}", r.missing, r.duplicates, r.out_of_order, r.closed),
+            format!(
+                "{}/{}",
+                pct(r.server_cpu.map(|c| c.as_secs_f64() / r.wall.as_secs_f64())),
+                pct(r.generator_cpu.map(|c| c.as_secs_f64() / r.wall.as_secs_f64()))
+            ),
+            {
+                let mut note = format!(
+                    "{} of {} caught up; max {:.1} ms; total {:.0} ms; first event p50/p99 {:.1}/{:.1} ms; connect+init p50/p99/max {:.1}/{:.1}/{:.1} ms, {} acked in {:.0} ms ({} failed); next live event next: {}; {} events; shared executions {}",
+                    r.done,
+                    r.subscribers,
+                    r.resume.max,
+                    r.total.as_secs_f64() * 1e3,
+                    r.first.p50,
+                    r.first.p99,
+                    r.connect.p50,
+                    r.connect.p99,
+                    r.connect.max,
+                    r.acked,
+                    r.connect_total.as_secs_f64() * 1e3,
+                    r.failed,
+                    r.live_next,
+                    r.events,
+                    opt(r.shared_executions, 0)
+                );
+                if r.errors + r.stray + r.completes > 0 {
+                    note += &format!("; {} errors, {} stray, {} completes", r.errors, r.stray, r.completes);
+                }
+                if let Some(e) = r.first_error.as_ref().or(r.first_failure.as_ref()) {
+                    note += &format!("; first: {e}");
+                }
+                if !r.close_reasons.is_empty() {
+                    note += &format!("; closed: {}", r.close_reasons);
+                }
+                note
+            },
         ]);
     }
 
@@ -610,7 +905,8 @@ impl Table {
         print_rows(&header, &self.rows);
         if !self.targets.is_empty() {
             println!();
-            print_rows(&["target (issue 5)", "measured", "wanted", ""], &self.targets);
+            let title = format!("target ({})", self.issue.unwrap_or("issue 5"));
+            print_rows(&[title.as_str(), "measured", "wanted", ""], &self.targets);
         }
         for note in &self.notes {
             println!("  {note}");

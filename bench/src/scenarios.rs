@@ -27,6 +27,7 @@ use crate::sys::{self, CpuMark};
 use crate::target::{Kind, Server, SpawnSettings};
 
 /// What every scenario needs to reach or start a server.
+#[derive(Clone)]
 pub struct Env {
     pub settings: SpawnSettings,
     /// `Some`: drive this already running server instead of starting one.
@@ -55,7 +56,7 @@ impl Env {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
@@ -70,7 +71,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -386,22 +387,22 @@ async fn open(
 }
 
 /// A publisher: one keep-alive connection, requests pipelined.
-struct Publisher {
-    writer: HttpWriter,
-    reader: HttpReader,
+pub(crate) struct Publisher {
+    pub(crate) writer: HttpWriter,
+    pub(crate) reader: HttpReader,
     /// The last value published.
-    seq: u64,
-    make: Box<dyn Fn(u64) -> String>,
+    pub(crate) seq: u64,
+    pub(crate) make: Box<dyn Fn(u64) -> String>,
 }
 
 impl Publisher {
-    async fn new(server: &Server, token: &str, make: Box<dyn Fn(u64) -> String>) -> anyhow::Result<Self> {
+    pub(crate) async fn new(server: &Server, token: &str, make: Box<dyn Fn(u64) -> String>) -> anyhow::Result<Self> {
         let (writer, reader) = client::http(server.addr, token).await?;
         Ok(Self { writer, reader, seq: 0, make })
     }
 
     /// Publishes one value and waits for its response.
-    async fn publish_one(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn publish_one(&mut self) -> anyhow::Result<()> {
         self.seq += 1;
         self.writer.send(&(self.make)(self.seq)).await?;
         let response = self.reader.next().await?;
@@ -488,6 +489,48 @@ async fn open_loop(
     tokio::try_join!(write, read)?;
     publisher.seq = first + n - 1;
     Ok(result.into_inner())
+}
+
+/// Keeps `depth` requests in flight on the publisher's connection (one more written as each
+/// response arrives) until `until`, then lets them drain. Latency is from each request's write.
+async fn closed_loop(
+    publisher: &mut Publisher,
+    depth: usize,
+    until: Instant,
+    latency: &RefCell<Histogram<u64>>,
+) -> anyhow::Result<OpenLoop> {
+    let mut result = OpenLoop::default();
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    let mut next = publisher.seq + 1;
+    for _ in 0..depth.max(1) {
+        publisher.writer.send(&(publisher.make)(next)).await?;
+        next += 1;
+        result.sent += 1;
+        in_flight.push_back(Instant::now());
+    }
+    while let Some(sent_at) = in_flight.pop_front() {
+        let response = publisher.reader.next().await?;
+        let now = Instant::now();
+        latency.borrow_mut().saturating_record((now.saturating_duration_since(sent_at).as_micros() as u64).max(1));
+        result.first_response.get_or_insert(now);
+        result.last_response = Some(now);
+        if response.ok() {
+            result.ok += 1;
+        } else {
+            result.errors += 1;
+            result
+                .first_error
+                .get_or_insert_with(|| String::from_utf8_lossy(&response.body).chars().take(300).collect());
+        }
+        if now < until {
+            publisher.writer.send(&(publisher.make)(next)).await?;
+            next += 1;
+            result.sent += 1;
+            in_flight.push_back(Instant::now());
+        }
+    }
+    publisher.seq = next - 1;
+    Ok(result)
 }
 
 /// A measured fan-out phase.
@@ -617,7 +660,7 @@ fn product_input(tag: &str) -> String {
     .to_string()
 }
 
-async fn create_products(server: &Server, token: &str, count: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn create_products(server: &Server, token: &str, count: usize) -> anyhow::Result<Vec<String>> {
     let (mut w, mut r) = client::http(server.addr, token).await?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
     let bodies: Vec<String> = (0..count).map(|i| product_input(&format!("{stamp}-{i}"))).collect();
@@ -643,7 +686,7 @@ async fn create_orders(server: &Server, token: &str, count: usize) -> anyhow::Re
         .collect()
 }
 
-fn set_inventory(product: String) -> Box<dyn Fn(u64) -> String> {
+pub(crate) fn set_inventory(product: String) -> Box<dyn Fn(u64) -> String> {
     Box::new(move |quantity| {
         format!(
             r#"{{"query":"mutation($productId: ID!, $quantity: Int!){{ setInventory(productId: $productId, quantity: $quantity){{ quantity }} }}","variables":{{"productId":"{product}","quantity":{quantity}}}}}"#
@@ -658,7 +701,7 @@ const ORDER: &str = "subscription($o: ID!){ orderUpdated(orderId: $o){ orderId s
 const ORDER_KEY: &str = "\"trackingNumber\":";
 
 /// Waits for the server to have handled what was just sent (no protocol answer to `subscribe`).
-async fn settle(subscribers: usize) {
+pub(crate) async fn settle(subscribers: usize) {
     let ms = 300 + (subscribers as u64 / 10).min(2000);
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -677,7 +720,7 @@ pub async fn interesting_metrics(server: &Server) -> Vec<String> {
         .collect()
 }
 
-async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = client::tcp_connect(server.addr, false).await?;
     stream
@@ -689,7 +732,7 @@ async fn http_get(server: &Server, path: &str) -> anyhow::Result<String> {
     Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
-fn log(_env: &Env, message: impl AsRef<str>) {
+pub(crate) fn log(_env: &Env, message: impl AsRef<str>) {
     eprintln!("  {}", message.as_ref());
 }
 
@@ -789,7 +832,7 @@ pub async fn idle(env: &Env, kind: Kind, max: usize, step: usize) -> anyhow::Res
 }
 
 /// RSS settles a little after a burst of connections: take the median of three samples.
-async fn sample_rss(pid: u32) -> u64 {
+pub(crate) async fn sample_rss(pid: u32) -> u64 {
     let mut values = Vec::new();
     for _ in 0..3 {
         values.push(sys::rss_bytes(pid).unwrap_or(0));
@@ -976,6 +1019,8 @@ pub async fn connect(env: &Env, kind: Kind, seconds: f64, max: usize) -> anyhow:
 #[derive(Clone, Debug, Default)]
 pub struct Mutations {
     pub rate: f64,
+    /// `Some(d)`: a saturated run with `d` requests in flight per connection (`rate` is then 0).
+    pub depth: Option<usize>,
     pub connections: usize,
     pub sent: u64,
     pub ok: u64,
@@ -984,7 +1029,36 @@ pub struct Mutations {
     pub per_s: f64,
     pub latency: Latency,
     pub server_cpu: Option<Duration>,
+    /// Bytes the server wrote to storage during the run (`/proc/<pid>/io` `write_bytes`).
+    pub storage_written: Option<u64>,
     pub wall: Duration,
+}
+
+impl Mutations {
+    /// Bytes written to storage per successful mutation.
+    pub fn storage_per_mutation(&self) -> Option<f64> {
+        self.storage_written.filter(|_| self.ok > 0).map(|b| b as f64 / self.ok as f64)
+    }
+
+    pub fn cpu_us_per_mutation(&self) -> Option<f64> {
+        let cpu = self.server_cpu?;
+        (self.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ok as f64)
+    }
+
+    /// Mutations per second per fully busy server core.
+    pub fn per_core(&self) -> Option<f64> {
+        self.cpu_us_per_mutation().map(|us| 1e6 / us)
+    }
+}
+
+/// How a mutation run offers its load.
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// Open loop: `rate` requests/s in total, each written at its scheduled time.
+    Open { rate: f64 },
+    /// Saturated: `depth` requests always in flight on each connection (a new one is written as
+    /// each response arrives), so the server runs at its own pace: its capacity.
+    Saturated { depth: usize },
 }
 
 /// `setinventory`: open-loop `rate` setInventory/s over `connections` pipelined keep-alive
@@ -996,11 +1070,25 @@ pub async fn setinventory(
     seconds: f64,
     connections: usize,
 ) -> anyhow::Result<Mutations> {
+    mutations(env, kind, Load::Open { rate }, seconds, connections, Duration::ZERO).await
+}
+
+/// `setInventory` over `connections` pipelined keep-alive connections, one product each, offered
+/// as `load` for `seconds` after `warm_up` of saturated, unmeasured mutations (a fresh server's
+/// first mutations are dearer: SQLite page cache, allocator growth).
+pub async fn mutations(
+    env: &Env,
+    kind: Kind,
+    load: Load,
+    seconds: f64,
+    connections: usize,
+    warm_up: Duration,
+) -> anyhow::Result<Mutations> {
     let server = env.start(kind)?;
     log(
         env,
         format!(
-            "setinventory on {} ({}): {rate}/s over {connections} connections for {seconds} s",
+            "setinventory on {} ({}): {load:?} over {connections} connections for {seconds} s",
             kind.label(),
             server.addr
         ),
@@ -1012,28 +1100,51 @@ pub async fn setinventory(
         p.publish_one().await?;
         publishers.push(p);
     }
-    let per_connection = rate / connections as f64;
-    let interval = Duration::from_secs_f64(1.0 / per_connection);
-    let n = ((per_connection * seconds).round() as u64).max(1);
+    if !warm_up.is_zero() {
+        let until = Instant::now() + warm_up;
+        let scratch = RefCell::new(histogram());
+        futures::future::try_join_all(publishers.iter_mut().map(|p| closed_loop(p, 16, until, &scratch))).await?;
+    }
     let latency = RefCell::new(histogram());
+    let written = server.pid.and_then(sys::storage_written);
     let server_cpu = CpuMark::start(server.pid);
     let start = Instant::now();
     let t0 = start + Duration::from_millis(20);
-    let runs = publishers.iter_mut().enumerate().map(|(c, p)| {
-        let offset = interval.mul_f64(c as f64 / connections as f64);
-        open_loop(p, n, t0 + offset, interval, &latency)
-    });
-    let results = futures::future::try_join_all(runs).await?;
+    let results = match load {
+        Load::Open { rate } => {
+            let per_connection = rate / connections as f64;
+            let interval = Duration::from_secs_f64(1.0 / per_connection);
+            let n = ((per_connection * seconds).round() as u64).max(1);
+            let runs = publishers.iter_mut().enumerate().map(|(c, p)| {
+                let offset = interval.mul_f64(c as f64 / connections as f64);
+                open_loop(p, n, t0 + offset, interval, &latency)
+            });
+            futures::future::try_join_all(runs).await?
+        }
+        Load::Saturated { depth } => {
+            let until = start + Duration::from_secs_f64(seconds);
+            let runs = publishers.iter_mut().map(|p| closed_loop(p, depth, until, &latency));
+            futures::future::try_join_all(runs).await?
+        }
+    };
     let server_cpu = server_cpu.elapsed();
+    let storage_written = written.zip(server.pid.and_then(sys::storage_written)).map(|(a, b)| b.saturating_sub(a));
     let wall = start.elapsed();
     // Completions per second between the first and the last response: the offered rate while
-    // the server keeps up, its own pace when it falls behind.
+    // the server keeps up, its own pace when it falls behind (or is saturated).
     let first = results.iter().filter_map(|r| r.first_response).min().unwrap_or(t0);
     let last = results.iter().filter_map(|r| r.last_response).max().unwrap_or(t0);
     let ok: u64 = results.iter().map(|r| r.ok).sum();
     let responses: u64 = ok + results.iter().map(|r| r.errors).sum::<u64>();
     Ok(Mutations {
-        rate,
+        rate: match load {
+            Load::Open { rate } => rate,
+            Load::Saturated { .. } => 0.0,
+        },
+        depth: match load {
+            Load::Open { .. } => None,
+            Load::Saturated { depth } => Some(depth),
+        },
         connections,
         sent: results.iter().map(|r| r.sent).sum(),
         ok,
@@ -1042,6 +1153,7 @@ pub async fn setinventory(
         per_s: responses.saturating_sub(1) as f64 / last.saturating_duration_since(first).as_secs_f64().max(1e-9),
         latency: Latency::of(&latency.borrow()),
         server_cpu,
+        storage_written,
         wall,
     })
 }

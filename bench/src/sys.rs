@@ -60,22 +60,53 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time of every live thread of process `pid`, in nanoseconds, from
+/// `/proc/<pid>/task/*/schedstat`: far finer than the 10 ms ticks of `/proc/<pid>/stat`, but a
+/// thread that exits takes its time with it (see [`CpuMark::elapsed`]).
+pub fn cpu_time_fine(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// Bytes process `pid` has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`:
+/// page-cache pages dirtied by writes to files, such as SQLite's log and database).
+pub fn storage_written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// CPU time of a process between two instants, as a tiny helper for reports.
 #[derive(Clone, Copy)]
 pub struct CpuMark {
     pid: Option<u32>,
     start: Option<Duration>,
+    /// Set by [`CpuMark::fine`]: the per-thread nanosecond reading at the start.
+    fine: Option<Duration>,
 }
 
 impl CpuMark {
     pub fn start(pid: Option<u32>) -> Self {
-        Self { pid, start: pid.and_then(cpu_time) }
+        Self { pid, start: pid.and_then(cpu_time), fine: None }
     }
 
-    /// CPU time used since `start`, if the process could be read both times.
+    /// Like [`CpuMark::start`], but read to the nanosecond (for phases of tens of milliseconds).
+    pub fn fine(pid: Option<u32>) -> Self {
+        Self { pid, start: pid.and_then(cpu_time), fine: pid.and_then(cpu_time_fine) }
+    }
+
+    /// CPU time used since `start`, if the process could be read both times. A fine mark uses
+    /// the per-thread reading unless it falls short of the tick reading by more than two ticks
+    /// (a thread exited in between and took its time with it).
     pub fn elapsed(&self) -> Option<Duration> {
-        let now = cpu_time(self.pid?)?;
-        Some(now.saturating_sub(self.start?))
+        let ticks = cpu_time(self.pid?)?.saturating_sub(self.start?);
+        let Some(fine) = self.fine.zip(cpu_time_fine(self.pid?)).map(|(a, b)| b.saturating_sub(a)) else {
+            return Some(ticks);
+        };
+        Some(if fine + Duration::from_millis(20) < ticks { ticks } else { fine })
     }
 }
 
@@ -107,5 +138,7 @@ mod tests {
         let pid = std::process::id();
         assert!(cpu_time(pid).is_some());
         assert!(rss_bytes(pid).unwrap() > 0);
+        assert!(cpu_time_fine(pid).unwrap() > Duration::ZERO);
+        assert!(storage_written(pid).is_some());
     }
 }

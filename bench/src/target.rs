@@ -14,6 +14,9 @@ pub enum Kind {
     Switchboard,
     Baseline,
     Node,
+    /// Switchboard as it was before the event log (commit `d182529`, or whatever binary
+    /// `--without-log` names): the "without" side of `logcost` and `logidle`.
+    PreLog,
     /// Started by someone else.
     External,
 }
@@ -24,6 +27,7 @@ impl Kind {
             Kind::Switchboard => "switchboard",
             Kind::Baseline => "baseline",
             Kind::Node => "node-peer",
+            Kind::PreLog => "pre-log",
             Kind::External => "external",
         }
     }
@@ -33,6 +37,8 @@ impl Kind {
 #[derive(Clone, Debug)]
 pub struct SpawnSettings {
     pub switchboard_bin: PathBuf,
+    /// The pre-event-log Switchboard binary ([`Kind::PreLog`]).
+    pub prelog_bin: PathBuf,
     pub node_dir: PathBuf,
     pub jwt_secret: String,
     /// `None`: a fresh SQLite file under /tmp per server.
@@ -74,8 +80,12 @@ impl Server {
         let log = PathBuf::from(format!("/tmp/switchboard-bench-{tag}.log"));
         let mut db_file = None;
         let mut command = match kind {
-            Kind::Switchboard => {
-                let mut c = Command::new(&settings.switchboard_bin);
+            Kind::Switchboard | Kind::PreLog => {
+                let bin = if kind == Kind::PreLog { &settings.prelog_bin } else { &settings.switchboard_bin };
+                if !bin.exists() {
+                    bail!("{} not found (see BENCHMARKS.md: bench/build-prelog.sh builds it)", bin.display());
+                }
+                let mut c = Command::new(bin);
                 let url = match &settings.database_url {
                     Some(url) => url.clone(),
                     None => {

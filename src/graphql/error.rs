@@ -10,7 +10,7 @@ use crate::commerce::CommerceError;
 use crate::event_log::ResumeError;
 use crate::store::StoreError;
 
-/// The codes clients branch on (SPEC section 4), plus the pre-execution ones Apollo Server uses.
+/// The codes clients branch on (`docs/contract.md`), plus the pre-execution ones Apollo Server uses.
 pub mod code {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     pub const FORBIDDEN: &str = "FORBIDDEN";

@@ -1,4 +1,4 @@
-//! Who may enter which room (SPEC section 5), shared by `join_room` on `/ws` and by the
+//! Who may enter which room (`docs/rooms.md`), shared by `join_room` on `/ws` and by the
 //! `roomPresence` query so that the two can never disagree.
 //!
 //! - `order:<id>`: staff, admins and that order's customer (the order must exist);

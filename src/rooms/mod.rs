@@ -1,4 +1,4 @@
-//! The room channel at `/ws` (SPEC section 5): rooms, presence, typing indicators and entity
+//! The room channel at `/ws` (`docs/rooms.md`): rooms, presence, typing indicators and entity
 //! relays.
 //!
 //! - [`protocol`]: the client and server messages;

@@ -1,4 +1,4 @@
-//! The messages of the room channel (SPEC section 5), as serde types.
+//! The messages of the room channel (`docs/rooms.md`), as serde types.
 //!
 //! Client messages are `{"type": T, "payload": {...}}`; a frame that does not parse as one of them
 //! becomes a typed `error` reply (`BAD_REQUEST`) and the socket stays open. Server messages are
