@@ -523,3 +523,39 @@ test('deploy/haproxy.cfg is valid, and the cluster runs it with only its node li
   const running = fs.readFileSync(path.join(dir, 'haproxy.cfg'), 'utf8');
   assert.equal(strip(running), strip(shipped));
 });
+
+test('deploy/compose.yaml: the same topology, with the checked haproxy.cfg', (t) => {
+  // Docker is not at hand here: parse the file (PyYAML, which the machines' Python has) and check
+  // what a typo would break.
+  let compose;
+  try {
+    compose = JSON.parse(execFileSync('python3', ['-c',
+      'import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))',
+      path.join(h.REPO, 'deploy', 'compose.yaml')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }));
+  } catch (err) {
+    if (/No module named .?yaml/.test(String(err.stderr))) return t.skip('PyYAML is not installed');
+    throw err;
+  }
+  const services = compose.services;
+  assert.deepEqual(Object.keys(services).sort(), ['haproxy', 'node-1', 'node-2', 'node-3', 'postgres', 'redis']);
+  const nodeNames = ['node-1', 'node-2', 'node-3'];
+  const envs = nodeNames.map((n) => services[n].environment);
+  assert.deepEqual(envs.map((e) => e.NODE_ID), nodeNames, 'each node has its own NODE_ID');
+  for (const e of envs) {
+    assert.equal(e.DATABASE_URL, envs[0].DATABASE_URL, 'one database');
+    assert.equal(e.REDIS_URL, envs[0].REDIS_URL, 'one Redis');
+    assert.equal(e.BIND_ADDR, '0.0.0.0:4000');
+  }
+  assert.match(envs[0].DATABASE_URL, /^postgres:\/\/[^@]+@postgres:5432\//);
+  assert.match(envs[0].REDIS_URL, /^redis:\/\/redis:6379$/);
+  for (const n of nodeNames) {
+    assert.equal(services[n].build.dockerfile, 'Dockerfile');
+    assert.ok(fs.existsSync(path.join(h.REPO, 'deploy', services[n].build.context, services[n].build.dockerfile)));
+  }
+  // HAProxy mounts deploy/haproxy.cfg, whose node list names these services on their port.
+  assert.ok(services.haproxy.volumes.some((v) => v.startsWith('./haproxy.cfg:')), JSON.stringify(services.haproxy.volumes));
+  const cfg = fs.readFileSync(path.join(h.REPO, 'deploy', 'haproxy.cfg'), 'utf8');
+  const servers = [...cfg.matchAll(/^\s*server (\S+) (\S+)/gm)].map((m) => [m[1], m[2]]);
+  assert.deepEqual(servers, nodeNames.map((n) => [n, `${n}:4000`]));
+  assert.deepEqual(services.haproxy.ports, ['127.0.0.1:4000:4000', '127.0.0.1:8404:8404']);
+});
