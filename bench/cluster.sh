@@ -6,6 +6,7 @@
 #
 # --store sqlite: the nodes share one SQLite file instead of PostgreSQL (Redis is still used).
 # Everything after is passed to `switchboard-bench cluster` (-r, --seconds, --per-node, …).
+# On PostgreSQL it then runs setInventory's write transaction alone with pgbench: the store's ceiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/services.sh
@@ -39,3 +40,20 @@ if [ "$store" = postgres ]; then
 fi
 "$CARGO_TARGET_DIR/release/switchboard-bench" cluster --spawn "$CARGO_TARGET_DIR/release/switchboard" \
   --redis-url "$REDIS_URL" "${store_args[@]}" "$@"
+
+# What bounds the figure on PostgreSQL: setInventory's transaction run by pgbench alone (no
+# Switchboard, no Redis), in a database of its own, with as many clients as the scenario had
+# publishers (12) and with one, and without waiting for the WAL to reach the disk.
+if [ "$store" = postgres ]; then
+  port=${PG_URL##*:}
+  port=${port%%/*}
+  bin=$(pg_bindir)
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U switchboard writetx
+  "$bin/psql" -q -h 127.0.0.1 -p "$port" -U switchboard -d writetx -f bench/tools/write-tx.sql >/dev/null
+  for run in "12 on" "1 on" "12 off"; do
+    read -r clients sync <<<"$run"
+    echo "== pgbench: setInventory's write transaction alone, $clients client(s), synchronous_commit=$sync, 10 s"
+    PGOPTIONS="-c synchronous_commit=$sync" "$bin/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" -U switchboard \
+      -c "$clients" -j 2 -T 10 -f bench/tools/write-tx.pgbench writetx 2>&1 | grep -E "latency average|^tps|failed"
+  done
+fi
