@@ -55,6 +55,8 @@ pub struct Opts {
     pub depth: usize,
     pub fanout_subscribers: usize,
     pub fanout_rate: f64,
+    /// Rates at which one event message is republished (phase 5).
+    pub replay_rates: Vec<f64>,
     /// Pin the nodes to the server core (the fan-out phases always are, as elsewhere).
     pub pin_nodes: bool,
 }
@@ -141,6 +143,19 @@ pub struct Report {
     pub idle_commands: Commands,
     pub saturated: Saturated,
     pub hop: Hop,
+    pub unwatched: Vec<Replayed>,
+}
+
+/// One event message published again and again to the events channel.
+#[derive(Clone, Debug, Default)]
+pub struct Replayed {
+    pub rate: f64,
+    pub sent: u64,
+    /// Until Redis had answered every PUBLISH.
+    pub sending: f64,
+    /// Also the nodes' time to read what was left on their sockets: CPU is measured over this.
+    pub wall: f64,
+    pub cpu: Cpu,
 }
 
 impl Report {
@@ -158,6 +173,19 @@ impl Report {
     pub fn publishes_per_mutation(&self) -> f64 {
         let background = self.idle_commands.publish as f64 / self.idle_seconds * self.hop.wall;
         (self.hop.commands.publish as f64 - background).max(0.0) / self.hop.mutations.max(1) as f64
+    }
+
+    /// CPU µs per replayed message of node `i`, above its idle CPU.
+    pub fn replayed_us_per_event(&self, r: &Replayed, i: usize) -> Option<f64> {
+        let busy = *r.cpu.nodes.get(i)?;
+        let idle = self.idle.nodes.get(i)? / self.idle_seconds * r.wall;
+        Some((busy - idle).max(0.0) * 1e6 / r.sent.max(1) as f64)
+    }
+
+    pub fn replayed_switches_per_event(&self, r: &Replayed, i: usize) -> Option<f64> {
+        let busy = *r.cpu.switches.get(i)? as f64;
+        let idle = *self.idle.switches.get(i)? as f64 / self.idle_seconds * r.wall;
+        Some((busy - idle).max(0.0) / r.sent.max(1) as f64)
     }
 
     /// Context switches per event of node `i` in the hop phase, above its idle rate.
@@ -248,9 +276,20 @@ pub async fn run(env: &Env, opts: &Opts) -> anyhow::Result<Report> {
     );
     let mut hop = hop(env, opts, &nodes, &parts, redis, opts.rate).await?;
     hop.asked_rate = opts.rate;
+
+    // 5. An unwatched event at rates the store cannot reach: one real event message, published
+    //    again and again straight to the channel. Every node decodes each copy and drops it as
+    //    already delivered (its position is behind), which is all an unwatched event costs but
+    //    for the broker's map lookup.
+    let message = capture_event(env, &nodes[0], redis).await?;
+    let mut unwatched = Vec::new();
+    for &rate in &opts.replay_rates {
+        eprintln!("  cluster 5/5: one event message republished at {rate}/s for {} s", opts.seconds / 2.0);
+        unwatched.push(replay(redis, &message, rate, opts.seconds / 2.0, &parts).await?);
+    }
     drop(nodes);
     drop(cleanup);
-    Ok(Report { store, fanout_without, fanout_with, idle_seconds, idle, idle_commands, saturated, hop })
+    Ok(Report { store, fanout_without, fanout_with, idle_seconds, idle, idle_commands, saturated, hop, unwatched })
 }
 
 /// Removes the shared SQLite file (and its WAL) when the run ends, however it ends.
@@ -784,6 +823,140 @@ async fn redis_command(addr: SocketAddr, args: &[&str]) -> anyhow::Result<String
     .context("Redis did not answer within 5 s")?
 }
 
+/// Reads one RESP reply: an array of bulk strings (a pub/sub push) or a simple line.
+async fn read_reply(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some((items, used)) = parse_reply(buffer)? {
+            buffer.drain(..used);
+            return Ok(items);
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("Redis closed the connection");
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `Some((items, bytes used))` once `buffer` holds a whole reply.
+fn parse_reply(buffer: &[u8]) -> anyhow::Result<Option<(Vec<Vec<u8>>, usize)>> {
+    let line = |at: usize| buffer[at..].windows(2).position(|w| w == b"\r\n").map(|end| at + end);
+    let Some(end) = line(0) else { return Ok(None) };
+    let head = std::str::from_utf8(&buffer[..end])?;
+    match head.as_bytes().first() {
+        Some(b'*') => {
+            let count: usize = head[1..].parse()?;
+            let mut at = end + 2;
+            let mut items = Vec::with_capacity(count);
+            for _ in 0..count {
+                let Some(end) = line(at) else { return Ok(None) };
+                let head = std::str::from_utf8(&buffer[at..end])?;
+                match head.as_bytes().first() {
+                    Some(b'$') => {
+                        let len: usize = head[1..].parse()?;
+                        if buffer.len() < end + 2 + len + 2 {
+                            return Ok(None);
+                        }
+                        items.push(buffer[end + 2..end + 2 + len].to_vec());
+                        at = end + 2 + len + 2;
+                    }
+                    _ => {
+                        items.push(head.as_bytes()[1..].to_vec());
+                        at = end + 2;
+                    }
+                }
+            }
+            Ok(Some((items, at)))
+        }
+        _ => Ok(Some((vec![head.as_bytes().to_vec()], end + 2))),
+    }
+}
+
+fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The channel and payload of a real event message: subscribes to every events channel, makes
+/// one change on `node`, and keeps the first message that carries an event.
+async fn capture_event(env: &Env, node: &Server, redis: SocketAddr) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut stream = TcpStream::connect(redis).await?;
+    stream.write_all(&resp_command(&[b"PSUBSCRIBE", b"switchboard:*:events"])).await?;
+    let mut buffer = Vec::new();
+    read_reply(&mut stream, &mut buffer).await?;
+    let product = scenarios::create_products(node, &env.token, 1).await?.remove(0);
+    let mut publisher = Publisher::new(node, &env.token, scenarios::set_inventory(product)).await?;
+    publisher.publish_one().await?;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let items = read_reply(&mut stream, &mut buffer).await?;
+            if items.len() == 4 && items[0] == b"pmessage" && items[3].starts_with(br#"{"t":"event""#) {
+                return Ok((items[2].clone(), items[3].clone()));
+            }
+        }
+    })
+    .await
+    .context("no event message on the channel within 5 s")?
+}
+
+/// Publishes `message` `rate` times a second for `seconds` (pipelined, a batch per millisecond).
+async fn replay(
+    redis: SocketAddr,
+    (channel, payload): &(Vec<u8>, Vec<u8>),
+    rate: f64,
+    seconds: f64,
+    parts: &Parts,
+) -> anyhow::Result<Replayed> {
+    let stream = TcpStream::connect(redis).await?;
+    stream.set_nodelay(true)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let command = resp_command(&[b"PUBLISH", channel, payload]);
+    let n = (rate * seconds).round() as u64;
+    let mark = parts.mark();
+    let start = Instant::now();
+    let write = async {
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        while sent < n {
+            tick.tick().await;
+            let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(n);
+            let mut batch = Vec::new();
+            while sent < due {
+                batch.extend_from_slice(&command);
+                sent += 1;
+            }
+            writer.write_all(&batch).await?;
+        }
+        anyhow::Ok(())
+    };
+    let read = async {
+        // Each reply is ":<receivers>\r\n".
+        let (mut replies, mut chunk) = (0u64, [0u8; 16 * 1024]);
+        while replies < n {
+            let got = reader.read(&mut chunk).await?;
+            if got == 0 {
+                bail!("Redis closed the connection");
+            }
+            replies += chunk[..got].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs_f64(seconds + 30.0), async { tokio::try_join!(write, read) })
+        .await
+        .context("Redis did not take the messages in time")??;
+    let sending = start.elapsed().as_secs_f64();
+    // Let the nodes read what is on their sockets.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let wall = start.elapsed().as_secs_f64();
+    Ok(Replayed { rate, sent: n, sending, wall, cpu: parts.since(&mark) })
+}
+
 fn info_field(info: &str, key: &str) -> Option<u32> {
     info.lines().find_map(|l| l.strip_prefix(&format!("{key}:"))).and_then(|v| v.trim().parse().ok())
 }
@@ -833,6 +1006,16 @@ mod tests {
                     cmdstat_info:calls=4,usec=1\r\ncmdstat_hset:calls=3,usec=1\r\n";
         let t = parse_commandstats(text);
         assert_eq!((t.all, t.publish), (13, 10));
+    }
+
+    #[test]
+    fn parses_pubsub_pushes_whole_or_not_at_all() {
+        let push = b"*4\r\n$8\r\npmessage\r\n$1\r\np\r\n$2\r\nch\r\n$5\r\nhello\r\n:1\r\n";
+        let (items, used) = parse_reply(push).unwrap().unwrap();
+        assert_eq!(items, vec![b"pmessage".to_vec(), b"p".to_vec(), b"ch".to_vec(), b"hello".to_vec()]);
+        assert_eq!(&push[used..], b":1\r\n");
+        assert!(parse_reply(&push[..20]).unwrap().is_none());
+        assert_eq!(resp_command(&[b"PING"]), b"*1\r\n$4\r\nPING\r\n");
     }
 
     #[test]

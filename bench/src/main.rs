@@ -507,6 +507,7 @@ async fn cluster(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bo
         depth: args.depth,
         fanout_subscribers: args.subscribers.unwrap_or(1_000),
         fanout_rate: 20.0,
+        replay_rates: vec![1_000.0, 5_000.0, 20_000.0],
         pin_nodes: args.pin_nodes,
     };
     let r = cluster::run(env, &opts).await?;
@@ -574,6 +575,29 @@ async fn cluster(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bo
             h.hop.max, h.remote_first, h.local.p50, h.local.p99, h.remote.p50, h.remote.p99, h.publish_latency.p99, h.errors
         ),
     ]);
+    for u in &r.unwatched {
+        table.rows.push([
+            format!("cluster: unwatched event, {:.0}/s", u.rate),
+            format!("{} nodes, Redis", opts.nodes),
+            format!("one event message PUBLISHed {} times over {:.1} s", u.sent, u.sending),
+            format!("{:.0} msg/s", u.sent as f64 / u.sending),
+            format!(
+                "{} / {} / {} µs/event on node-1 / 2 / 3 (above idle)",
+                opt(r.replayed_us_per_event(u, 0), 1),
+                opt(r.replayed_us_per_event(u, 1), 1),
+                opt(r.replayed_us_per_event(u, 2), 1)
+            ),
+            opt(r.replayed_us_per_event(u, 2).map(|us| 1e6 / us), 0) + " events/s",
+            "-".into(),
+            "-".into(),
+            busy(&u.cpu, u.wall),
+            format!(
+                "each node decodes every copy and drops it as delivered already; Redis {} µs/publish; context switches/event on node-3 {}",
+                opt(u.cpu.redis.map(|c| c * 1e6 / u.sent.max(1) as f64), 1),
+                opt(r.replayed_switches_per_event(u, 2), 2)
+            ),
+        ]);
+    }
     let background = r.background_commands_per_s();
     table.notes.push(format!(
         "idle {:.0} s: nodes {} CPU ms/s; Redis {:.1} commands/s ({} PUBLISH in all)",
