@@ -60,7 +60,8 @@ enum Scenario {
     Smoke,
     /// Several nodes on one store and one Redis (--redis-url; bench/cluster.sh starts both):
     /// fan-out with and without Redis, most mutations/s across the nodes (checked value by
-    /// value), the cross-node hop at -r/s, Redis commands per publish, CPU of an unwatched event.
+    /// value), the cross-node hop at -r/s, Redis commands per publish, CPU of an unwatched event
+    /// (also republished at 1k, 5k and 20k/s).
     Cluster,
     /// Internal: run the baseline server (started by the harness itself).
     #[value(hide = true)]
