@@ -43,8 +43,6 @@ pub struct AppState {
     pub query_limits: Limits,
     /// Pre-filled into GraphiQL in `--demo` mode.
     pub graphiql_token: Option<String>,
-    /// `--demo`: the rooms demo page is served, with tokens for its two people.
-    pub demo: bool,
     /// Cancelled at shutdown; every socket loop watches it (axum's graceful shutdown does not
     /// reach upgraded connections).
     pub shutdown: CancellationToken,
@@ -55,6 +53,16 @@ pub struct AppState {
     pub fanout: Fanout,
     /// Single-connection reservations of GraphQL over SSE.
     pub sse: graphql::sse::Reservations,
+}
+
+impl AppState {
+    /// `--demo` mode, where the rooms demo is served and the pages offer demo tokens. Read from
+    /// the demo token, which exists in that mode only, rather than kept in a field of its own:
+    /// every connection holds a clone of this state, so each byte here is paid per connection
+    /// (see the size test of an idle SSE stream).
+    pub fn demo(&self) -> bool {
+        self.graphiql_token.is_some()
+    }
 }
 
 /// A built application: state ready, port bound.
@@ -135,7 +143,6 @@ impl Application {
             registry,
             rooms,
             graphiql_token,
-            demo: demo_data,
             shutdown,
             tracker,
             metrics,

@@ -433,3 +433,39 @@ async fn a_node_that_shuts_down_removes_its_members_at_once() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     drop(ann_b);
 }
+
+/// Redis restarted empty (nothing saved): every node writes its presence back whole, so that each
+/// list stays whole, and nobody sees a member leave and come back meanwhile. Before, a node whose
+/// writes had not failed never rewrote its part: after the others' next resynchronisation its
+/// members vanished from every other node (with `user_left_room`) until they moved again.
+#[tokio::test]
+async fn a_redis_restart_that_empties_it_keeps_presence_whole() {
+    let mut redis = RedisServer::start().await;
+    let apps = nodes(2, &redis.url()).await;
+    let (ann, bob) = (apps[0].token("ann", TestRole::Customer), apps[0].token("bob", TestRole::Customer));
+    let mut ann_a = apps[0].rooms_ws(&ann).await;
+    ann_a.join("lobby").await;
+    presence_becomes(&apps[1], "lobby", &[("ann", 1)]).await;
+    let mut bob_b = apps[1].rooms_ws(&bob).await;
+    bob_b.join("lobby").await;
+    assert_eq!(ann_a.expect("user_joined_room").await["userId"], "bob");
+    presence_becomes(&apps[0], "lobby", &[("ann", 1), ("bob", 1)]).await;
+
+    redis.restart().await;
+    // Past a node's time to live and a full resynchronisation, neither member hears anything.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(7);
+    for ws in [&mut ann_a, &mut bob_b] {
+        match ws.next_within(quiet_until.saturating_duration_since(tokio::time::Instant::now())).await {
+            Next::Silent => {}
+            other => panic!("a member heard something while Redis came back empty: {other:?}"),
+        }
+    }
+    for app in &apps {
+        wait_for_redis(app, "up").await;
+        presence_becomes(app, "lobby", &[("ann", 1), ("bob", 1)]).await;
+    }
+    // Presence still crosses nodes.
+    drop(bob_b);
+    assert_eq!(ann_a.expect("user_left_room").await["userId"], "bob");
+    presence_becomes(&apps[0], "lobby", &[("ann", 1)]).await;
+}

@@ -6,6 +6,7 @@
 
 mod baseline;
 mod client;
+mod cluster;
 mod resume;
 mod scenarios;
 mod sys;
@@ -60,6 +61,11 @@ enum Scenario {
     /// The same fanout without and with the operator console open (serverStats every 500 ms and
     /// eventTail), alternating --repeats times: deliveries/s per server core, with vs without.
     Console,
+    /// Several nodes on one store and one Redis (--redis-url; bench/cluster.sh starts both):
+    /// fan-out with and without Redis, most mutations/s across the nodes (checked value by
+    /// value), the cross-node hop at -r/s, Redis commands per publish, CPU of an unwatched event
+    /// (also republished at 1k, 5k and 20k/s).
+    Cluster,
     /// Internal: run the baseline server (started by the harness itself).
     #[value(hide = true)]
     BaselineServer,
@@ -76,7 +82,7 @@ enum ServerArg {
 
 #[derive(Parser, Debug)]
 #[command(
-    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke; resuming: logcost, replay, storm, logidle, resume"
+    about = "Load generator for Switchboard: fanout, idle, filter, connect, baseline, peer, setinventory, suite, smoke; resuming: logcost, replay, storm, logidle, resume; several nodes: cluster"
 )]
 struct Args {
     scenario: Scenario,
@@ -178,6 +184,22 @@ struct Args {
     /// Subscribers speak GraphQL over SSE (`POST /graphql/stream`) instead of graphql-ws.
     #[arg(long)]
     sse: bool,
+    /// cluster: the Redis every node uses (redis://127.0.0.1:PORT).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// cluster: PostgreSQL's postmaster pid, whose processes' CPU is reported as the store's.
+    #[arg(long)]
+    pg_pid: Option<u32>,
+    /// cluster: nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// cluster: subscribers per node watching every product.
+    #[arg(long, default_value_t = 10)]
+    per_node: usize,
+    /// cluster: pin the nodes to --server-core too (default: they float over every core, with
+    /// the store and Redis).
+    #[arg(long)]
+    pin_nodes: bool,
     /// Exit non-zero when a fan-out phase has missing, duplicate or out-of-order deliveries,
     /// closed subscribers or failed publishes.
     #[arg(long)]
@@ -354,6 +376,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
             table.idle(sb, &idle);
         }
         Scenario::Console => clean &= console(&env, sb, &args, &mut table).await?,
+        Scenario::Cluster => clean &= cluster(&env, &args, &mut table).await?,
         Scenario::BaselineServer => unreachable!("handled in main"),
     }
     table.print();
@@ -497,6 +520,166 @@ async fn suite(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
     table.target("setInventory/s (open loop at 2000/s)", m.per_s, "≥ 2000", m.per_s >= 2000.0 * 0.99 && m.errors == 0);
     table.target("setInventory p99 (ms)", m.latency.p99, "≤ 10", m.latency.p99 <= 10.0);
     Ok(clean)
+}
+
+/// `cluster`: the phases of [`cluster::run`] as rows, then the targets of issue 10.
+async fn cluster(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
+    table.issue = Some("issue 10");
+    let Some(redis_url) = args.redis_url.clone() else {
+        anyhow::bail!("cluster needs --redis-url (bench/cluster.sh starts a private Redis and PostgreSQL)");
+    };
+    let opts = cluster::Opts {
+        redis_url,
+        database_url: args.database_url.clone(),
+        pg_pid: args.pg_pid,
+        nodes: args.nodes.max(2),
+        rate: args.rate.unwrap_or(5000.0),
+        seconds: args.seconds,
+        subscribers: args.per_node,
+        connections: args.connections,
+        depth: args.depth,
+        fanout_subscribers: args.subscribers.unwrap_or(1_000),
+        fanout_rate: 20.0,
+        replay_rates: vec![1_000.0, 5_000.0, 20_000.0],
+        pin_nodes: args.pin_nodes,
+    };
+    let r = cluster::run(env, &opts).await?;
+    let sb = Kind::Switchboard;
+    table.fanout("fanout, no Redis", sb, &r.fanout_without);
+    table.fanout("fanout, with Redis", sb, &r.fanout_with);
+    let busy = |cpu: &cluster::Cpu, wall: f64| {
+        let mut parts: Vec<String> = cpu.nodes.iter().map(|c| format!("{:.0}%", c / wall * 100.0)).collect();
+        parts.push(format!("pg {}", pct(cpu.store.map(|c| c / wall))));
+        parts.push(format!("redis {}", pct(cpu.redis.map(|c| c / wall))));
+        parts.join(" ")
+    };
+    let per = |cpu: Option<f64>, n: u64| cpu.map(|c| c * 1e6 / n.max(1) as f64);
+    let s = &r.saturated;
+    let node_cpu: f64 = s.cpu.nodes.iter().sum();
+    table.rows.push([
+        "cluster: most mutations/s".into(),
+        format!("{} nodes, {}", opts.nodes, r.store),
+        format!("{} publishers ({} per node) × {} in flight, n={}", s.publishers, opts.connections, s.depth, s.mutations),
+        format!("{:.0} mut/s", s.per_s),
+        format!(
+            "{} µs/mut in nodes, {} in the store, {} in Redis",
+            opt(per(Some(node_cpu), s.mutations), 0),
+            opt(per(s.cpu.store, s.mutations), 0),
+            opt(per(s.cpu.redis, s.mutations), 1)
+        ),
+        "-".into(),
+        format!("{:.2}/{:.2}/{:.2}", s.publish_latency.p50, s.publish_latency.p99, s.publish_latency.p999),
+        format!("{}/{}/-/{}", s.checked.missing, s.checked.duplicate_or_late, s.checked.closed),
+        busy(&s.cpu, s.wall),
+        format!(
+            "{} subscribers ({} per node) on every product: {} deliveries; {} errors{}; latency = publish's; hop under this load p50/p99/p99.9 {:.2}/{:.2}/{:.2} ms (node-2 first {}×)",
+            s.checked.subscribers,
+            opts.subscribers,
+            s.checked.deliveries,
+            s.errors,
+            s.first_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+            s.hop.p50,
+            s.hop.p99,
+            s.hop.p999,
+            s.remote_first
+        ),
+    ]);
+    let h = &r.hop;
+    table.rows.push([
+        "cluster: cross-node hop".into(),
+        format!("{} nodes, {}", opts.nodes, r.store),
+        format!(
+            "R={}/s on node-1 (asked {}; alone it sustains {:.0}/s), {} conns, n={}; {} subscribers on node-1 and on node-2",
+            h.rate, h.asked_rate, h.capacity, opts.connections, h.mutations, opts.subscribers
+        ),
+        format!("{:.0} mut/s", h.mutations as f64 / h.wall),
+        format!(
+            "{} / {} / {} µs/event on node-1 / 2 / 3 (above idle)",
+            opt(r.node_us_per_event(0), 1),
+            opt(r.node_us_per_event(1), 1),
+            opt(r.node_us_per_event(2), 1)
+        ),
+        "-".into(),
+        format!("{:.3}/{:.3}/{:.3}", h.hop.p50, h.hop.p99, h.hop.p999),
+        format!("{}/{}/-/{}", h.checked.missing, h.checked.duplicate_or_late, h.checked.closed),
+        busy(&h.cpu, h.wall),
+        format!(
+            "latency = node-2's first arrival − node-1's (max {:.1} ms; node-2 first {}×); from the scheduled publish: node-1 {:.2}/{:.2}, node-2 {:.2}/{:.2} ms p50/p99; publish p99 {:.2} ms; {} errors",
+            h.hop.max, h.remote_first, h.local.p50, h.local.p99, h.remote.p50, h.remote.p99, h.publish_latency.p99, h.errors
+        ),
+    ]);
+    for u in &r.unwatched {
+        table.rows.push([
+            format!("cluster: unwatched event, {:.0}/s", u.rate),
+            format!("{} nodes, Redis", opts.nodes),
+            format!("one event message PUBLISHed {} times over {:.1} s", u.sent, u.sending),
+            format!("{:.0} msg/s", u.sent as f64 / u.sending),
+            format!(
+                "{} / {} / {} µs/event on node-1 / 2 / 3 (above idle)",
+                opt(r.replayed_us_per_event(u, 0), 1),
+                opt(r.replayed_us_per_event(u, 1), 1),
+                opt(r.replayed_us_per_event(u, 2), 1)
+            ),
+            opt(r.replayed_us_per_event(u, 2).map(|us| 1e6 / us), 0) + " events/s",
+            "-".into(),
+            "-".into(),
+            busy(&u.cpu, u.wall),
+            format!(
+                "each node decodes every copy and drops it as delivered already; Redis {} µs/publish; context switches/event on node-3 {}",
+                opt(u.cpu.redis.map(|c| c * 1e6 / u.sent.max(1) as f64), 1),
+                opt(r.replayed_switches_per_event(u, 2), 2)
+            ),
+        ]);
+    }
+    let background = r.background_commands_per_s();
+    table.notes.push(format!(
+        "idle {:.0} s: nodes {} CPU ms/s; Redis {:.1} commands/s ({} PUBLISH in all)",
+        r.idle_seconds,
+        r.idle.nodes.iter().map(|c| format!("{:.2}", c * 1e3 / r.idle_seconds)).collect::<Vec<_>>().join(" / "),
+        background,
+        r.idle_commands.publish
+    ));
+    table.notes.push(format!(
+        "hop phase: context switches per event on node-1 / 2 / 3 (above idle): {} / {} / {}",
+        opt(r.node_switches_per_event(0), 1),
+        opt(r.node_switches_per_event(1), 1),
+        opt(r.node_switches_per_event(2), 1)
+    ));
+    table.notes.push(format!(
+        "hop phase: Redis ran {} commands ({} PUBLISH) for {} mutations over {:.1} s",
+        h.commands.all, h.commands.publish, h.mutations, h.wall
+    ));
+    table.notes.push(format!(
+        "most mutations/s: Redis ran {} commands ({} PUBLISH) for {} mutations over {:.1} s",
+        s.commands.all, s.commands.publish, s.mutations, s.wall
+    ));
+    table.target("hop p50 (ms), at the rate above", h.hop.p50, "≤ 1", h.hop.p50 <= 1.0);
+    table.target("hop p99 (ms), at the rate above", h.hop.p99, "≤ 5", h.hop.p99 <= 5.0);
+    table.target("hop measured at 5k events/s", h.rate, "≥ 5000", h.rate >= 5000.0);
+    table.target(
+        "most mutations/s over the nodes, nothing lost or reordered",
+        s.per_s,
+        "≥ 20000",
+        s.per_s >= 20_000.0 && s.checked.clean() && s.errors == 0,
+    );
+    let per_mutation = r.commands_per_mutation();
+    table.target("Redis commands per mutation (less the idle rate)", per_mutation, "≤ 1", per_mutation <= 1.05);
+    table.target(
+        "Redis PUBLISH per mutation (less the idle rate)",
+        r.publishes_per_mutation(),
+        "≤ 1",
+        r.publishes_per_mutation() <= 1.05,
+    );
+    table.ratio(
+        "fan-out deliveries/s per core, with Redis ÷ without",
+        r.fanout_with.per_core(),
+        r.fanout_without.per_core(),
+        "≥ 0.9",
+    );
+    if let Some(us) = r.node_us_per_event(2) {
+        table.target("CPU µs per event a node does not watch (node-3, no clients)", us, "(as low as may be)", true);
+    }
+    Ok(r.fanout_with.clean() && r.fanout_without.clean() && s.checked.clean() && h.checked.clean())
 }
 
 /// `logcost`: rows for every run, then the ratios of issue 9 (with ÷ without).

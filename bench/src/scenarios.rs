@@ -434,18 +434,18 @@ impl Publisher {
 
 /// Results of one open-loop run of a pipelined publisher.
 #[derive(Default)]
-struct OpenLoop {
-    sent: u64,
-    ok: u64,
-    errors: u64,
-    first_error: Option<String>,
-    first_response: Option<Instant>,
-    last_response: Option<Instant>,
+pub(crate) struct OpenLoop {
+    pub(crate) sent: u64,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) first_response: Option<Instant>,
+    pub(crate) last_response: Option<Instant>,
 }
 
 /// Sends `n` requests (values `first`, `first+1`, …) at t0 + k·interval, whatever the responses
 /// do, and records each response's latency from its scheduled time in `latency`.
-async fn open_loop(
+pub(crate) async fn open_loop(
     publisher: &mut Publisher,
     n: u64,
     t0: Instant,
@@ -493,7 +493,7 @@ async fn open_loop(
 
 /// Keeps `depth` requests in flight on the publisher's connection (one more written as each
 /// response arrives) until `until`, then lets them drain. Latency is from each request's write.
-async fn closed_loop(
+pub(crate) async fn closed_loop(
     publisher: &mut Publisher,
     depth: usize,
     until: Instant,

@@ -18,6 +18,14 @@
 //! connection) and clear its keys. A node that shuts down says so first (a `gone` message), so
 //! that its members leave everywhere at once. A typing indicator from another node also stops by
 //! itself on every node after the typing timeout, so a node dying mid-sentence leaves no one typing.
+//!
+//! Redis may lose everything it holds (a restart without persistence, `FLUSHALL`): the other
+//! nodes' hashes, heartbeats and the node set are then gone although every node lives. Absence is
+//! evidence of death only while Redis remembers, so each node watches `switchboard:<epoch>:generation`,
+//! a value the first node to find it missing sets anew: when it changes, or when this node could
+//! not reach Redis for a while, no node is declared dead for a [`GRACE`], long enough for every
+//! live node to write its part back. A node writes its part back in the same transaction that
+//! puts it into the node set, so a node listed there never shows an empty hash.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -26,6 +34,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::console::counters::NodeCounters;
@@ -40,6 +49,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TTL: Duration = Duration::from_secs(5);
 /// How often every other node's stored presence is re-read.
 pub const RESYNC: Duration = Duration::from_secs(5);
+/// After Redis lost its memory, or after this node could not reach it: how long no other node is
+/// declared dead, so that every live node has beaten (and written its part back) in the meantime.
+pub const GRACE: Duration = Duration::from_secs(NODE_TTL.as_secs() + 2 * HEARTBEAT.as_secs());
 
 /// What travels on the presence channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -109,6 +121,10 @@ impl Keys {
     fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
+
+    fn generation(&self) -> String {
+        format!("{}:generation", self.prefix)
+    }
 }
 
 /// Keeps this node's presence in Redis and the other nodes' in `rooms` and `registry`.
@@ -127,7 +143,17 @@ pub(super) async fn run(
     let (online_tx, mut online_changes) = mpsc::unbounded_channel();
     rooms.replicate_to(room_tx);
     registry.replicate_to(online_tx);
-    let mut replica = Replica { keys, node, rooms, registry, broker, known: HashSet::new(), dirty: true };
+    let mut replica = Replica {
+        keys,
+        node,
+        rooms,
+        registry,
+        broker,
+        known: HashSet::new(),
+        dirty: true,
+        generation: None,
+        verdicts_from: Instant::now(),
+    };
     // A previous life of this node (same NODE_ID) left its members behind: take them back.
     replica.goodbye(&mut redis).await;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
@@ -165,8 +191,13 @@ struct Replica {
     broker: Broker,
     /// The other nodes this one has seen alive.
     known: HashSet<String>,
-    /// This node's stored presence may be out of date (a write failed): rewrite it whole.
+    /// This node's stored presence may be out of date (a write failed, Redis forgot it): rewrite
+    /// it whole.
     dirty: bool,
+    /// The value of the generation key when this node last read it.
+    generation: Option<String>,
+    /// No node is declared dead from missing keys before this instant (see [`GRACE`]).
+    verdicts_from: Instant,
 }
 
 impl Replica {
@@ -222,12 +253,21 @@ impl Replica {
     /// Renews this node's heartbeat, rewrites its stored presence if it may be stale, and drops
     /// the nodes whose heartbeat is gone.
     async fn beat(&mut self, redis: &mut ConnectionManager) {
+        if !self.check_generation(redis).await {
+            return; // Redis is away: nothing to learn about the others either
+        }
         let beat = Beat {
             connections: self.registry.connection_count(),
             subscriptions: self.registry.subscription_count(),
             counters: Some(NodeCounters::collect(&self.registry, &self.broker)),
         };
         let mut pipe = redis::pipe();
+        let rewrite = self.dirty;
+        if rewrite {
+            // In one transaction with joining the node set: a node that is listed has its part.
+            pipe.atomic();
+            self.add_rewrite(&mut pipe);
+        }
         pipe.pset_ex(
             self.keys.beat(&self.node),
             serde_json::to_string(&beat).expect("serialises"),
@@ -237,11 +277,14 @@ impl Replica {
         .sadd(self.keys.nodes(), &self.node)
         .ignore();
         if pipe.query_async::<()>(redis).await.is_err() {
-            self.dirty = true;
-            return; // Redis is away: nothing to learn about the others either
+            self.unreachable();
+            return;
         }
-        if self.dirty && self.rewrite(redis).await.is_ok() {
+        if rewrite {
             self.dirty = false;
+        }
+        if Instant::now() < self.verdicts_from {
+            return; // the others may not have written their part back yet
         }
         let Ok(nodes) = redis.smembers::<_, Vec<String>>(self.keys.nodes()).await else { return };
         let others: Vec<String> = nodes.into_iter().filter(|n| *n != self.node).collect();
@@ -280,11 +323,42 @@ impl Replica {
         }
     }
 
-    /// This node's whole stored presence, rewritten from what it holds now.
-    async fn rewrite(&self, redis: &mut ConnectionManager) -> redis::RedisResult<()> {
+    /// Reads the generation key, setting it when it is missing. Returns whether Redis answered.
+    /// A generation other than the last one seen means Redis lost what it held: this node's part
+    /// must be written back, and absent keys say nothing about the others for a while.
+    async fn check_generation(&mut self, redis: &mut ConnectionManager) -> bool {
+        let key = self.keys.generation();
+        // Fresh at every beat, so that a generation this node sets is never one it saw before.
+        let proposal = uuid::Uuid::new_v4().to_string();
+        let answer: redis::RedisResult<(Option<String>,)> =
+            redis::pipe().set_nx(&key, &proposal).ignore().get(&key).query_async(redis).await;
+        let Ok((Some(generation),)) = answer else {
+            self.unreachable();
+            return false;
+        };
+        match &self.generation {
+            Some(known) if *known != generation => {
+                tracing::warn!("cluster: Redis lost its presence data; writing this node's part back");
+                self.dirty = true;
+                self.verdicts_from = Instant::now() + GRACE;
+            }
+            _ => {}
+        }
+        self.generation = Some(generation);
+        true
+    }
+
+    /// Redis did not answer: this node's stored part may be stale, and what it will find missing
+    /// on its return may be missing only because nobody could write it.
+    fn unreachable(&mut self) {
+        self.dirty = true;
+        self.verdicts_from = Instant::now() + GRACE;
+    }
+
+    /// Adds to `pipe` the commands that replace this node's stored part with what it holds now.
+    fn add_rewrite(&self, pipe: &mut redis::Pipeline) {
         let hash = self.keys.hash(&self.node);
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(&hash).ignore();
+        pipe.del(&hash).ignore();
         for entry in self.rooms.local_entries() {
             let stored = Stored { name: entry.name, joined_at: entry.joined_at, count: entry.count };
             pipe.hset(&hash, room_field(&entry.room, &entry.user), serde_json::to_string(&stored).expect("serialises"))
@@ -293,7 +367,6 @@ impl Replica {
         for user in self.registry.local_online_users() {
             pipe.hset(&hash, user_field(&user), "1").ignore();
         }
-        pipe.query_async(redis).await
     }
 
     /// Re-reads every other live node's stored presence and makes the local copy match it.

@@ -51,7 +51,7 @@ pub async fn console(State(state): State<AppState>) -> Response {
 /// demo order and a staff member. Nothing else mints tokens on request, and outside demo mode
 /// this route answers 404.
 pub async fn rooms_demo(State(state): State<AppState>) -> Response {
-    if !state.demo {
+    if !state.demo() {
         return StatusCode::NOT_FOUND.into_response();
     }
     let person = |key: &str, user: &str, name: &str, role: Role| {

@@ -109,7 +109,7 @@ fn graphiql(state: &AppState) -> Html<String> {
     let query = if state.graphiql_token.is_some() { DEMO_OPERATION } else { WELCOME_OPERATION };
     let settings = serde_json::json!({ "headers": headers, "query": query }).to_string();
     // `</` cannot appear inside the JSON we embed in a <script>, so the page cannot be broken out of.
-    let links = if state.demo { DEMO_LINKS } else { "" };
+    let links = if state.demo() { DEMO_LINKS } else { "" };
     Html(PAGE.replace("__DEMO_LINKS__", links).replace("__SETTINGS__", &settings.replace("</", "<\\/")))
 }
 

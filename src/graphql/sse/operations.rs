@@ -149,6 +149,13 @@ impl Operations {
                 state.fanout.share(&state.schema, &state.registry, key, || operation.request(), deliveries, false);
             match shared.await {
                 Shared::Joined(membership, _) => {
+                    // Room for one at first, not the four a first push makes: a membership is
+                    // 184 bytes, and most streams hold one for their whole life (every
+                    // distinct-connections stream does), so an idle subscriber would carry 552
+                    // bytes of empty slots. Later pushes grow the usual way.
+                    if self.shared.capacity() == 0 {
+                        self.shared.reserve_exact(1);
+                    }
                     self.shared.push((id, membership));
                     return;
                 }

@@ -191,3 +191,18 @@ impl Source for Distinct {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A distinct-connections stream's body: `Body::from_stream` boxes it once and hyper holds it
+    /// for the stream's whole life, so every byte of it is paid per idle subscriber. 448 bytes
+    /// when measured, which is also one of jemalloc's size classes: growing past it costs a
+    /// whole next class (512) per subscriber.
+    #[test]
+    fn an_idle_event_stream_stays_small() {
+        let size = std::mem::size_of::<EventStream<Distinct>>();
+        assert!(size <= 448, "a distinct-connections event stream grew to {size} bytes");
+    }
+}
