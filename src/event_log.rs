@@ -17,12 +17,20 @@
 //!
 //! Retention ([`EventLog::spawn_retention`]) removes events older than `EVENT_RETENTION` in small
 //! batches, each its own short transaction, so writers are never held up for long.
+//!
+//! A replay is read whole before its first event is sent (so that it is never partial), and its
+//! events stay in memory until the subscriber has taken the last one. What all replays hold at
+//! once is bounded: each reserves `max_replay` events' worth of a budget of [`REPLAYS_HELD`] such
+//! replays before it reads, gives back what it did not read, and the rest when its last event is
+//! taken or it is dropped. Past the budget a resume waits for another to drain; it is never
+//! refused, and a burst of small resumes (a reconnect storm) fits in the budget at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::AnyConnection;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -61,12 +69,43 @@ pub enum ResumeError {
     Store(#[from] StoreError),
 }
 
+/// How many full-size replays (`RESUME_MAX_EVENTS` events each, ≈ 1 KB an event) may be held in
+/// memory at once, summed over all resumes: ≈ 160 MB with the defaults.
+pub const REPLAYS_HELD: u32 = 16;
+
 /// What a resuming subscriber receives before going live.
 #[derive(Debug)]
 pub struct Replay {
-    pub events: Vec<Arc<Event>>,
+    pub events: ReplayEvents,
     /// The log's head when the replay was read: live events at or below it are already covered.
     pub through: u64,
+}
+
+/// A replay's events, oldest first; their share of the memory budget is given back once the last
+/// one has been taken (or the rest dropped).
+#[derive(Debug)]
+pub struct ReplayEvents {
+    events: std::vec::IntoIter<Arc<Event>>,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl ReplayEvents {
+    /// The events not taken yet.
+    pub fn as_slice(&self) -> &[Arc<Event>] {
+        self.events.as_slice()
+    }
+}
+
+impl Iterator for ReplayEvents {
+    type Item = Arc<Event>;
+
+    fn next(&mut self) -> Option<Arc<Event>> {
+        let next = self.events.next();
+        if next.is_none() {
+            self.held = None;
+        }
+        next
+    }
 }
 
 /// The store's event log; cheap to clone.
@@ -75,6 +114,8 @@ pub struct EventLog {
     store: Store,
     epoch: Arc<str>,
     settings: LogSettings,
+    /// The events replays may hold in memory at once (see the module docs).
+    held: Arc<Semaphore>,
 }
 
 impl EventLog {
@@ -82,7 +123,8 @@ impl EventLog {
     pub async fn open(store: Store, settings: LogSettings) -> Result<Self, StoreError> {
         let fresh = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let state = events::open(store.pool(), &fresh).await?;
-        Ok(Self { store, epoch: state.epoch.into(), settings })
+        let held = Arc::new(Semaphore::new(Self::reservation(settings) as usize * REPLAYS_HELD as usize));
+        Ok(Self { store, epoch: state.epoch.into(), settings, held })
     }
 
     pub fn epoch(&self) -> &str {
@@ -142,10 +184,18 @@ impl EventLog {
         Ok(event)
     }
 
+    /// What one replay reserves of the memory budget before it reads: the most it may read.
+    fn reservation(settings: LogSettings) -> u32 {
+        u32::try_from(settings.max_replay).unwrap_or(u32::MAX).clamp(1, u32::MAX / REPLAYS_HELD)
+    }
+
     /// Every event `key` selects after `cursor`, up to the log's head now (see the module docs for
-    /// how to join this to a live subscription).
+    /// how to join this to a live subscription). Waits while the replays in flight hold the whole
+    /// memory budget.
     pub async fn replay(&self, key: &Key, cursor: &str) -> Result<Replay, ResumeError> {
         let after = self.position_of(cursor)?;
+        let reserved = Self::reservation(self.settings);
+        let mut held = self.held.clone().acquire_many_owned(reserved).await.expect("the budget is never closed");
         let pool = self.store.pool();
         let state = events::state(pool).await?;
         if after > state.head {
@@ -187,7 +237,11 @@ impl EventLog {
             return Err(expired());
         }
         let events = rows.into_iter().map(|row| decode(row).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Replay { events, through: state.head })
+        // Keep one unit of the budget per event read; give the rest of the reservation back now.
+        let unread = (reserved as usize).saturating_sub(events.len());
+        drop(held.split(unread));
+        let held = (held.num_permits() > 0).then_some(held);
+        Ok(Replay { events: ReplayEvents { events: events.into_iter(), held }, through: state.head })
     }
 
     /// The last position assigned.
@@ -362,13 +416,13 @@ mod tests {
         let third = notify(&log, "a").await;
         let fourth = notify(&log, "a").await;
         let replay = log.replay(&Key::User("a".into()), &log.cursor(first.position)).await.expect("replay");
-        let positions: Vec<u64> = replay.events.iter().map(|e| e.position).collect();
+        let positions: Vec<u64> = replay.events.as_slice().iter().map(|e| e.position).collect();
         assert_eq!(positions, [third.position, fourth.position]);
         assert_eq!(replay.through, 4);
-        let EventBody::Notification(n) = &replay.events[0].body else { panic!("a notification") };
+        let EventBody::Notification(n) = &replay.events.as_slice()[0].body else { panic!("a notification") };
         assert_eq!(n.cursor, log.cursor(third.position), "the replayed payload carries its own cursor");
         let nothing = log.replay(&Key::User("a".into()), &log.cursor(4)).await.expect("replay");
-        assert!(nothing.events.is_empty());
+        assert!(nothing.events.as_slice().is_empty());
         assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(5)).await, Err(ResumeError::Expired(_))));
     }
 
@@ -379,7 +433,42 @@ mod tests {
             notify(&log, "a").await;
         }
         assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
-        assert_eq!(log.replay(&Key::User("a".into()), &log.cursor(2)).await.expect("replay").events.len(), 3);
+        assert_eq!(
+            log.replay(&Key::User("a".into()), &log.cursor(2)).await.expect("replay").events.as_slice().len(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn replays_held_at_once_are_bounded_and_a_drained_one_makes_room() {
+        let log = log_with(LogSettings { max_replay: 3, ..LogSettings::default() }).await;
+        for _ in 0..3 {
+            notify(&log, "a").await;
+        }
+        let key = Key::User("a".into());
+        let mut held = Vec::new();
+        for _ in 0..REPLAYS_HELD {
+            held.push(log.replay(&key, &log.cursor(0)).await.expect("replay"));
+        }
+        // The budget is spent: the next full-size replay waits...
+        let waiting = tokio::spawn({
+            let (log, key) = (log.clone(), key.clone());
+            async move { log.replay(&key, &log.cursor(0)).await.map(|r| r.events.count()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a replay read past the memory budget");
+        // ...until one in flight has handed out its last event.
+        let drained: Vec<_> = held.pop().expect("held").events.collect();
+        assert_eq!(drained.len(), 3);
+        let read = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("made room").expect("task");
+        assert_eq!(read.expect("replay"), 3);
+        // Dropping replays gives their share back too, and an empty replay holds nothing.
+        drop(held);
+        let mut empty = Vec::new();
+        for _ in 0..REPLAYS_HELD * 4 {
+            empty.push(log.replay(&key, &log.cursor(3)).await.expect("nothing to replay"));
+        }
+        assert_eq!(log.held.available_permits(), 3 * REPLAYS_HELD as usize);
     }
 
     #[tokio::test]
@@ -394,7 +483,7 @@ mod tests {
         notify(&log, "a").await;
         assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
         let replay = log.replay(&Key::User("a".into()), &log.cursor(3)).await.expect("the cut is exactly at 3");
-        assert_eq!(replay.events.iter().map(|e| e.position).collect::<Vec<_>>(), [4]);
+        assert_eq!(replay.events.as_slice().iter().map(|e| e.position).collect::<Vec<_>>(), [4]);
     }
 
     /// Pruning in batches while writers keep appending: what is left is exactly the positions

@@ -103,7 +103,10 @@ impl ReplayOnly {
     }
 
     /// The replayed events, marking the seam exhausted when read to the end.
-    pub fn track<T: Send + 'static>(&self, events: Vec<T>) -> futures::stream::BoxStream<'static, T> {
+    pub fn track<T: Send + 'static>(
+        &self,
+        events: impl IntoIterator<Item = T, IntoIter: Send + 'static>,
+    ) -> futures::stream::BoxStream<'static, T> {
         let seam = self.0.clone();
         futures::stream::iter(events.into_iter().map(Some).chain(std::iter::once(None)))
             .filter_map(move |event| {
