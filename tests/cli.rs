@@ -243,12 +243,12 @@ fn anchors(text: &str) -> Vec<String> {
     found
 }
 
-/// Every relative link in the README and in `docs/` leads to a file of the repository, and to a
+/// Every relative link in the README, BENCHMARKS.md and `docs/` leads to a file of the repository, and to a
 /// heading of it when it names one.
 #[test]
 fn links_in_the_docs_lead_somewhere() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut pages = vec![root.join("README.md")];
+    let mut pages = vec![root.join("README.md"), root.join("BENCHMARKS.md")];
     pages.extend(std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()));
     let mut checked = 0;
     for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {

@@ -138,10 +138,12 @@ impl Subscription {
             // the completion, authorised against the order as the log last knew it. The same
             // holds for a shared group's own run when the order was deleted after the probe found
             // it: the probe's broker subscription, which this run takes over, holds the deletion.
-            None if after.is_some() || ctx.data_opt::<Handover>().is_some() => match commerce(ctx).log().latest(&Event::order_topic(id)).await? {
-                Some(Event { body: EventBody::Order(e), .. }) => e.order.customer_id,
-                _ => return Err(not_found()),
-            },
+            None if after.is_some() || ctx.data_opt::<Handover>().is_some() => {
+                match commerce(ctx).log().latest(&Event::order_topic(id)).await? {
+                    Some(Event { body: EventBody::Order(e), .. }) => e.order.customer_id,
+                    _ => return Err(not_found()),
+                }
+            }
             None => return Err(not_found()),
         };
         if !user.may_see_customer(&customer) {
