@@ -55,17 +55,6 @@ async fn wait_for_redis(app: &TestApp, state: &str) {
     }
 }
 
-async fn set_stock(app: &TestApp, product: &str, quantity: i64) {
-    let body = app
-        .gql(
-            Some(&app.staff()),
-            "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }",
-            json!({ "p": product, "q": quantity }),
-        )
-        .await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
 /// The next `n` events of subscription `id`, within a generous deadline each.
 async fn events(ws: &mut GqlWs, id: &str, field: &str, n: usize, within: Duration) -> Vec<Value> {
     let mut out = Vec::new();
@@ -107,7 +96,7 @@ async fn a_change_on_any_node_reaches_every_subscription_on_every_node_in_order(
     // Each node makes a third of the changes, interleaved.
     for i in 0..9usize {
         let app = &apps[i % 3];
-        set_stock(app, &product, i as i64 + 1).await;
+        app.set_stock(&product, i as i64 + 1).await;
         let body = app
             .gql(
                 Some(&app.staff()),
@@ -166,7 +155,7 @@ async fn the_room_relays_reach_members_on_every_node() {
     member.join(&format!("order:{order}")).await;
     member.join(&format!("product:{product}")).await;
 
-    set_stock(&apps[0], &product, 5).await;
+    apps[0].set_stock(&product, 5).await;
     let body = apps[0]
         .gql(
             Some(&apps[0].staff()),
@@ -256,15 +245,15 @@ async fn a_deaf_redis_connection_is_found_and_nothing_is_lost() {
     far.subscribe_live(&b, "s", INVENTORY, json!({ "p": product })).await;
 
     proxy.set_deaf(true);
-    set_stock(&a, &product, 1).await;
+    a.set_stock(&product, 1).await;
     wait_for_redis(&b, "down").await;
-    set_stock(&a, &product, 2).await;
+    a.set_stock(&product, 2).await;
     // Deaf to Redis, node b still delivers both, from the log.
     let got = events(&mut far, "s", "inventoryChanged", 2, Duration::from_secs(5)).await;
     assert_eq!(sequences(&got), [1, 2]);
     proxy.set_deaf(false);
     wait_for_redis(&b, "up").await;
-    set_stock(&a, &product, 3).await;
+    a.set_stock(&product, 3).await;
     let got = events(&mut far, "s", "inventoryChanged", 1, Duration::from_secs(5)).await;
     assert_eq!(sequences(&got), [3]);
 }
@@ -277,11 +266,11 @@ async fn a_redis_restart_that_empties_it_loses_nothing() {
     let product = apps[0].create_product("P", 0).await;
     let mut far = apps[1].graphql_ws(None).await;
     far.subscribe_live(&apps[1], "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&apps[0], &product, 1).await;
+    apps[0].set_stock(&product, 1).await;
     redis.restart().await;
-    set_stock(&apps[0], &product, 2).await;
+    apps[0].set_stock(&product, 2).await;
     wait_for_redis(&apps[1], "up").await;
-    set_stock(&apps[0], &product, 3).await;
+    apps[0].set_stock(&product, 3).await;
     let got = events(&mut far, "s", "inventoryChanged", 3, Duration::from_secs(5)).await;
     assert_eq!(sequences(&got), [1, 2, 3]);
     far.silent().await;

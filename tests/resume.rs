@@ -15,17 +15,6 @@ const ORDER_UPDATED: &str = "subscription($o: ID!, $after: String) { orderUpdate
 const NOTIFICATIONS: &str =
     "subscription($after: String) { notificationCreated(after: $after) { id title cursor sequence } }";
 
-async fn set_stock(app: &TestApp, product: &str, quantity: i32) {
-    let body = app
-        .gql(
-            Some(&app.staff()),
-            "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }",
-            json!({ "p": product, "q": quantity }),
-        )
-        .await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
 async fn set_status(app: &TestApp, order: &str, status: &str) {
     let body = app
         .gql(
@@ -34,12 +23,6 @@ async fn set_status(app: &TestApp, order: &str, status: &str) {
             json!({ "o": order, "s": status }),
         )
         .await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
-async fn notify(app: &TestApp, user: &str, title: &str) {
-    let q = "mutation($u: ID!, $t: String!) { sendNotification(input: {userId: $u, type: \"info\", title: $t, message: \"m\"}) { id } }";
-    let body = app.gql(Some(&app.staff()), q, json!({ "u": user, "t": title })).await;
     assert!(body["errors"].is_null(), "{body}");
 }
 
@@ -58,8 +41,8 @@ async fn a_resumed_subscription_gets_exactly_what_it_missed_then_goes_on_live() 
     let product = app.create_product("P", 0).await;
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 1).await;
-    set_stock(&app, &product, 2).await;
+    app.set_stock(&product, 1).await;
+    app.set_stock(&product, 2).await;
     let seen = take(&mut ws, "s", "inventoryChanged", 2).await;
     let cursor = seen[1]["cursor"].as_str().expect("cursor").to_owned();
     assert_eq!((seen[0]["sequence"].as_i64(), seen[1]["sequence"].as_i64()), (Some(1), Some(2)));
@@ -67,11 +50,11 @@ async fn a_resumed_subscription_gets_exactly_what_it_missed_then_goes_on_live() 
 
     // Missed while away.
     for q in 3..=5 {
-        set_stock(&app, &product, q).await;
+        app.set_stock(&product, q).await;
     }
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
-    set_stock(&app, &product, 6).await;
+    app.set_stock(&product, 6).await;
     let events = take(&mut ws, "s", "inventoryChanged", 4).await;
     let quantities: Vec<i64> = events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect();
     let sequences: Vec<i64> = events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect();
@@ -88,7 +71,7 @@ async fn replay_racing_live_writes_has_no_gap_and_no_duplicate() {
     let product = app.create_product("P", 0).await;
     let mut first = app.graphql_ws(None).await;
     first.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 1).await;
+    app.set_stock(&product, 1).await;
     let cursor = first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
     drop(first);
 
@@ -127,10 +110,10 @@ async fn unusable_cursors_fail_at_once() {
     let product = app.create_product("P", 0).await;
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 1).await;
+    app.set_stock(&product, 1).await;
     let cursor = ws.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
     for q in 2..=6 {
-        set_stock(&app, &product, q).await;
+        app.set_stock(&product, q).await;
     }
     drop(ws);
     let mut ws = app.graphql_ws(None).await;
@@ -159,9 +142,9 @@ async fn a_cursor_older_than_the_retention_is_expired() {
     let product = app.create_product("P", 0).await;
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 1).await;
+    app.set_stock(&product, 1).await;
     let cursor = ws.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
-    set_stock(&app, &product, 2).await;
+    app.set_stock(&product, 2).await;
     ws.next_data("s").await;
     // Retention as it will run a day from now.
     let removed = app.state.commerce.log().prune(chrono::Utc::now() + chrono::Duration::days(2)).await.unwrap();
@@ -256,14 +239,14 @@ async fn order_updated_resumes_and_completes_when_the_order_was_deleted_meanwhil
 async fn notifications_resume_on_the_legacy_protocol_too() {
     let app = spawn_app().await;
     let token = app.token("u1", TestRole::Customer);
-    notify(&app, "u1", "one").await;
+    app.notify("u1", "one").await;
     let mut ws = app.graphql_ws(Some(&token)).await;
     ws.subscribe_live(&app, "s", NOTIFICATIONS, json!({})).await;
-    notify(&app, "u1", "two").await;
+    app.notify("u1", "two").await;
     let cursor = ws.next_data("s").await["notificationCreated"]["cursor"].as_str().unwrap().to_owned();
     drop(ws);
-    notify(&app, "u2", "not yours").await;
-    notify(&app, "u1", "three").await;
+    app.notify("u2", "not yours").await;
+    app.notify("u1", "three").await;
 
     let mut legacy = GqlWs(app.ws_raw("/graphql", &["graphql-ws"], &[]).await.expect("upgrade"));
     legacy.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
@@ -291,14 +274,14 @@ async fn cursors_survive_a_restart_on_a_file_store() {
     let product = app.create_product("P", 0).await;
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 1).await;
+    app.set_stock(&product, 1).await;
     let cursor = ws.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
-    set_stock(&app, &product, 2).await;
+    app.set_stock(&product, 2).await;
     drop(ws);
     app.stop().await;
 
     let app = spawn_app_with(|c| c.database_url = url.clone()).await;
-    set_stock(&app, &product, 3).await;
+    app.set_stock(&product, 3).await;
     let mut ws = app.graphql_ws(None).await;
     ws.subscribe("s", INVENTORY, json!({ "p": product, "after": cursor })).await;
     let events = take(&mut ws, "s", "inventoryChanged", 2).await;
@@ -359,7 +342,7 @@ async fn resuming_subscribers_join_the_shared_execution_at_the_seam() {
     first.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
     let mut cursors = Vec::new();
     for q in 1..=4 {
-        set_stock(&app, &product, q).await;
+        app.set_stock(&product, q).await;
         cursors.push(first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned());
     }
     // Three clients resume from three different places while the first one stays live.
@@ -372,7 +355,7 @@ async fn resuming_subscribers_join_the_shared_execution_at_the_seam() {
     assert_eq!(app.state.fanout.group_count(), 1, "one group for all four");
     let before = app.state.fanout.executions();
     for q in 5..=7 {
-        set_stock(&app, &product, q).await;
+        app.set_stock(&product, q).await;
     }
     for (n, ws) in resumed.iter_mut().enumerate() {
         let expected: Vec<i64> = (n as i64 + 2..=7).collect();
@@ -396,7 +379,7 @@ async fn an_entity_room_joined_with_after_relays_what_was_missed() {
     let mut ws = app.rooms_ws(&alice).await;
     ws.join(&format!("product:{product}")).await;
     ws.join(&format!("order:{order}")).await;
-    set_stock(&app, &product, 1).await;
+    app.set_stock(&product, 1).await;
     set_status(&app, &order, "PROCESSING").await;
     let stock_cursor = ws.expect("inventory_update").await["cursor"].as_str().unwrap().to_owned();
     let update = ws.expect("order_update").await;
@@ -404,9 +387,9 @@ async fn an_entity_room_joined_with_after_relays_what_was_missed() {
     let order_cursor = update["cursor"].as_str().unwrap().to_owned();
     drop(ws);
 
-    set_stock(&app, &product, 2).await;
+    app.set_stock(&product, 2).await;
     set_status(&app, &order, "SHIPPED").await;
-    set_stock(&app, &product, 3).await;
+    app.set_stock(&product, 3).await;
 
     let mut ws = app.rooms_ws(&alice).await;
     ws.send(
@@ -423,7 +406,7 @@ async fn an_entity_room_joined_with_after_relays_what_was_missed() {
         .await;
     ws.expect("room_joined").await;
     assert_eq!(ws.expect("order_update").await["status"], "SHIPPED");
-    set_stock(&app, &product, 4).await;
+    app.set_stock(&product, 4).await;
     assert_eq!(ws.expect("inventory_update").await["newQuantity"], 4);
     ws.silent().await;
 

@@ -18,18 +18,6 @@ const NOTIFICATIONS: &str = "subscription { notificationCreated { title } }";
 const BIG_NOTIFICATIONS: &str = "subscription { notificationCreated { title message } }";
 const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
 
-async fn set_stock(app: &TestApp, product: &str, quantity: i32) {
-    let q = "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }";
-    let body = app.gql(Some(&app.staff()), q, json!({ "p": product, "q": quantity })).await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
-async fn notify(app: &TestApp, user: &str, title: &str) {
-    let q = "mutation($u: ID!, $t: String!) { sendNotification(input: {userId: $u, type: \"info\", title: $t, message: \"m\"}) { id } }";
-    let body = app.gql(Some(&app.staff()), q, json!({ "u": user, "t": title })).await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
 /// A distinct-connections subscription, live on the server when this returns.
 async fn subscribe(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> Stream {
     let before = app.state.registry.subscription_count();
@@ -60,8 +48,8 @@ async fn a_subscription_streams_next_events_whose_id_is_the_cursor_even_when_not
     let mut plain = subscribe(&app, None, INVENTORY, json!({ "p": product })).await;
     let mut with_cursor = subscribe(&app, None, INVENTORY_WITH_CURSOR, json!({ "p": product })).await;
 
-    set_stock(&app, &product, 2).await;
-    set_stock(&app, &product, 3).await;
+    app.set_stock(&product, 2).await;
+    app.set_stock(&product, 3).await;
     for quantity in [2, 3] {
         let selected = with_cursor.next().await;
         let body = selected.json();
@@ -168,7 +156,7 @@ async fn identity_comes_from_the_header_or_access_token_and_a_bad_token_is_401()
     let response = app.http.get(app.url(&url)).header("accept", "text/event-stream").send().await.unwrap();
     let mut by_query = Stream::new(response);
     app.await_subscriptions(before, 1).await;
-    notify(&app, "c1", "hello").await;
+    app.notify("c1", "hello").await;
     assert_eq!(data(&mut by_header).await["notificationCreated"]["title"], "hello");
     assert_eq!(data(&mut by_query).await["notificationCreated"]["title"], "hello");
 
@@ -256,8 +244,8 @@ async fn identical_sse_subscriptions_share_one_execution_per_event() {
     }
     assert_eq!(app.state.fanout.group_count(), 1, "three identical subscriptions, one group");
     let before = app.state.fanout.executions();
-    set_stock(&app, &product, 2).await;
-    set_stock(&app, &product, 3).await;
+    app.set_stock(&product, 2).await;
+    app.set_stock(&product, 3).await;
     for stream in &mut streams {
         assert_eq!(data(stream).await["inventoryChanged"]["newQuantity"], 2);
         assert_eq!(data(stream).await["inventoryChanged"]["newQuantity"], 3);
@@ -452,7 +440,7 @@ async fn a_reservation_runs_operations_posted_before_its_stream_opens() {
     app.await_subscriptions(before, 1).await;
     let q = format!("{{ product(id: \"{product}\") {{ quantity }} }}");
     assert_eq!(post_op(&app, None, &reservation, "q", &q, json!({})).await, 202);
-    set_stock(&app, &product, 5).await; // before any stream exists
+    app.set_stock(&product, 5).await; // before any stream exists
 
     let mut stream = Stream::new(open(&app, None, &reservation, None).await);
     let mut got = Vec::new();
@@ -537,15 +525,15 @@ async fn a_dropped_stream_resumes_within_the_grace_period_from_last_event_id() {
     let title = |e: &(String, Option<Value>, Option<String>)| {
         e.1.as_ref().unwrap()["data"]["notificationCreated"]["title"].as_str().unwrap().to_owned()
     };
-    notify(&app, "c1", "1").await;
-    notify(&app, "c1", "2").await;
+    app.notify("c1", "1").await;
+    app.notify("c1", "2").await;
     let first = op_event(&mut stream).await;
     let second = op_event(&mut stream).await;
     assert_eq!((title(&first), title(&second)), ("1".into(), "2".into()));
     drop(stream);
     // While no stream is attached, the operation runs on and its results wait.
-    notify(&app, "c1", "3").await;
-    notify(&app, "c1", "4").await;
+    app.notify("c1", "3").await;
+    app.notify("c1", "4").await;
 
     // Resuming from the first id: the second comes again (the client says it never got it).
     let mut stream = Stream::new(open(&app, Some(&user), &reservation, first.2.as_deref()).await);
@@ -554,7 +542,7 @@ async fn a_dropped_stream_resumes_within_the_grace_period_from_last_event_id() {
         .map(title)
         .collect();
     assert_eq!(titles, ["2", "3", "4"]);
-    notify(&app, "c1", "5").await;
+    app.notify("c1", "5").await;
     assert_eq!(title(&op_event(&mut stream).await), "5");
 }
 

@@ -14,17 +14,6 @@ const ORDER_EVENTS: &str =
     "subscription($s: OrderStatus) { orderEvents(status: $s) { kind changedFields order { id customerId status } } }";
 const NOTIFICATIONS: &str = "subscription { notificationCreated { id type title message userId createdAt } }";
 
-async fn set_stock(app: &TestApp, product: &str, quantity: i32) {
-    let body = app
-        .gql(
-            Some(&app.staff()),
-            "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }",
-            json!({ "p": product, "q": quantity }),
-        )
-        .await;
-    assert!(body["errors"].is_null(), "{body}");
-}
-
 async fn update_order(app: &TestApp, order: &str, input: Value) -> Value {
     app.gql(
         Some(&app.staff()),
@@ -32,12 +21,6 @@ async fn update_order(app: &TestApp, order: &str, input: Value) -> Value {
         json!({ "o": order, "i": input }),
     )
     .await
-}
-
-async fn notify(app: &TestApp, user: &str, title: &str) {
-    let q = "mutation($u: ID!, $t: String!) { sendNotification(input: {userId: $u, type: \"info\", title: $t, message: \"m\"}) { id } }";
-    let body = app.gql(Some(&app.staff()), q, json!({ "u": user, "t": title })).await;
-    assert!(body["errors"].is_null(), "{body}");
 }
 
 #[tokio::test]
@@ -50,8 +33,8 @@ async fn inventory_changed_delivers_previous_and_new_quantity_for_the_chosen_pro
     let mut all = app.graphql_ws(None).await;
     all.subscribe_live(&app, "all", INVENTORY, json!({})).await;
 
-    set_stock(&app, &b, 7).await;
-    set_stock(&app, &a, 9).await;
+    app.set_stock(&b, 7).await;
+    app.set_stock(&a, 9).await;
 
     let event = only_a.next_data("a").await["inventoryChanged"].clone();
     assert_eq!(
@@ -202,8 +185,8 @@ async fn notifications_reach_their_user_alone() {
     let mut admin = app.graphql_ws(Some(&app.token("a1", TestRole::Admin))).await;
     admin.subscribe_live(&app, "n", NOTIFICATIONS, json!({})).await;
 
-    notify(&app, "c2", "not yours").await;
-    notify(&app, "c1", "yours").await;
+    app.notify("c2", "not yours").await;
+    app.notify("c1", "yours").await;
 
     for ws in [&mut c1, &mut c1_tab2] {
         let n = ws.next_data("n").await["notificationCreated"].clone();
@@ -304,7 +287,7 @@ async fn the_legacy_graphql_ws_protocol_serves_subscriptions() {
         assert!(Instant::now() < deadline, "the legacy subscription never went live");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    set_stock(&app, &product, 4).await;
+    app.set_stock(&product, 4).await;
     let data = ws.recv().await;
     assert_eq!((data["type"].as_str(), data["id"].as_str()), (Some("data"), Some("1")));
     assert_eq!(data["payload"]["data"]["inventoryChanged"]["newQuantity"], 4);
@@ -368,8 +351,8 @@ async fn identical_subscriptions_share_one_execution_per_event() {
     // This server's own count (the metric of the same name is shared by every server in the
     // process, and other tests run beside this one).
     let before = app.state.fanout.executions();
-    set_stock(&app, &product, 2).await;
-    set_stock(&app, &product, 3).await;
+    app.set_stock(&product, 2).await;
+    app.set_stock(&product, 3).await;
     for ws in &mut sockets {
         assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 2);
         assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 3);
@@ -385,6 +368,6 @@ async fn identical_subscriptions_share_one_execution_per_event() {
     }
     let mut again = app.graphql_ws(None).await;
     again.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
-    set_stock(&app, &product, 4).await;
+    app.set_stock(&product, 4).await;
     assert_eq!(again.next_data("s").await["inventoryChanged"]["newQuantity"], 4);
 }

@@ -150,6 +150,20 @@ impl TestApp {
         body["data"]["createProduct"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned()
     }
 
+    /// `setInventory` as staff; fails the test on any error.
+    pub async fn set_stock(&self, product: &str, quantity: impl Into<i64>) {
+        let q = "mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }";
+        let body = self.gql(Some(&self.staff()), q, json!({ "p": product, "q": quantity.into() })).await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+
+    /// `sendNotification` (type `info`, message `m`) to `user` as staff; fails the test on any error.
+    pub async fn notify(&self, user: &str, title: &str) {
+        let q = "mutation($u: ID!, $t: String!) { sendNotification(input: {userId: $u, type: \"info\", title: $t, message: \"m\"}) { id } }";
+        let body = self.gql(Some(&self.staff()), q, json!({ "u": user, "t": title })).await;
+        assert!(body["errors"].is_null(), "{body}");
+    }
+
     pub async fn create_order(&self, customer: &str) -> String {
         let body = self
             .gql(
