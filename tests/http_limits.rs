@@ -81,6 +81,23 @@ fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
+/// Writes `piece` every 100 ms until the server closes the connection (true) or `deadline` passes
+/// with it still open (false); any answer fails the test.
+async fn drip(stream: &mut TcpStream, piece: &[u8], deadline: Instant) -> bool {
+    loop {
+        if stream.write_all(piece).await.is_err() {
+            return true;
+        }
+        let mut buf = [0u8; 1024];
+        match timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(n)) => panic!("unexpected answer: {}", String::from_utf8_lossy(&buf[..n])),
+            Err(_) if Instant::now() > deadline => return false,
+            Err(_) => {}
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_client_dripping_its_headers_is_cut_off_after_the_header_timeout() {
     let app = spawn_app_with(|c| c.http_header_timeout = 400).await;
@@ -89,19 +106,7 @@ async fn a_client_dripping_its_headers_is_cut_off_after_the_header_timeout() {
     stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
 
     // One header line every 100 ms, never the blank line that ends them.
-    let deadline = started + WAIT;
-    let closed = loop {
-        if stream.write_all(b"X-Drip: 1\r\n").await.is_err() {
-            break true;
-        }
-        let mut buf = [0u8; 1024];
-        match timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break true,
-            Ok(Ok(n)) => panic!("unexpected answer: {}", String::from_utf8_lossy(&buf[..n])),
-            Err(_) if Instant::now() > deadline => break false,
-            Err(_) => {}
-        }
-    };
+    let closed = drip(&mut stream, b"X-Drip: 1\r\n", started + WAIT).await;
 
     assert!(closed, "the connection was still open after {WAIT:?}");
     assert!(started.elapsed() >= Duration::from_millis(400), "closed before the timeout: {:?}", started.elapsed());
@@ -131,19 +136,8 @@ async fn a_client_dripping_its_body_is_cut_off_after_the_body_timeout() {
         .unwrap();
     let started = Instant::now();
 
-    let deadline = started + WAIT;
-    let closed = loop {
-        if stream.write_all(b" ").await.is_err() {
-            break true;
-        }
-        let mut buf = [0u8; 1024];
-        match timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break true,
-            Ok(Ok(n)) => panic!("unexpected answer: {}", String::from_utf8_lossy(&buf[..n])),
-            Err(_) if Instant::now() > deadline => break false,
-            Err(_) => {}
-        }
-    };
+    // One byte of the body every 100 ms, never all of it.
+    let closed = drip(&mut stream, b" ", started + WAIT).await;
 
     assert!(closed, "the connection was still open after {WAIT:?}");
     assert!(started.elapsed() >= Duration::from_millis(500), "closed before the timeout: {:?}", started.elapsed());
