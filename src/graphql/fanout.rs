@@ -127,7 +127,9 @@ impl ReplayOnly {
 
 /// A resuming member while its replay runs: the group's results wait here, and when the replay
 /// has ended those past the seam go out, in order. Bounded like any queue: past `limit` the
-/// consumer is slow.
+/// consumer is slow. It stays with the member after the replay, because the group may still
+/// deliver events at or below the seam then: an event is published after its commit, so the
+/// replay can read it from the log before its publication has reached the group.
 #[derive(Debug)]
 pub struct Resume {
     pub seam: ReplayOnly,
@@ -135,11 +137,18 @@ pub struct Resume {
     limit: usize,
     /// Whether the replay produced a result yet (only a first result can be a refusal).
     pub replayed: bool,
+    /// The replay has ended: results are no longer held, only screened.
+    done: bool,
 }
 
 impl Resume {
     pub fn new(seam: ReplayOnly, limit: usize) -> Self {
-        Self { seam, held: Default::default(), limit: limit.max(1), replayed: false }
+        Self { seam, held: Default::default(), limit: limit.max(1), replayed: false, done: false }
+    }
+
+    /// Whether the member's own replay is still running (its results are then held).
+    pub fn replaying(&self) -> bool {
+        !self.done
     }
 
     /// Holds a group result until the replay is done; false when there is no more room.
@@ -152,9 +161,18 @@ impl Resume {
     }
 
     /// The replay has ended: what the group sent meanwhile that the replay did not cover.
-    pub fn finish(self) -> impl Iterator<Item = Delivery> {
+    pub fn finish(&mut self) -> impl Iterator<Item = Delivery> + use<> {
+        self.done = true;
         let through = self.seam.through();
-        self.held.into_iter().filter(move |d| d.payload.as_ref().is_none_or(|p| p.position > through))
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .filter(move |d| d.payload.as_ref().is_none_or(|p| p.position > through))
+    }
+
+    /// After the replay: whether a group result is new to this member (past the seam, or the
+    /// group's end).
+    pub fn admits(&self, delivery: &Delivery) -> bool {
+        delivery.payload.as_ref().is_none_or(|p| p.position > self.seam.through())
     }
 }
 

@@ -57,7 +57,7 @@ enum Operation {
         /// The id, JSON-encoded once, for splicing into `next` frames.
         id_json: String,
         /// While a resuming member replays on its own (its replay is in `streams` under its id),
-        /// the group's results wait here.
+        /// the group's results wait here; after it, results at or below the seam are dropped.
         resume: Option<Box<Resume>>,
     },
 }
@@ -420,10 +420,15 @@ impl GraphqlWs {
     fn frame_for(&mut self, delivery: Delivery) -> Option<String> {
         let (id, id_json, resume) = self.operations.shared(delivery.membership)?;
         if let Some(resume) = resume {
-            if !resume.hold(delivery) {
-                self.consumer.mark_slow(); // the replay is too long for what arrives meanwhile
+            if resume.replaying() {
+                if !resume.hold(delivery) {
+                    self.consumer.mark_slow(); // the replay is too long for what arrives meanwhile
+                }
+                return None;
             }
-            return None;
+            if !resume.admits(&delivery) {
+                return None; // published after the replay had read it from the log
+            }
         }
         match delivery.payload {
             Some(payload) => {
@@ -449,9 +454,10 @@ impl GraphqlWs {
             if let Some(Operation::Shared { resume, .. }) = self.operations.get_mut(&id) {
                 // The replay is over: release what the group sent meanwhile, past the seam; or,
                 // if the subscription ended inside the replay, end it.
-                let resume = resume.take()?;
+                let resume = resume.as_mut().filter(|r| r.replaying())?;
                 if resume.seam.exhausted() {
-                    self.released.extend(resume.finish());
+                    let released = resume.finish();
+                    self.released.extend(released);
                     return None;
                 }
                 self.operations.remove(&id);
