@@ -292,11 +292,19 @@ start_haproxy() {
   echo $! >"$DIR/haproxy.pid"
 }
 
+# Node i's process is alive, or still on its way through nohup and env to the binary: right after
+# start_node its argv0 is not yet switchboard, which node_pid would take for a dead node.
+node_alive() {
+  local pid
+  pid=$(head -n 1 "$(node_pidfile "$1")" 2>/dev/null | tr -d '[:space:]')
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+}
+
 # Waits until node i answers /ready with 200 and hears Redis; fails early if it died.
 wait_node() {
   local i=$1 deadline=$((SECONDS + 60)) answer=""
   while [ $SECONDS -lt $deadline ]; do
-    if ! node_pid "$i" >/dev/null; then
+    if ! node_alive "$i"; then
       say "node-$i exited; the end of its log ($DIR/node-$i.log):"
       tail -n 20 "$DIR/node-$i.log" >&2
       return 1
