@@ -160,13 +160,11 @@ impl Resume {
         true
     }
 
-    /// The replay has ended: what the group sent meanwhile that the replay did not cover.
-    pub fn finish(&mut self) -> impl Iterator<Item = Delivery> + use<> {
+    /// The replay has ended: what the group sent meanwhile, in order; like every later result, it
+    /// goes out only if [`Resume::admits`] it.
+    pub fn finish(&mut self) -> std::collections::VecDeque<Delivery> {
         self.done = true;
-        let through = self.seam.through();
         std::mem::take(&mut self.held)
-            .into_iter()
-            .filter(move |d| d.payload.as_ref().is_none_or(|p| p.position > through))
     }
 
     /// After the replay: whether a group result is new to this member (past the seam, or the
