@@ -196,17 +196,6 @@ impl EventLog {
         let after = self.position_of(cursor)?;
         let reserved = Self::reservation(self.settings);
         let mut held = self.held.clone().acquire_many_owned(reserved).await.expect("the budget is never closed");
-        let pool = self.store.pool();
-        let state = events::state(pool).await?;
-        if after > state.head {
-            return Err(ResumeError::Expired("the cursor is ahead of this event log (was the store restored?)".into()));
-        }
-        let expired = || {
-            ResumeError::Expired("the events after this cursor are no longer kept (EVENT_RETENTION); refetch".into())
-        };
-        if after < state.pruned_through {
-            return Err(expired());
-        }
         let topic;
         let selection = match key {
             Key::Order(id) => {
@@ -225,23 +214,31 @@ impl EventLog {
             Key::CustomerOrders(customer) => Selection::Audience("order", customer),
             Key::AllProducts => Selection::Kind("inventory"),
         };
+        // One statement reads the head, the retention mark and the events (one more than the most
+        // a replay may have, to tell whether there are more): the three agree with each other, so
+        // a replay whose range retention had not cut into when it was read is whole.
         let max = self.settings.max_replay;
-        if events::more_than(pool, &selection, after, state.head, max).await? {
+        let snapshot = events::snapshot(self.store.pool(), &selection, after, max.saturating_add(1)).await?;
+        if after > snapshot.head {
+            return Err(ResumeError::Expired("the cursor is ahead of this event log (was the store restored?)".into()));
+        }
+        if after < snapshot.pruned_through {
+            return Err(ResumeError::Expired(
+                "the events after this cursor are no longer kept (EVENT_RETENTION); refetch".into(),
+            ));
+        }
+        if snapshot.events.len() as u64 > max {
             return Err(ResumeError::Expired(format!(
                 "more than {max} events happened after this cursor (RESUME_MAX_EVENTS); refetch"
             )));
         }
-        let rows = events::read(pool, &selection, after, state.head, max).await?;
-        // Retention may have cut into the range while it was read: then the replay is partial.
-        if events::state(pool).await?.pruned_through > after {
-            return Err(expired());
-        }
+        let (rows, through) = (snapshot.events, snapshot.head);
         let events = rows.into_iter().map(|row| decode(row).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         // Keep one unit of the budget per event read; give the rest of the reservation back now.
         let unread = (reserved as usize).saturating_sub(events.len());
         drop(held.split(unread));
         let held = (held.num_permits() > 0).then_some(held);
-        Ok(Replay { events: ReplayEvents { events: events.into_iter(), held }, through: state.head })
+        Ok(Replay { events: ReplayEvents { events: events.into_iter(), held }, through })
     }
 
     /// The last position assigned.

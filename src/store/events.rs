@@ -104,14 +104,13 @@ fn from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-/// The `WHERE` clause for `selection`, with its parameters starting at `$3` (`$1` and `$2` are
-/// the position bounds).
-fn selection_clause(selection: &Selection<'_>) -> &'static str {
+/// The `WHERE` clause for `selection`, with its parameters numbered from `$first`.
+fn selection_clause(selection: &Selection<'_>, first: usize) -> String {
     match selection {
-        Selection::Topic(_) => "topic = $3",
-        Selection::Kind(_) => "kind = $3",
-        Selection::Audience(_, _) => "kind = $3 AND audience = $4",
-        Selection::All => "TRUE",
+        Selection::Topic(_) => format!("topic = ${first}"),
+        Selection::Kind(_) => format!("kind = ${first}"),
+        Selection::Audience(_, _) => format!("kind = ${first} AND audience = ${}", first + 1),
+        Selection::All => "TRUE".to_owned(),
     }
 }
 
@@ -138,10 +137,54 @@ pub async fn read<'c>(
     let sql = format!(
         "SELECT position, topic, seq, body FROM event_log
          WHERE position > $1 AND position <= $2 AND {} ORDER BY position LIMIT {limit}",
-        selection_clause(selection)
+        selection_clause(selection, 3)
     );
     let query = sqlx::query(&sql).bind(after as i64).bind(through as i64);
     bind_selection(query, selection).fetch_all(db).await?.iter().map(from_row).collect()
+}
+
+/// What one statement saw of the log: its head and retention mark, and the selected events after
+/// a position up to that head.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub head: u64,
+    pub pruned_through: u64,
+    pub events: Vec<StoredEvent>,
+}
+
+/// The log's state and up to `limit` selected events with `after < position <= head`, oldest
+/// first, read in one statement: one round trip, and one snapshot in both engines, so the events
+/// are exactly what the log held up to `head` unless `pruned_through` says retention had cut
+/// into them.
+pub async fn snapshot<'c>(
+    db: impl Executor<'c, Database = Any>,
+    selection: &Selection<'_>,
+    after: u64,
+    limit: u64,
+) -> Result<Snapshot, StoreError> {
+    // `log_state` and `event_log` share no column name, so the selection needs no prefix. The
+    // outer join keeps the state row when no event matches.
+    let sql = format!(
+        "SELECT head, pruned_through, position, topic, seq, body
+         FROM log_state LEFT JOIN event_log ON position > $1 AND position <= head AND {}
+         WHERE id = 1 ORDER BY position LIMIT {limit}",
+        selection_clause(selection, 2)
+    );
+    let rows = bind_selection(sqlx::query(&sql).bind(after as i64), selection).fetch_all(db).await?;
+    let Some(first) = rows.first() else {
+        return Err(sqlx::Error::RowNotFound.into());
+    };
+    let mut snapshot = Snapshot {
+        head: first.try_get::<i64, _>("head")? as u64,
+        pruned_through: first.try_get::<i64, _>("pruned_through")? as u64,
+        events: Vec::with_capacity(rows.len()),
+    };
+    for row in &rows {
+        if row.try_get::<Option<i64>, _>("position")?.is_some() {
+            snapshot.events.push(from_row(row)?);
+        }
+    }
+    Ok(snapshot)
 }
 
 /// The newest event still kept on `topic`.
@@ -153,23 +196,6 @@ pub async fn latest<'c>(db: impl Executor<'c, Database = Any>, topic: &str) -> R
         .as_ref()
         .map(from_row)
         .transpose()
-}
-
-/// Whether more than `limit` selected events lie in `(after, through]`, found without reading them.
-pub async fn more_than<'c>(
-    db: impl Executor<'c, Database = Any>,
-    selection: &Selection<'_>,
-    after: u64,
-    through: u64,
-    limit: u64,
-) -> Result<bool, StoreError> {
-    let sql = format!(
-        "SELECT position FROM event_log WHERE position > $1 AND position <= $2 AND {}
-         ORDER BY position LIMIT 1 OFFSET {limit}",
-        selection_clause(selection)
-    );
-    let query = sqlx::query(&sql).bind(after as i64).bind(through as i64);
-    Ok(bind_selection(query, selection).fetch_optional(db).await?.is_some())
 }
 
 /// The positions and creation times of up to `limit` events after `after`, oldest first: what
