@@ -172,7 +172,7 @@ pub async fn snapshot<'c>(
     );
     let rows = bind_selection(sqlx::query(&sql).bind(after as i64), selection).fetch_all(db).await?;
     let Some(first) = rows.first() else {
-        return Err(sqlx::Error::RowNotFound.into());
+        return Err(sqlx::Error::RowNotFound);
     };
     let mut snapshot = Snapshot {
         head: first.try_get::<i64, _>("head")? as u64,
