@@ -101,8 +101,9 @@ async fn drip(stream: &mut TcpStream, piece: &[u8], deadline: Instant) -> bool {
 #[tokio::test]
 async fn a_client_dripping_its_headers_is_cut_off_after_the_header_timeout() {
     let app = spawn_app_with(|c| c.http_header_timeout = 400).await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // The server's clock starts when it accepts, which may come before `connect` returns here.
     let started = Instant::now();
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
 
     // One header line every 100 ms, never the blank line that ends them.
@@ -115,8 +116,9 @@ async fn a_client_dripping_its_headers_is_cut_off_after_the_header_timeout() {
 #[tokio::test]
 async fn a_silent_new_connection_is_closed_after_the_header_timeout() {
     let app = spawn_app_with(|c| c.http_header_timeout = 300).await;
-    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // As above: measured from before the connection exists, the one instant known to come first.
     let started = Instant::now();
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
 
     let received = read_until_closed(&mut stream, started + WAIT).await;
 
@@ -147,15 +149,18 @@ async fn a_client_dripping_its_body_is_cut_off_after_the_body_timeout() {
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let app = spawn_app_with(|c| c.http_idle_timeout = 500).await;
     let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    // The server's idle time starts once it has written the response, which is after the request
+    // was sent and before this side has read it: measure from the send, the one instant known to
+    // come first.
+    let sent = Instant::now();
     stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let response = read_response(&mut stream).await.unwrap();
     assert_eq!(response.status, 200);
-    let answered = Instant::now();
 
-    let received = read_until_closed(&mut stream, answered + WAIT).await;
+    let received = read_until_closed(&mut stream, Instant::now() + WAIT).await;
 
     assert_eq!(received.as_deref(), Some(&b""[..]), "still open after {WAIT:?}, or answered");
-    assert!(answered.elapsed() >= Duration::from_millis(500), "closed too early: {:?}", answered.elapsed());
+    assert!(sent.elapsed() >= Duration::from_millis(500), "closed too early: {:?}", sent.elapsed());
 }
 
 #[tokio::test]
