@@ -407,11 +407,18 @@ async fn with_a_backplane_every_node_is_shown_with_its_own_figures() {
     let mut console = a.graphql_ws(Some(&a.staff())).await;
     console.subscribe("s", STATS, json!({ "e": 500 })).await;
     let other = |s: &Value| s["nodes"].as_array().unwrap().iter().find(|n| n["node"] == "console-b").cloned();
-    // The other node's figures arrive with its heartbeat, once a second.
+    // The other node's figures arrive with its heartbeat, once a second: wait for one taken after
+    // both of its clients were there (an earlier one can show the subscription without the room
+    // connection that came next, while the room itself is already known through presence).
     let snapshot = snapshot_where(&mut console, "s", Duration::from_secs(10), |s| {
-        let reported = |b: &Value| b["subscriptionsByField"].as_array().is_some_and(|f| !f.is_empty());
-        other(s).is_some_and(|b| reported(&b) && count(&b["subscriptionsByField"], "orderUpdated") == 1)
-            && s["roomCount"] == 1
+        // (A node that has not reported yet has empty lists: `count` would panic on them.)
+        let has = |list: &Value, name: &str| {
+            list.as_array().and_then(|l| l.iter().find(|c| c["name"] == name)).and_then(|c| c["count"].as_i64())
+                == Some(1)
+        };
+        other(s).is_some_and(|b| {
+            has(&b["subscriptionsByField"], "orderUpdated") && has(&b["connectionsByChannel"], "rooms")
+        }) && s["roomCount"] == 1
     })
     .await;
     assert_eq!(snapshot["nodes"][0]["node"], "console-a", "this node first: {snapshot}");
