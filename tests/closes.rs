@@ -152,7 +152,7 @@ async fn protocol_violations_are_answered_with_a_close_code_before_the_tcp_close
 async fn a_user_is_offline_by_the_time_the_close_frame_arrives_on_both_channels() {
     let app = spawn_app().await;
     // 28 s past `exp`: inside the 30 s leeway, so each socket is closed for expiry within 2 s.
-    let expiring = app.token_expiring("alice", -28);
+    let expiring = app.token_expiring("alice", TestRole::Customer, -28);
     let mut graphql = app.raw_ws("/graphql", Some("graphql-transport-ws")).await;
     let init = json!({ "type": "connection_init", "payload": { "token": expiring } }).to_string();
     graphql.send(Frame::new(raw::TEXT, init)).await;

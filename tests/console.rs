@@ -16,16 +16,6 @@ const STATS: &str = "subscription($e: Int, $r: Int) { serverStats(every: $e, roo
 const TAIL: &str = "subscription($n: Int) { eventTail(perSecond: $n) { topic sequence kind cursor at skipped } }";
 const ORDER_UPDATED: &str = "subscription($o: ID!) { orderUpdated(orderId: $o) { orderId } }";
 
-/// A token signed with the test key for `role`, whose `exp` is `exp_offset` seconds from now.
-fn token_with(sub: &str, role: &str, exp_offset: i64) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "sub": sub, "role": role, "exp": chrono::Utc::now().timestamp() + exp_offset }),
-        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
-    )
-    .expect("token signs")
-}
-
 /// The first snapshot on `id` (this node's figures) for which `ready` holds, within `within`.
 async fn snapshot_where(ws: &mut GqlWs, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + within;
@@ -92,7 +82,7 @@ async fn customers_are_refused_forbidden_and_see_nothing() {
 async fn an_expired_staff_token_is_refused_with_4403() {
     let app = spawn_app().await;
     let mut ws = app.graphql_ws_unacked().await;
-    let expired = token_with("staff-1", "staff", -120);
+    let expired = app.token_expiring("staff-1", TestRole::Staff, -120);
     ws.send(json!({ "type": "connection_init", "payload": { "authorization": expired } })).await;
     let (code, reason) = ws.closed().await;
     assert_eq!(code, 4403, "{reason}");

@@ -61,15 +61,8 @@ async fn a_role_spelled_in_capitals_closes_4403() {
 #[tokio::test]
 async fn an_expired_token_closes_4403() {
     let app = spawn_app().await;
-    let expired = app.state.keys.sign("u1", TestRole::Customer, None, 0);
-    // Signed with ttl 0: valid for the 30 s leeway only. Make one really expired instead.
-    let _ = expired;
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "sub": "u1", "exp": chrono::Utc::now().timestamp() - 120 }),
-        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
-    )
-    .unwrap();
+    // Past the server's 30 s of leeway.
+    let token = app.token_expiring("u1", TestRole::Customer, -120);
     let mut ws = app.graphql_ws_unacked().await;
     ws.send(json!({ "type": "connection_init", "payload": { "token": token } })).await;
     assert_eq!(ws.closed().await.0, 4403);
@@ -282,12 +275,7 @@ async fn the_server_pings_and_closes_a_silent_peer() {
 async fn a_token_that_expires_while_connected_closes_4403() {
     let app = spawn_app().await;
     // exp one second in the past: accepted thanks to the 30 s leeway, which then runs out.
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({ "sub": "u1", "exp": chrono::Utc::now().timestamp() - 29 }),
-        &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
-    )
-    .unwrap();
+    let token = app.token_expiring("u1", TestRole::Customer, -29);
     let mut ws = app.graphql_ws(Some(&token)).await;
     let (code, reason) = ws.closed().await;
     assert_eq!(code, 4403, "{reason}");

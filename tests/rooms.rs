@@ -88,7 +88,7 @@ async fn gql_ok(app: &TestApp, query: &str, variables: Value) -> Value {
 #[tokio::test]
 async fn a_missing_invalid_or_expired_token_is_refused_with_401_before_the_upgrade() {
     let app = spawn_app().await;
-    let expired = app.token_expiring("alice", -120);
+    let expired = app.token_expiring("alice", TestRole::Customer, -120);
     let foreign = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({ "sub": "alice", "exp": chrono::Utc::now().timestamp() + 600 }),
@@ -146,7 +146,7 @@ async fn a_token_that_expires_while_connected_closes_1008_and_leaves_the_rooms()
     let mut bob = app.rooms_ws(&customer(&app, "bob")).await;
     bob.join("lobby").await;
     // 28 s past `exp`: still inside the 30 s leeway, so it expires within about two seconds.
-    let mut alice = app.rooms_ws(&app.token_expiring("alice", -28)).await;
+    let mut alice = app.rooms_ws(&app.token_expiring("alice", TestRole::Customer, -28)).await;
     alice.join("lobby").await;
     assert_eq!(bob.expect("user_joined_room").await["userId"], "alice");
     assert_eq!(alice.closed().await, (1008, "token expired".into()));

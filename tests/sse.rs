@@ -174,7 +174,7 @@ async fn identity_comes_from_the_header_or_access_token_and_a_bad_token_is_401()
 async fn an_expired_token_ends_the_stream_with_unauthenticated_then_complete() {
     let app = spawn_app().await;
     // Expired 28 s ago: valid for 2 s more with the 30 s leeway.
-    let token = app.token_expiring("c1", -28);
+    let token = app.token_expiring("c1", TestRole::Customer, -28);
     let started = Instant::now();
     let mut stream = subscribe(&app, Some(&token), NOTIFICATIONS, json!({})).await;
     let last = match stream.next_within(Duration::from_secs(10)).await {

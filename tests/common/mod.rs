@@ -222,12 +222,12 @@ impl TestApp {
         ws
     }
 
-    /// A token signed with the test key whose `exp` is `exp_offset` seconds from now (negative:
-    /// in the past; the server allows 30 s of leeway).
-    pub fn token_expiring(&self, sub: &str, exp_offset: i64) -> String {
+    /// A token for `role` signed with the test key whose `exp` is `exp_offset` seconds from now
+    /// (negative: in the past; the server allows 30 s of leeway).
+    pub fn token_expiring(&self, sub: &str, role: Role, exp_offset: i64) -> String {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
-            &json!({ "sub": sub, "role": "customer", "exp": chrono::Utc::now().timestamp() + exp_offset }),
+            &json!({ "sub": sub, "role": role.as_str(), "exp": chrono::Utc::now().timestamp() + exp_offset }),
             &jsonwebtoken::EncodingKey::from_secret(b"test-secret"),
         )
         .expect("token signs")
