@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
+use crate::budget::{self, ClientAddr, TrustedProxies};
 use crate::cluster::{self, Backplane};
 use crate::commerce::Commerce;
 use crate::config::Config;
@@ -184,24 +185,29 @@ pub fn router(state: AppState) -> Router {
         .layer(allowed_origins.cors_layer())
         // Outside CORS, so that a preflight from a foreign origin is refused, not answered.
         .layer(axum::middleware::from_fn_with_state(allowed_origins, origins::refuse_foreign))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(TrustedProxies::new(&state.config.trusted_proxies), budget::identify))
+        // The path only, never the query string: tokens travel there (`?token=`, `?access_token=`).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
 }
 
 /// `GET /graphql` is three things: a WebSocket upgrade, a query in the URL, or GraphiQL.
 async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
+    let client = ClientAddr::of(&parts);
     let wants_upgrade =
         headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if wants_upgrade {
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => graphql::ws::upgrade(State(state), headers, ws).await,
+            Ok(ws) => graphql::ws::upgrade(State(state), client, headers, ws).await,
             Err(rejection) => rejection.into_response(),
         };
     }
     let params = axum::extract::Query::from_request_parts(&mut parts, &state).await;
     match params {
-        Ok(params) => graphql::http::get(State(state), headers, params).await.into_response(),
+        Ok(params) => graphql::http::get(State(state), client, headers, params).await.into_response(),
         Err(rejection) => rejection.into_response(),
     }
 }

@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 8, global = true)]
     pub database_max_connections: u32,
 
+    /// Milliseconds a store statement may run (PostgreSQL ends it itself), and a request may wait
+    /// for a pooled connection or a read; past it the request fails, and the connection is free.
+    #[arg(long, env = "STORE_TIMEOUT", default_value_t = 5_000, global = true)]
+    pub store_timeout: u64,
+
     /// SQLite file stores: `full` syncs the write-ahead log at every commit, so an acknowledged
     /// change survives a power loss; `normal` syncs at checkpoints only (faster; a change survives
     /// a crash of the process but not of the machine).
@@ -125,7 +130,7 @@ pub struct Config {
     #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, global = true)]
     pub ws_max_message_bytes: usize,
 
-    /// Operations one graphql-ws connection may run at once.
+    /// Operations one graphql-ws connection (or SSE reservation) may run at once.
     #[arg(long, env = "WS_MAX_OPERATIONS", default_value_t = 100, global = true)]
     pub ws_max_operations: usize,
 
@@ -238,8 +243,35 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 100, global = true)]
     pub max_connections_per_user: usize,
 
-    /// Operations one anonymous graphql-ws connection may run at once (signed-in connections get
-    /// `WS_MAX_OPERATIONS`).
+    /// Comma-separated addresses or networks (`10.0.0.0/8`, `127.0.0.1`) of the proxies in front of
+    /// this server: for a request from one of them, the client is the address its
+    /// `X-Forwarded-For` names (the last one that is not itself a trusted proxy). Unset: the
+    /// client is always the peer, and `X-Forwarded-For` is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::budget::parse_network, global = true)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Connections (WebSockets, SSE streams, SSE reservations) without a signed-in user that one
+    /// client address may hold on one node; past it, 429 before the upgrade or the stream.
+    #[arg(long, env = "ANONYMOUS_CONNECTIONS_PER_ADDRESS", default_value_t = 100, global = true)]
+    pub anonymous_connections_per_address: usize,
+
+    /// The share of `MAX_CONNECTIONS`, in percent, that connections without a signed-in user may
+    /// take together; the rest is kept for signed-in users (past it, anonymous ones get 503).
+    #[arg(long, env = "ANONYMOUS_CONNECTION_SHARE", default_value_t = 75, value_parser = clap::value_parser!(u8).range(0..=100), global = true)]
+    pub anonymous_connection_share: u8,
+
+    /// GraphQL requests over HTTP without a token that one client address may have in flight at
+    /// once; past it, 429.
+    #[arg(long, env = "ANONYMOUS_REQUESTS_PER_ADDRESS", default_value_t = 32, global = true)]
+    pub anonymous_requests_per_address: usize,
+
+    /// Resumes (`after`, `Last-Event-ID`) without a signed-in user that one client address may
+    /// have reading the event log at once; more wait their turn.
+    #[arg(long, env = "ANONYMOUS_REPLAYS_PER_ADDRESS", default_value_t = 2, global = true)]
+    pub anonymous_replays_per_address: usize,
+
+    /// Operations one anonymous graphql-ws connection (or SSE reservation) may run at once
+    /// (signed-in ones get `WS_MAX_OPERATIONS`).
     #[arg(long, env = "WS_MAX_OPERATIONS_ANONYMOUS", default_value_t = 10, global = true)]
     pub ws_max_operations_anonymous: usize,
 
@@ -272,6 +304,7 @@ impl Config {
             url: self.database_url.clone(),
             max_connections: self.database_max_connections,
             sqlite_synchronous: self.sqlite_synchronous,
+            timeout: Duration::from_millis(self.store_timeout.max(1)),
         }
     }
 
@@ -279,7 +312,13 @@ impl Config {
         LogSettings {
             retention: (self.event_retention > 0).then(|| Duration::from_secs(self.event_retention)),
             max_replay: self.resume_max_events,
+            anonymous_replays_per_address: self.anonymous_replays_per_address,
         }
+    }
+
+    /// The most operations one graphql-ws connection or SSE reservation may run at once.
+    pub fn max_operations(&self, signed_in: bool) -> usize {
+        if signed_in { self.ws_max_operations } else { self.ws_max_operations_anonymous.min(self.ws_max_operations) }
     }
 
     pub fn heartbeat_interval(&self) -> Option<Duration> {

@@ -18,12 +18,19 @@
 //! Retention ([`EventLog::spawn_retention`]) removes events older than `EVENT_RETENTION` in small
 //! batches, each its own short transaction, so writers are never held up for long.
 //!
-//! A replay is read whole before its first event is sent (so that it is never partial), and its
-//! events stay in memory until the subscriber has taken the last one. What all replays hold at
-//! once is bounded: each reserves `max_replay` events' worth of a budget of [`REPLAYS_HELD`] such
-//! replays before it reads, gives back what it did not read, and the rest when its last event is
-//! taken or it is dropped. Past the budget a resume waits for another to drain; it is never
-//! refused, and a burst of small resumes (a reconnect storm) fits in the budget at once.
+//! A resume first asks the log how far behind its cursor is, from the indexes alone
+//! ([`events::behind`]): a cursor that cannot be served (pruned, ahead, too far behind) is refused
+//! there, for the price of an index walk, without reading an event or taking any budget. Only
+//! then is the replay read, whole, before its first event is sent (so that it is never partial),
+//! and its events stay in memory until the subscriber has taken the last one.
+//!
+//! What replays hold at once is bounded: each takes, before it reads, exactly as many events'
+//! worth of a budget of [`REPLAYS_HELD`] full-size replays as it is about to read, and gives them
+//! back when its last event is taken or it is dropped. Past the budget a resume waits for another
+//! to drain; it is never refused, and a burst of small resumes (a reconnect storm) fits at once.
+//! Anonymous resumes have a budget of their own (half as large), so strangers never make a
+//! signed-in user's resume wait, and one address may have at most
+//! `ANONYMOUS_REPLAYS_PER_ADDRESS` reading or held at once (more wait their turn).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +41,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::{PerAddressQueue, QueuedSlot};
 use crate::model::Timestamp;
 use crate::pubsub::event::Stamp;
 use crate::pubsub::{Event, EventBody, Key};
 use crate::store::events::{self, NewEvent, Selection};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, Reader, Store, StoreError};
 
 /// How the log is kept and read.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +55,13 @@ pub struct LogSettings {
     pub retention: Option<Duration>,
     /// The most events one resume may replay; past it the cursor counts as expired.
     pub max_replay: u64,
+    /// Anonymous resumes one client address may have reading or held at once.
+    pub anonymous_replays_per_address: usize,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { retention: Some(Duration::from_secs(86_400)), max_replay: 10_000 }
+        Self { retention: Some(Duration::from_secs(86_400)), max_replay: 10_000, anonymous_replays_per_address: 2 }
     }
 }
 
@@ -81,12 +91,18 @@ pub struct Replay {
     pub through: u64,
 }
 
-/// A replay's events, oldest first; their share of the memory budget is given back once the last
-/// one has been taken (or the rest dropped).
+/// A replay's events, oldest first; their share of the memory budget (and an anonymous
+/// address's turn) is given back once the last one has been taken (or the rest dropped).
 #[derive(Debug)]
 pub struct ReplayEvents {
     events: std::vec::IntoIter<Arc<Event>>,
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<(OwnedSemaphorePermit, Option<QueuedSlot>)>,
+}
+
+impl ReplayEvents {
+    fn empty() -> Self {
+        Self { events: Vec::new().into_iter(), held: None }
+    }
 }
 
 impl ReplayEvents {
@@ -114,8 +130,12 @@ pub struct EventLog {
     store: Store,
     epoch: Arc<str>,
     settings: LogSettings,
-    /// The events replays may hold in memory at once (see the module docs).
+    /// The events replays may hold in memory at once: signed-in users', and anonymous clients'
+    /// (see the module docs).
     held: Arc<Semaphore>,
+    anonymous_held: Arc<Semaphore>,
+    /// Each address's turns at anonymous resumes.
+    anonymous_turns: PerAddressQueue,
 }
 
 impl EventLog {
@@ -123,8 +143,15 @@ impl EventLog {
     pub async fn open(store: Store, settings: LogSettings) -> Result<Self, StoreError> {
         let fresh = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let state = events::open(store.pool(), &fresh).await?;
-        let held = Arc::new(Semaphore::new(Self::reservation(settings) as usize * REPLAYS_HELD as usize));
-        Ok(Self { store, epoch: state.epoch.into(), settings, held })
+        let budget = Self::reservation(settings) as usize * REPLAYS_HELD as usize;
+        Ok(Self {
+            store,
+            epoch: state.epoch.into(),
+            settings,
+            held: Arc::new(Semaphore::new(budget)),
+            anonymous_held: Arc::new(Semaphore::new((budget / 2).max(Self::reservation(settings) as usize))),
+            anonymous_turns: PerAddressQueue::new(settings.anonymous_replays_per_address),
+        })
     }
 
     pub fn epoch(&self) -> &str {
@@ -140,12 +167,14 @@ impl EventLog {
         format!("{}.{position}", self.epoch)
     }
 
-    /// Reads a cursor of this log back into a position.
+    /// Reads a cursor of this log back into a position. Strictly: exactly what [`Self::cursor`]
+    /// writes (16 hex digits, a dot, the position in plain decimal digits), nothing around it.
     pub fn position_of(&self, cursor: &str) -> Result<u64, ResumeError> {
         let malformed =
-            || ResumeError::Malformed(format!("{cursor:?} is not a cursor: pass a `cursor` the server sent"));
-        let (epoch, position) = cursor.trim().rsplit_once('.').ok_or_else(malformed)?;
-        let position: u64 = position.parse().map_err(|_| malformed())?;
+            || ResumeError::Malformed(format!("{} is not a cursor: pass a `cursor` the server sent", echo(cursor)));
+        let (epoch, position) = cursor.split_once('.').ok_or_else(malformed)?;
+        let digits = !position.is_empty() && position.len() <= 20 && position.bytes().all(|b| b.is_ascii_digit());
+        let position: u64 = position.parse().ok().filter(|_| digits).ok_or_else(malformed)?;
         if epoch.len() != 16 || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(malformed());
         }
@@ -184,71 +213,76 @@ impl EventLog {
         Ok(event)
     }
 
-    /// What one replay reserves of the memory budget before it reads: the most it may read.
+    /// What one replay may hold at most: the budget is counted in units of it.
     fn reservation(settings: LogSettings) -> u32 {
         u32::try_from(settings.max_replay).unwrap_or(u32::MAX).clamp(1, u32::MAX / REPLAYS_HELD)
     }
 
     /// Every event `key` selects after `cursor`, up to the log's head now (see the module docs for
-    /// how to join this to a live subscription). Waits while the replays in flight hold the whole
-    /// memory budget.
-    pub async fn replay(&self, key: &Key, cursor: &str) -> Result<Replay, ResumeError> {
+    /// how to join this to a live subscription), read for `reader`. A cursor that cannot be served
+    /// is refused before anything is read or held; past the memory budget (or an anonymous
+    /// address's turns) the replay waits.
+    pub async fn replay(&self, key: &Key, cursor: &str, reader: Reader) -> Result<Replay, ResumeError> {
         let after = self.position_of(cursor)?;
-        let reserved = Self::reservation(self.settings);
-        let mut held = self.held.clone().acquire_many_owned(reserved).await.expect("the budget is never closed");
-        let topic;
-        let selection = match key {
-            Key::Order(id) => {
-                topic = Event::order_topic(*id);
-                Selection::Topic(&topic)
-            }
-            Key::Product(id) => {
-                topic = Event::product_topic(*id);
-                Selection::Topic(&topic)
-            }
-            Key::User(user) => {
-                topic = Event::user_topic(user);
-                Selection::Topic(&topic)
-            }
-            Key::AllOrders => Selection::Kind("order"),
-            Key::CustomerOrders(customer) => Selection::Audience("order", customer),
-            Key::AllProducts => Selection::Kind("inventory"),
-        };
-        // One statement reads the head, the retention mark and the events (one more than the most
-        // a replay may have, to tell whether there are more): the three agree with each other, so
-        // a replay whose range retention had not cut into when it was read is whole.
+        let selection = selection(key);
         let max = self.settings.max_replay;
-        let snapshot = events::snapshot(self.store.pool(), &selection, after, max.saturating_add(1)).await?;
-        if after > snapshot.head {
+        let behind = {
+            let selection = selection.clone();
+            let limit = max.saturating_add(1);
+            self.store
+                .read(reader, move |db| async move { events::behind(&db, &selection, after, limit).await })
+                .await?
+        };
+        if after > behind.head {
             return Err(ResumeError::Expired("the cursor is ahead of this event log (was the store restored?)".into()));
         }
-        if after < snapshot.pruned_through {
+        if after < behind.pruned_through {
             return Err(ResumeError::Expired(
                 "the events after this cursor are no longer kept (EVENT_RETENTION); refetch".into(),
             ));
         }
-        if snapshot.events.len() as u64 > max {
+        if behind.events > max {
             return Err(ResumeError::Expired(format!(
                 "more than {max} events happened after this cursor (RESUME_MAX_EVENTS); refetch"
             )));
         }
-        let (rows, through) = (snapshot.events, snapshot.head);
+        let through = behind.head;
+        if behind.events == 0 {
+            return Ok(Replay { events: ReplayEvents::empty(), through });
+        }
+        let (budget, turn) = match reader {
+            Reader::SignedIn => (&self.held, None),
+            Reader::Anonymous(addr) => (&self.anonymous_held, Some(self.anonymous_turns.take(addr).await)),
+        };
+        // Events at or below the head are never rewritten, only pruned: the count stands.
+        let count = u32::try_from(behind.events).expect("at most max_replay").min(Self::reservation(self.settings));
+        let held = budget.clone().acquire_many_owned(count).await.expect("the budget is never closed");
+        let limit = behind.events;
+        let (pruned_through, rows) = self
+            .store
+            .read(reader, move |db| async move { events::range(&db, &selection, after, through, limit).await })
+            .await?;
+        if after < pruned_through {
+            return Err(ResumeError::Expired(
+                "the events after this cursor are no longer kept (EVENT_RETENTION); refetch".into(),
+            ));
+        }
         let events = rows.into_iter().map(|row| decode(row).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        // Keep one unit of the budget per event read; give the rest of the reservation back now.
-        let unread = (reserved as usize).saturating_sub(events.len());
-        drop(held.split(unread));
-        let held = (held.num_permits() > 0).then_some(held);
-        Ok(Replay { events: ReplayEvents { events: events.into_iter(), held }, through })
+        Ok(Replay { events: ReplayEvents { events: events.into_iter(), held: Some((held, turn)) }, through })
     }
 
     /// The last position assigned.
     pub async fn head(&self) -> Result<u64, StoreError> {
-        Ok(events::state(self.store.pool()).await?.head)
+        Ok(self.state().await?.head)
     }
 
     /// Every position up to this one has been removed by retention.
     pub async fn pruned_through(&self) -> Result<u64, StoreError> {
-        Ok(events::state(self.store.pool()).await?.pruned_through)
+        Ok(self.state().await?.pruned_through)
+    }
+
+    async fn state(&self) -> Result<events::LogState, StoreError> {
+        self.store.read(Reader::SignedIn, |db| async move { events::state(&db).await }).await
     }
 
     /// The events with `after < position < before`, oldest first, at most 10,000 at a time (what a
@@ -258,15 +292,21 @@ impl EventLog {
             return Ok(Vec::new());
         }
         let limit = (before - after - 1).min(10_000);
-        let rows = events::read(self.store.pool(), &Selection::All, after, before - 1, limit).await?;
+        let rows = self
+            .store
+            .read(Reader::SignedIn, move |db| async move {
+                events::read(&db, &Selection::All, after, before - 1, limit).await
+            })
+            .await?;
         rows.into_iter().map(decode).collect()
     }
 
     /// The newest event the log still keeps on `topic` (what a resume of a deleted entity's
     /// subscription is authorised against).
-    pub async fn latest(&self, topic: &str) -> Result<Option<Event>, StoreError> {
-        let Some(row) = events::latest(self.store.pool(), topic).await? else { return Ok(None) };
-        decode(row).map(Some)
+    pub async fn latest(&self, topic: &str, reader: Reader) -> Result<Option<Event>, StoreError> {
+        let topic = topic.to_owned();
+        let row = self.store.read(reader, move |db| async move { events::latest(&db, &topic).await }).await?;
+        row.map(decode).transpose()
     }
 
     /// Removes the events older than the retention, in batches; returns how many went.
@@ -277,8 +317,11 @@ impl EventLog {
         let cutoff = cutoff.to_string();
         let mut removed = 0;
         loop {
-            let state = events::state(self.store.pool()).await?;
-            let oldest = events::oldest(self.store.pool(), state.pruned_through, BATCH).await?;
+            let state = self.state().await?;
+            let oldest = self
+                .store
+                .read(Reader::SignedIn, move |db| async move { events::oldest(&db, state.pruned_through, BATCH).await })
+                .await?;
             // Timestamps are RFC 3339 UTC with milliseconds: text order is time order.
             let Some(through) = oldest.iter().take_while(|(_, at)| *at < cutoff).map(|(p, _)| *p).last() else {
                 return Ok(removed);
@@ -314,6 +357,27 @@ impl EventLog {
                 }
             }
         });
+    }
+}
+
+/// The events of the log that `key` routes to.
+fn selection(key: &Key) -> Selection {
+    match key {
+        Key::Order(id) => Selection::Topic(Event::order_topic(*id)),
+        Key::Product(id) => Selection::Topic(Event::product_topic(*id)),
+        Key::User(user) => Selection::Topic(Event::user_topic(user)),
+        Key::AllOrders => Selection::Kind("order"),
+        Key::CustomerOrders(customer) => Selection::Audience(customer.clone()),
+        Key::AllProducts => Selection::Kind("inventory"),
+    }
+}
+
+/// A text a client sent, as an error message may quote it: at most 64 characters.
+pub fn echo(text: &str) -> String {
+    const MOST: usize = 64;
+    match text.char_indices().nth(MOST) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &text[..end], text.len()),
     }
 }
 
@@ -412,15 +476,19 @@ mod tests {
         notify(&log, "b").await;
         let third = notify(&log, "a").await;
         let fourth = notify(&log, "a").await;
-        let replay = log.replay(&Key::User("a".into()), &log.cursor(first.position)).await.expect("replay");
+        let replay =
+            log.replay(&Key::User("a".into()), &log.cursor(first.position), Reader::SignedIn).await.expect("replay");
         let positions: Vec<u64> = replay.events.as_slice().iter().map(|e| e.position).collect();
         assert_eq!(positions, [third.position, fourth.position]);
         assert_eq!(replay.through, 4);
         let EventBody::Notification(n) = &replay.events.as_slice()[0].body else { panic!("a notification") };
         assert_eq!(n.cursor, log.cursor(third.position), "the replayed payload carries its own cursor");
-        let nothing = log.replay(&Key::User("a".into()), &log.cursor(4)).await.expect("replay");
+        let nothing = log.replay(&Key::User("a".into()), &log.cursor(4), Reader::SignedIn).await.expect("replay");
         assert!(nothing.events.as_slice().is_empty());
-        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(5)).await, Err(ResumeError::Expired(_))));
+        assert!(matches!(
+            log.replay(&Key::User("a".into()), &log.cursor(5), Reader::SignedIn).await,
+            Err(ResumeError::Expired(_))
+        ));
     }
 
     #[tokio::test]
@@ -429,9 +497,17 @@ mod tests {
         for _ in 0..5 {
             notify(&log, "a").await;
         }
-        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
+        assert!(matches!(
+            log.replay(&Key::User("a".into()), &log.cursor(1), Reader::SignedIn).await,
+            Err(ResumeError::Expired(_))
+        ));
         assert_eq!(
-            log.replay(&Key::User("a".into()), &log.cursor(2)).await.expect("replay").events.as_slice().len(),
+            log.replay(&Key::User("a".into()), &log.cursor(2), Reader::SignedIn)
+                .await
+                .expect("replay")
+                .events
+                .as_slice()
+                .len(),
             3
         );
     }
@@ -445,12 +521,12 @@ mod tests {
         let key = Key::User("a".into());
         let mut held = Vec::new();
         for _ in 0..REPLAYS_HELD {
-            held.push(log.replay(&key, &log.cursor(0)).await.expect("replay"));
+            held.push(log.replay(&key, &log.cursor(0), Reader::SignedIn).await.expect("replay"));
         }
         // The budget is spent: the next full-size replay waits...
         let waiting = tokio::spawn({
             let (log, key) = (log.clone(), key.clone());
-            async move { log.replay(&key, &log.cursor(0)).await.map(|r| r.events.count()) }
+            async move { log.replay(&key, &log.cursor(0), Reader::SignedIn).await.map(|r| r.events.count()) }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!waiting.is_finished(), "a replay read past the memory budget");
@@ -463,14 +539,67 @@ mod tests {
         drop(held);
         let mut empty = Vec::new();
         for _ in 0..REPLAYS_HELD * 4 {
-            empty.push(log.replay(&key, &log.cursor(3)).await.expect("nothing to replay"));
+            empty.push(log.replay(&key, &log.cursor(3), Reader::SignedIn).await.expect("nothing to replay"));
         }
         assert_eq!(log.held.available_permits(), 3 * REPLAYS_HELD as usize);
     }
 
     #[tokio::test]
+    async fn a_refused_cursor_takes_no_budget_and_strangers_have_their_own() {
+        let log =
+            log_with(LogSettings { max_replay: 3, anonymous_replays_per_address: 1, ..LogSettings::default() }).await;
+        for _ in 0..5 {
+            notify(&log, "a").await;
+        }
+        let key = Key::User("a".into());
+        let stranger = Reader::Anonymous("192.0.2.1".parse().unwrap());
+        // Too far behind: refused, and nothing of either budget is taken meanwhile.
+        for _ in 0..(REPLAYS_HELD * 4) {
+            assert!(matches!(log.replay(&key, &log.cursor(0), stranger).await, Err(ResumeError::Expired(_))));
+        }
+        assert_eq!(log.held.available_permits(), 3 * REPLAYS_HELD as usize);
+        assert_eq!(log.anonymous_held.available_permits(), 3 * REPLAYS_HELD as usize / 2);
+        // A stranger's replay holds its turn until its events are taken: its next one waits,
+        // while another address and a signed-in user do not.
+        let first = log.replay(&key, &log.cursor(2), stranger).await.expect("replay");
+        let waiting = tokio::spawn({
+            let (log, key) = (log.clone(), key.clone());
+            async move { log.replay(&key, &log.cursor(2), stranger).await.map(|r| r.events.count()) }
+        });
+        let other = Reader::Anonymous("192.0.2.2".parse().unwrap());
+        let quick = Duration::from_secs(5);
+        tokio::time::timeout(quick, log.replay(&key, &log.cursor(2), other)).await.expect("not waiting").expect("ok");
+        tokio::time::timeout(quick, log.replay(&key, &log.cursor(2), Reader::SignedIn)).await.expect("no").expect("ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "the same address's second replay did not wait its turn");
+        assert_eq!(first.events.count(), 3);
+        let second = tokio::time::timeout(quick, waiting).await.expect("its turn came").expect("task");
+        assert_eq!(second.expect("replay"), 3);
+    }
+
+    #[tokio::test]
+    async fn cursors_are_read_strictly_and_quoted_briefly() {
+        let log = log_with(LogSettings::default()).await;
+        let epoch = log.epoch().to_owned();
+        assert_eq!(log.position_of(&format!("{epoch}.5")).expect("a cursor"), 5);
+        for bad in [
+            format!(" {epoch}.5 "),
+            format!("{epoch}.+5"),
+            format!("{epoch}.5.5"),
+            format!("{epoch}."),
+            format!("{epoch}.-1"),
+            format!("{epoch}.1e3"),
+        ] {
+            assert!(matches!(log.position_of(&bad), Err(ResumeError::Malformed(_))), "{bad:?} was accepted");
+        }
+        let long = "x".repeat(30_000);
+        let Err(ResumeError::Malformed(message)) = log.position_of(&long) else { panic!("accepted") };
+        assert!(message.len() < 200, "the whole header was echoed: {} bytes", message.len());
+    }
+
+    #[tokio::test]
     async fn retention_removes_old_events_and_expires_their_cursors() {
-        let log = log_with(LogSettings { retention: Some(Duration::from_secs(60)), max_replay: 10_000 }).await;
+        let log = log_with(LogSettings { retention: Some(Duration::from_secs(60)), ..LogSettings::default() }).await;
         for _ in 0..3 {
             notify(&log, "a").await;
         }
@@ -478,8 +607,14 @@ mod tests {
         let later = Utc::now() + chrono::Duration::seconds(120);
         assert_eq!(log.prune(later).await.expect("prune"), 3);
         notify(&log, "a").await;
-        assert!(matches!(log.replay(&Key::User("a".into()), &log.cursor(1)).await, Err(ResumeError::Expired(_))));
-        let replay = log.replay(&Key::User("a".into()), &log.cursor(3)).await.expect("the cut is exactly at 3");
+        assert!(matches!(
+            log.replay(&Key::User("a".into()), &log.cursor(1), Reader::SignedIn).await,
+            Err(ResumeError::Expired(_))
+        ));
+        let replay = log
+            .replay(&Key::User("a".into()), &log.cursor(3), Reader::SignedIn)
+            .await
+            .expect("the cut is exactly at 3");
         assert_eq!(replay.events.as_slice().iter().map(|e| e.position).collect::<Vec<_>>(), [4]);
     }
 
@@ -490,9 +625,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("switchboard-prune-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("dir");
         let store = Store::connect(&format!("sqlite://{}", dir.join("log.db").display())).await.expect("store");
-        let log = EventLog::open(store, LogSettings { retention: Some(Duration::from_secs(1)), max_replay: 100_000 })
-            .await
-            .expect("log");
+        let log = EventLog::open(
+            store,
+            LogSettings { retention: Some(Duration::from_secs(1)), max_replay: 100_000, ..LogSettings::default() },
+        )
+        .await
+        .expect("log");
         for _ in 0..2_500 {
             notify(&log, "a").await;
         }

@@ -25,9 +25,13 @@ pub enum HttpError {
     PayloadTooLarge(usize),
     #[error("internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// A connection over a limit: 503 for the node's, 429 for the user's.
+    /// A connection over a limit: 503 for the node's (or the anonymous share), 429 for the
+    /// user's or the address's.
     #[error("{0}")]
     Refused(#[from] Refused),
+    /// A client over its budget of requests in flight (429).
+    #[error("{0}")]
+    TooManyRequests(String),
 }
 
 impl IntoResponse for HttpError {
@@ -43,7 +47,11 @@ impl IntoResponse for HttpError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR")
             }
             HttpError::Refused(Refused::Full(_)) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
-            HttpError::Refused(Refused::TooManyForUser(_)) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS"),
+            HttpError::Refused(Refused::TooManyForUser(_) | Refused::TooManyFromAddress(_)) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS")
+            }
+            HttpError::Refused(Refused::AnonymousFull) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            HttpError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
         };
         let body = json!({ "errors": [{ "message": self.to_string(), "extensions": { "code": code } }] });
         let mut response = (status, Json(body)).into_response();

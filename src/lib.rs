@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod body_limit;
+pub mod budget;
 pub mod cluster;
 pub mod commerce;
 pub mod config;

@@ -10,18 +10,23 @@ use serde_json::json;
 
 use crate::app::AppState;
 
+/// How long `/ready` waits for the store's answer.
+pub const READY_WITHIN: Duration = Duration::from_millis(800);
+
 /// 200 while the process serves.
 pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the store can commit a write (within two seconds), else 503 with the reason. A write,
-/// not a read: a store on a full disk answers every read and refuses every change.
+/// 200 when the store can commit a write, else 503 with the reason. A write, not a read: a store
+/// on a full disk answers every read and refuses every change. Answered within [`READY_WITHIN`]
+/// whatever the store does (a probe's usual timeout is one second): a store that has not
+/// committed by then is not ready.
 ///
 /// With a backplane, the body also says whether Redis is heard (`"redis": "up"` or `"down"`);
 /// a node without Redis still serves its own clients and events, so that alone is not a 503.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let store = tokio::time::timeout(Duration::from_secs(2), state.commerce.probe_write()).await;
+    let store = tokio::time::timeout(READY_WITHIN, state.commerce.probe_write()).await;
     let (status, store) = match store {
         Ok(Ok(())) => (StatusCode::OK, "ok".to_owned()),
         Ok(Err(e)) => {

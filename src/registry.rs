@@ -5,18 +5,28 @@
 //! [`Registry::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
 //! close handshake included: past `MAX_CONNECTIONS` there is no permit (`503`). Once the
 //! connection knows its user, [`Permit::sign_in`] counts it against that user's share
-//! (`MAX_CONNECTIONS_PER_USER`, across channels) and puts the user online. A connection that
+//! (`MAX_CONNECTIONS_PER_USER`, across channels) and puts the user online.
+//!
+//! A connection without a signed-in user counts against its client address's share
+//! (`ANONYMOUS_CONNECTIONS_PER_ADDRESS`) and against what anonymous connections may take together
+//! (`ANONYMOUS_CONNECTION_SHARE` of `MAX_CONNECTIONS`), so that strangers, however many, leave
+//! room for signed-in users. A graphql-ws connection learns who it is for only from its
+//! `connection_init`: when the anonymous share is full, it is admitted on probation from the room
+//! kept for signed-in users, and must sign in there ([`Permit::stay_anonymous`] refuses it
+//! otherwise); the init timeout bounds how long a probation lasts. A connection that
 //! starts closing goes offline at once ([`Permit::go_offline`]), before a close handshake that may
 //! wait on a peer that never answers; its place is given back when the permit drops, however the
 //! connection ended, so the counts cannot drift from the sockets.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::budget::{AddressSlot, PerAddress};
 use crate::config::Config;
 use crate::console::counters::NodeCounters;
 use crate::lock;
@@ -62,18 +72,47 @@ pub struct Limits {
     pub max_connections: usize,
     /// Per signed-in user, across channels.
     pub max_per_user: usize,
+    /// Without a signed-in user, per client address.
+    pub anonymous_per_address: usize,
+    /// Without a signed-in user, in all.
+    pub max_anonymous: usize,
+    /// GraphQL requests over HTTP without a token in flight, per client address.
+    pub anonymous_requests_per_address: usize,
 }
 
 impl Limits {
     pub fn from_config(config: &Config) -> Self {
-        Self { max_connections: config.max_connections, max_per_user: config.max_connections_per_user }
+        Self {
+            max_connections: config.max_connections,
+            max_per_user: config.max_connections_per_user,
+            anonymous_per_address: config.anonymous_connections_per_address,
+            max_anonymous: config.max_connections * usize::from(config.anonymous_connection_share) / 100,
+            anonymous_requests_per_address: config.anonymous_requests_per_address,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: 50_000, max_per_user: 100 }
+        Self {
+            max_connections: 50_000,
+            max_per_user: 100,
+            anonymous_per_address: 100,
+            max_anonymous: 37_500,
+            anonymous_requests_per_address: 32,
+        }
     }
+}
+
+/// Who a connection is for, as far as is known when it is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity<'a> {
+    /// A signed-in user.
+    User(&'a str),
+    /// Nobody: it stays anonymous.
+    Anonymous,
+    /// Not known yet (a graphql-ws connection, until its `connection_init`).
+    Unknown,
 }
 
 /// Why a connection was not admitted.
@@ -83,6 +122,10 @@ pub enum Refused {
     Full(usize),
     #[error("too many connections for this user (at most {0})")]
     TooManyForUser(usize),
+    #[error("too many connections without a token from this address (at most {0}); sign in or close some")]
+    TooManyFromAddress(usize),
+    #[error("the server has no room for more connections without a token; sign in or try again later")]
+    AnonymousFull,
 }
 
 /// The subscription fields counted by name for the console (`subscriptionsByField`); a field
@@ -102,6 +145,12 @@ struct Inner {
     limits: Limits,
     /// Permits alive: what the node's limit counts.
     admitted: AtomicUsize,
+    /// Permits without a user, not on probation: what `max_anonymous` counts.
+    anonymous: AtomicUsize,
+    /// Permits without a user, by client address.
+    addresses: OnceLock<PerAddress>,
+    /// Anonymous HTTP requests in flight, by client address.
+    requests: OnceLock<PerAddress>,
     /// Connections not closing yet: what `stats` and the gauges show.
     connections: AtomicUsize,
     subscriptions: AtomicUsize,
@@ -181,17 +230,73 @@ impl Registry {
         Self { inner: Arc::new(Inner { limits, ..Inner::default() }) }
     }
 
-    /// Admits one more connection on `channel`, unless the node is at its limit.
-    pub fn admit(&self, channel: Channel) -> Result<Permit, Refused> {
+    fn addresses(&self) -> &PerAddress {
+        self.inner.addresses.get_or_init(|| PerAddress::new(self.inner.limits.anonymous_per_address))
+    }
+
+    /// Admits one more connection on `channel` from `client`, for `identity`: refused past the
+    /// node's limit, the user's, or (without a user) the address's and the anonymous share (see
+    /// the module docs).
+    pub fn admit(&self, channel: Channel, client: IpAddr, identity: Identity<'_>) -> Result<Permit, Refused> {
+        let anonymous = match identity {
+            Identity::User(_) => None,
+            Identity::Anonymous | Identity::Unknown => {
+                let slot =
+                    self.addresses().take(client).ok_or(Refused::TooManyFromAddress(self.addresses().limit()))?;
+                let counted = self.count_anonymous();
+                if !counted && identity == Identity::Anonymous {
+                    return Err(Refused::AnonymousFull);
+                }
+                Some(Box::new(Anonymous { _slot: slot, counted }))
+            }
+        };
         let max = self.inner.limits.max_connections;
-        self.inner
+        if self
+            .inner
             .admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .map_err(|_| Refused::Full(max))?;
+            .is_err()
+        {
+            if anonymous.as_ref().is_some_and(|a| a.counted) {
+                self.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
+            }
+            return Err(Refused::Full(max));
+        }
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
         self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
-        Ok(Permit { registry: self.clone(), channel, user: None, live: true })
+        let mut permit = Permit { registry: self.clone(), channel, user: None, live: true, anonymous };
+        if let Identity::User(user) = identity {
+            permit.sign_in(user)?;
+        }
+        Ok(permit)
+    }
+
+    /// A place for one anonymous GraphQL request over HTTP from `client`, held while it runs;
+    /// `None` past `ANONYMOUS_REQUESTS_PER_ADDRESS`.
+    pub fn admit_request(&self, client: IpAddr) -> Option<AddressSlot> {
+        self.inner
+            .requests
+            .get_or_init(|| PerAddress::new(self.inner.limits.anonymous_requests_per_address))
+            .take(client)
+    }
+
+    /// Takes a place in the anonymous share, if there is one.
+    fn count_anonymous(&self) -> bool {
+        let max = self.inner.limits.max_anonymous;
+        self.inner.anonymous.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// Connections without a signed-in user (on probation included), and the addresses they
+    /// come from.
+    pub fn anonymous_count(&self) -> (usize, usize) {
+        let addresses = self.addresses();
+        (self.inner.anonymous.load(Ordering::Relaxed), addresses.addresses())
+    }
+
+    /// What `client` holds of its anonymous connections now.
+    pub fn anonymous_from(&self, client: IpAddr) -> usize {
+        self.addresses().held(client)
     }
 
     /// From now on, users coming online and going offline on this node are sent to `replica`.
@@ -358,16 +463,28 @@ pub struct Permit {
     user: Option<Box<str>>,
     /// Not closing yet.
     live: bool,
+    /// Its place among anonymous connections, while it has no user (boxed: most connections
+    /// sign in, and every connection holds a permit).
+    anonymous: Option<Box<Anonymous>>,
+}
+
+/// An anonymous permit's places: its address's, and one in the anonymous share unless it is on
+/// probation.
+#[derive(Debug)]
+struct Anonymous {
+    _slot: AddressSlot,
+    counted: bool,
 }
 
 impl Permit {
     /// Counts this connection against `user_id`'s share and puts the user online; refused when
     /// the user already holds the most connections allowed. A permit signs in once (later calls
-    /// change nothing).
+    /// change nothing); signing in gives back its anonymous places.
     pub fn sign_in(&mut self, user_id: &str) -> Result<(), Refused> {
         if self.user.is_some() {
             return Ok(());
         }
+        self.leave_anonymous();
         let max = self.registry.inner.limits.max_per_user;
         let mut users = lock::lock(&self.registry.inner.users);
         let users = &mut *users;
@@ -392,6 +509,27 @@ impl Permit {
             self.registry.replicate(user_id, true);
         }
         Ok(())
+    }
+
+    /// A connection admitted as [`Identity::Unknown`] turns out to have no user: it keeps its
+    /// address's place, and needs one in the anonymous share if it was admitted on probation.
+    pub fn stay_anonymous(&mut self) -> Result<(), Refused> {
+        let registry = self.registry.clone();
+        match &mut self.anonymous {
+            Some(anonymous) if !anonymous.counted => {
+                anonymous.counted = registry.count_anonymous();
+                if anonymous.counted { Ok(()) } else { Err(Refused::AnonymousFull) }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn leave_anonymous(&mut self) {
+        if let Some(anonymous) = self.anonymous.take()
+            && anonymous.counted
+        {
+            self.registry.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// The connection is closing: it no longer counts as open or puts its user online, but keeps
@@ -425,6 +563,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.go_offline();
+        self.leave_anonymous();
         let inner = &self.registry.inner;
         inner.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(user) = self.user.take() {
@@ -467,44 +606,60 @@ impl Drop for SubscriptionGuard {
 mod tests {
     use super::*;
 
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn limits(max_connections: usize, max_per_user: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_per_user,
+            anonymous_per_address: max_connections,
+            max_anonymous: max_connections,
+            anonymous_requests_per_address: 1,
+        }
+    }
+
+    fn admit(registry: &Registry, channel: Channel) -> Result<Permit, Refused> {
+        registry.admit(channel, HOME, Identity::Unknown)
+    }
+
     #[test]
     fn the_node_and_each_user_have_a_limit_and_a_dropped_permit_frees_its_place() {
-        let registry = Registry::new(Limits { max_connections: 3, max_per_user: 2 });
-        let mut a1 = registry.admit(Channel::Rooms).unwrap();
-        let mut a2 = registry.admit(Channel::GraphqlWs).unwrap();
-        let mut a3 = registry.admit(Channel::Rooms).unwrap();
-        assert_eq!(registry.admit(Channel::Rooms).unwrap_err(), Refused::Full(3));
+        let registry = Registry::new(limits(3, 2));
+        let mut a1 = admit(&registry, Channel::Rooms).unwrap();
+        let mut a2 = admit(&registry, Channel::GraphqlWs).unwrap();
+        let mut a3 = admit(&registry, Channel::Rooms).unwrap();
+        assert_eq!(admit(&registry, Channel::Rooms).unwrap_err(), Refused::Full(3));
         a1.sign_in("a").unwrap();
         a2.sign_in("a").unwrap();
         assert_eq!(a3.sign_in("a"), Err(Refused::TooManyForUser(2)));
         a3.sign_in("b").unwrap();
         assert_eq!((registry.user_count(), registry.connection_count()), (2, 3));
         drop(a1);
-        let mut again = registry.admit(Channel::Rooms).expect("a place came back");
+        let mut again = admit(&registry, Channel::Rooms).expect("a place came back");
         again.sign_in("a").expect("and a's share with it");
     }
 
     #[test]
     fn a_closing_connection_is_offline_but_keeps_its_place() {
-        let registry = Registry::new(Limits { max_connections: 1, max_per_user: 1 });
-        let mut permit = registry.admit(Channel::Rooms).unwrap();
+        let registry = Registry::new(limits(1, 1));
+        let mut permit = admit(&registry, Channel::Rooms).unwrap();
         permit.sign_in("a").unwrap();
         assert!(registry.is_online("a"));
         permit.go_offline();
         assert!(!registry.is_online("a"));
         assert_eq!((registry.user_count(), registry.connection_count()), (0, 0));
-        assert!(registry.admit(Channel::Rooms).is_err(), "still counted until dropped");
+        assert!(admit(&registry, Channel::Rooms).is_err(), "still counted until dropped");
         drop(permit);
-        assert!(registry.admit(Channel::Rooms).is_ok());
+        assert!(admit(&registry, Channel::Rooms).is_ok());
     }
 
     #[test]
     fn the_console_counts_follow_channels_fields_and_guards() {
-        let registry = Registry::new(Limits { max_connections: 10, max_per_user: 10 });
+        let registry = Registry::new(limits(10, 10));
         let count = |channel| registry.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
         let field = |name| registry.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
-        let mut sse = registry.admit(Channel::Sse).unwrap();
-        let _rooms = registry.admit(Channel::Rooms).unwrap();
+        let mut sse = admit(&registry, Channel::Sse).unwrap();
+        let _rooms = admit(&registry, Channel::Rooms).unwrap();
         assert_eq!((count(Channel::Sse), count(Channel::Rooms), count(Channel::GraphqlWs)), (1, 1, 0));
         sse.go_offline();
         assert_eq!(count(Channel::Sse), 0, "a closing connection no longer counts");
@@ -518,5 +673,38 @@ mod tests {
         registry.count_delivered(3);
         registry.count_delivered(2);
         assert_eq!(registry.delivered(), 5);
+    }
+
+    #[test]
+    fn strangers_have_a_share_per_address_and_together_and_signed_in_users_the_rest() {
+        let limits = Limits { anonymous_per_address: 2, max_anonymous: 3, ..limits(6, 10) };
+        let registry = Registry::new(limits);
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap());
+        let a1 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        let _a2 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        assert_eq!(registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap_err(), Refused::TooManyFromAddress(2));
+        assert_eq!(registry.admit(Channel::Sse, a, Identity::Unknown).unwrap_err(), Refused::TooManyFromAddress(2));
+        let _b1 = registry.admit(Channel::Sse, b, Identity::Anonymous).unwrap();
+        assert_eq!(registry.anonymous_count(), (3, 2));
+        // The anonymous share is spent: another stranger is refused...
+        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        // ...a signed-in user is not, even from a full address...
+        let _user = registry.admit(Channel::Rooms, a, Identity::User("u1")).unwrap();
+        // ...and a connection that does not know yet is admitted on probation: it may sign in,
+        // or stay anonymous once there is room again.
+        let mut maybe = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        let mut stranger = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        assert_eq!(stranger.stay_anonymous(), Err(Refused::AnonymousFull));
+        maybe.sign_in("u2").unwrap();
+        assert_eq!(registry.anonymous_from(c), 1, "signing in gave the address's place back");
+        drop(a1);
+        assert_eq!(stranger.stay_anonymous(), Ok(()), "a place in the share came back");
+        assert_eq!(registry.anonymous_count(), (3, 3));
+        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        let _u3 = registry.admit(Channel::Rooms, b, Identity::User("u3")).unwrap();
+        assert_eq!(registry.admit(Channel::Rooms, b, Identity::User("u4")).unwrap_err(), Refused::Full(6));
+        drop(stranger);
+        assert_eq!(registry.anonymous_from(c), 0);
     }
 }

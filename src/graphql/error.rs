@@ -116,6 +116,13 @@ pub fn refusal(code: &'static str, message: impl Into<String>, pos: Option<Pos>)
     error
 }
 
+/// The error that refuses an operation past a connection's (or reservation's) operation limit:
+/// `WS_MAX_OPERATIONS`, or `WS_MAX_OPERATIONS_ANONYMOUS` without a signed-in user.
+pub fn too_many_operations(limit: usize, signed_in: bool) -> ServerError {
+    let whose = if signed_in { "one connection" } else { "an anonymous connection" };
+    refusal(code::BAD_USER_INPUT, format!("at most {limit} operations may run at once on {whose}"), None)
+}
+
 /// What every transport does to a response before it leaves: identical errors (same message,
 /// locations and path) once, at most [`MAX_ERRORS`] of them, and each with a code.
 ///
@@ -151,6 +158,22 @@ fn tidy(errors: &mut Vec<ServerError>) {
         tracing::warn!(message = %error.message, path = ?error.path, fallback, "a GraphQL error had no code");
         error.extensions.get_or_insert_with(Default::default).set("code", fallback);
     }
+}
+
+/// The JSON text of a response, as every transport sends it. A response that failed before
+/// execution (parse, validation, a limit: nothing ran) has no `data` key, as GraphQL over HTTP
+/// has it for request errors; any other has `data`, `null` or not.
+pub fn to_json(response: &Response) -> String {
+    #[derive(serde::Serialize)]
+    struct RequestError<'a> {
+        errors: &'a [ServerError],
+    }
+    if failed_before_execution(response, false) {
+        serde_json::to_string(&RequestError { errors: &response.errors })
+    } else {
+        serde_json::to_string(response)
+    }
+    .expect("responses serialise")
 }
 
 /// True when `response` failed before execution started: graphql-ws answers those with `error`

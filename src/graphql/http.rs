@@ -6,17 +6,17 @@
 //! the same shape as the others, and the operation kind is checked (no subscriptions over HTTP,
 //! no mutations over GET) before anything executes.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::add_codes;
+use super::error::{add_codes, to_json};
 use super::guard::{self, OperationKind};
 use crate::app::AppState;
 use crate::auth::Viewer;
+use crate::budget::ClientAddr;
 use crate::http_error::HttpError;
 
 /// The viewer named by the `Authorization` header: none when absent, `401` when bad.
@@ -29,12 +29,17 @@ pub fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<View
     }
 }
 
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, HttpError> {
+pub async fn post(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
     let viewer = viewer_from_headers(&state, &headers)?;
     let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
         HttpError::BadRequest(format!("the body must be JSON like {{\"query\": \"...\", \"variables\": {{}}}}: {e}"))
     })?;
-    execute(&state, viewer, request, true).await
+    execute(&state, viewer, client, request, true).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +53,7 @@ pub struct GetParams {
 /// A browser gets GraphiQL; `?query=` runs a query.
 pub async fn get(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     QueryParams(params): QueryParams<GetParams>,
 ) -> Result<Response, HttpError> {
@@ -61,21 +67,34 @@ pub async fn get(
         request.variables = serde_json::from_str(&variables)
             .map_err(|e| HttpError::BadRequest(format!("variables must be a JSON object: {e}")))?;
     }
-    execute(&state, viewer, request, false).await
+    execute(&state, viewer, client, request, false).await
 }
 
 async fn execute(
     state: &AppState,
     viewer: Viewer,
+    client: ClientAddr,
     mut request: async_graphql::Request,
     is_post: bool,
 ) -> Result<Response, HttpError> {
+    // A stranger's requests in flight are bounded per address: each may hold store connections
+    // (within the anonymous half of the pool) and a task.
+    let _in_flight = match viewer {
+        Some(_) => None,
+        None => Some(state.registry.admit_request(client.0).ok_or_else(|| {
+            HttpError::TooManyRequests(format!(
+                "too many requests without a token in flight from this address (at most {}); sign in or wait for \
+                 the ones in flight",
+                state.config.anonymous_requests_per_address
+            ))
+        })?),
+    };
     let kind = match guard::prepare(&mut request, state.query_limits) {
         Ok(kind) => kind,
         Err(refusal) => {
             let mut response = async_graphql::Response::from_errors(vec![refusal]);
             add_codes(&mut response);
-            return Ok(Json(response).into_response());
+            return Ok(json(&response));
         }
     };
     match kind {
@@ -92,9 +111,14 @@ async fn execute(
         }
         _ => {}
     }
-    let mut response = state.schema.execute(request.data(viewer)).await;
+    let mut response = state.schema.execute(request.data(viewer).data(client)).await;
     add_codes(&mut response);
-    Ok(Json(response).into_response())
+    Ok(json(&response))
+}
+
+/// A GraphQL response as the body of a `200`.
+fn json(response: &async_graphql::Response) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], to_json(response)).into_response()
 }
 
 /// GraphiQL, wired to `/graphql` for queries and for subscriptions over graphql-ws. The headers

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use async_graphql::{Context, SDLExportOptions, Schema};
 
 use crate::auth::{User, Viewer};
+use crate::budget::ClientAddr;
 use crate::commerce::Commerce;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::rooms::Rooms;
+use crate::store::Reader;
 use error::{ApiError, ApiResult};
 pub use mutation::Mutation;
 pub use query::Query;
@@ -64,6 +66,15 @@ fn require_user<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
 fn require_staff<'a>(ctx: &'a Context<'_>) -> ApiResult<&'a User> {
     let user = require_user(ctx)?;
     if user.is_staff() { Ok(user) } else { Err(ApiError::forbidden("this operation needs the staff or admin role")) }
+}
+
+/// Whom this request's store reads are for: the viewer, or the anonymous client's address (see
+/// [`crate::store::Reader`]). Every transport puts the client's address in the request's data.
+fn reader(ctx: &Context<'_>) -> Reader {
+    match viewer(ctx) {
+        Some(_) => Reader::SignedIn,
+        None => Reader::Anonymous(ctx.data_opt::<ClientAddr>().map_or(ClientAddr::NOWHERE, |c| c.0)),
+    }
 }
 
 fn commerce<'a>(ctx: &'a Context<'_>) -> &'a Arc<Commerce> {

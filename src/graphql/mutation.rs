@@ -7,7 +7,7 @@ use super::error::{ApiError, ApiResult};
 use super::{commerce, require_staff, require_user};
 use crate::commerce::OrderChanges;
 use crate::model::{Decimal, Notification, Order, OrderStatus, PaymentStatus, Product, parse_id};
-use crate::store::notifications;
+use crate::store::{Reader, notifications};
 
 pub struct Mutation;
 
@@ -107,7 +107,9 @@ impl Mutation {
         let user = require_user(ctx)?;
         let id = id_of(&id, "Notification")?;
         let commerce = commerce(ctx);
-        let notification = notifications::get(commerce.store().pool(), id)
+        let notification = commerce
+            .store()
+            .read(Reader::SignedIn, move |db| async move { notifications::get(&db, id).await })
             .await?
             .ok_or(ApiError::NotFound(format!("Notification {id}")))?;
         if notification.user_id != user.id {

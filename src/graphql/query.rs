@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object, SimpleObject};
 
 use super::error::{ApiError, ApiResult};
-use super::{commerce, page_size, require_staff, require_user, viewer};
+use super::{commerce, page_size, reader, require_staff, require_user, viewer};
 use crate::auth::Role;
 use crate::model::{Notification, Order, OrderStatus, PresenceUser, Product, parse_id};
 use crate::registry::Registry;
@@ -46,7 +46,7 @@ impl Query {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Order>> {
         let user = require_user(ctx)?;
         let Some(id) = parse_id(&id) else { return Ok(None) };
-        let Some(order) = orders::get(commerce(ctx).store().pool(), id).await? else { return Ok(None) };
+        let Some(order) = commerce(ctx).store().order(reader(ctx), id).await? else { return Ok(None) };
         if !user.may_see_customer(&order.customer_id) {
             return Err(ApiError::forbidden("this order belongs to another customer"));
         }
@@ -62,12 +62,14 @@ impl Query {
     ) -> ApiResult<Vec<Order>> {
         let user = require_user(ctx)?;
         let customer = (!user.is_staff()).then_some(user.id.as_str());
-        Ok(orders::list(commerce(ctx).store().pool(), customer, status, page_size(first, 50)?).await?)
+        let (customer, limit) = (customer.map(str::to_owned), page_size(first, 50)?);
+        let list = move |db| async move { orders::list(&db, customer.as_deref(), status, limit).await };
+        Ok(commerce(ctx).store().read(reader(ctx), list).await?)
     }
 
     async fn product(&self, ctx: &Context<'_>, id: ID) -> ApiResult<Option<Product>> {
         let Some(id) = parse_id(&id) else { return Ok(None) };
-        Ok(products::get(commerce(ctx).store().pool(), id).await?)
+        Ok(commerce(ctx).store().product(reader(ctx), id).await?)
     }
 
     async fn products(
@@ -75,7 +77,8 @@ impl Query {
         ctx: &Context<'_>,
         #[graphql(default_with = "Some(100)")] first: Option<i32>,
     ) -> ApiResult<Vec<Product>> {
-        Ok(products::list(commerce(ctx).store().pool(), page_size(first, 100)?).await?)
+        let limit = page_size(first, 100)?;
+        Ok(commerce(ctx).store().read(reader(ctx), move |db| async move { products::list(&db, limit).await }).await?)
     }
 
     /// The viewer's own notifications, newest first.
@@ -86,13 +89,9 @@ impl Query {
         #[graphql(default_with = "Some(50)")] first: Option<i32>,
     ) -> ApiResult<Vec<Notification>> {
         let user = require_user(ctx)?;
-        Ok(notifications::list_for(
-            commerce(ctx).store().pool(),
-            &user.id,
-            unread_only.unwrap_or(false),
-            page_size(first, 50)?,
-        )
-        .await?)
+        let (user, unread_only, limit) = (user.id.clone(), unread_only.unwrap_or(false), page_size(first, 50)?);
+        let list = move |db| async move { notifications::list_for(&db, &user, unread_only, limit).await };
+        Ok(commerce(ctx).store().read(reader(ctx), list).await?)
     }
 
     /// Who is in a room, one entry per person; the same rules as joining it apply.

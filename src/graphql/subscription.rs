@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt, future};
 
 use super::error::ApiError;
 use super::fanout::{Handover, Probe, ReplayOnly, Source};
-use super::{SubscriberSettings, commerce, require_staff, require_user};
+use super::{SubscriberSettings, commerce, reader, require_staff, require_user};
 use crate::console::snapshot::{self, ServerSnapshot};
 use crate::console::tail::{self, TailEvent};
 use crate::model::{OrderEventKind, OrderStatus, parse_id};
@@ -21,7 +21,6 @@ use crate::pubsub::{
 use crate::registry::Registry;
 use crate::rooms::Rooms;
 use crate::slow_consumer::SlowConsumer;
-use crate::store::{orders, products};
 
 pub struct Subscription;
 
@@ -89,7 +88,7 @@ async fn listen(
     }
     if let Some(seam) = ctx.data_opt::<ReplayOnly>() {
         let Some(after) = after else { return Ok(stream::empty().boxed()) };
-        let replay = commerce.log().replay(&key, after).await?;
+        let replay = commerce.log().replay(&key, after, reader(ctx)).await?;
         seam.set_through(replay.through);
         return Ok(recorded(ctx, seam.track(replay.events)));
     }
@@ -106,7 +105,7 @@ async fn listen(
         event
     });
     let Some(after) = after else { return Ok(recorded(ctx, live.boxed())) };
-    let replay = commerce.log().replay(&key, after).await?;
+    let replay = commerce.log().replay(&key, after, reader(ctx)).await?;
     let through = replay.through;
     let resumed = stream::iter(replay.events).chain(live.filter(move |event| future::ready(event.position > through)));
     Ok(recorded(ctx, resumed.boxed()))
@@ -132,14 +131,14 @@ impl Subscription {
         let user = require_user(ctx)?;
         let not_found = || ApiError::NotFound(format!("Order {}", order_id.as_str()));
         let id = parse_id(&order_id).ok_or_else(not_found)?;
-        let customer = match orders::get(commerce(ctx).store().pool(), id).await? {
+        let customer = match commerce(ctx).store().order(reader(ctx), id).await? {
             Some(order) => order.customer_id,
             // Deleted while the client was away: its resume still gets the updates it missed and
             // the completion, authorised against the order as the log last knew it. The same
             // holds for a shared group's own run when the order was deleted after the probe found
             // it: the probe's broker subscription, which this run takes over, holds the deletion.
             None if after.is_some() || ctx.data_opt::<Handover>().is_some() => {
-                match commerce(ctx).log().latest(&Event::order_topic(id)).await? {
+                match commerce(ctx).log().latest(&Event::order_topic(id), reader(ctx)).await? {
                     Some(Event { body: EventBody::Order(e), .. }) => e.order.customer_id,
                     _ => return Err(not_found()),
                 }
@@ -176,7 +175,7 @@ impl Subscription {
             Some(product_id) => {
                 let not_found = || ApiError::NotFound(format!("Product {}", product_id.as_str()));
                 let id = parse_id(&product_id).ok_or_else(not_found)?;
-                products::get(commerce(ctx).store().pool(), id).await?.ok_or_else(not_found)?;
+                commerce(ctx).store().product(reader(ctx), id).await?.ok_or_else(not_found)?;
                 Key::Product(id)
             }
         };

@@ -9,7 +9,7 @@
 use crate::auth::User;
 use crate::graphql::error::ApiError;
 use crate::model::parse_id;
-use crate::store::{Store, StoreError, orders, products};
+use crate::store::{Reader, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Denied {
@@ -34,7 +34,7 @@ pub async fn check(user: &User, room_id: &str, store: &Store) -> Result<(), Deni
     check_id(room_id)?;
     if let Some(id) = room_id.strip_prefix("order:") {
         let order = match parse_id(id) {
-            Some(n) => orders::get(store.pool(), n).await?,
+            Some(n) => store.order(Reader::SignedIn, n).await?,
             None => None,
         };
         let order = order.ok_or_else(|| Denied::NotFound(format!("Order {id}")))?;
@@ -43,7 +43,7 @@ pub async fn check(user: &User, room_id: &str, store: &Store) -> Result<(), Deni
         }
     } else if let Some(id) = room_id.strip_prefix("product:") {
         let product = match parse_id(id) {
-            Some(n) => products::get(store.pool(), n).await?,
+            Some(n) => store.product(Reader::SignedIn, n).await?,
             None => None,
         };
         product.ok_or_else(|| Denied::NotFound(format!("Product {id}")))?;

@@ -32,6 +32,7 @@ use crate::registry::Permit;
 use crate::slow_consumer::SlowConsumer;
 use crate::socket::close::{self, Close};
 use crate::socket::{self, Connection, Handler, Incoming, Out};
+use crate::store::Reader;
 
 pub struct RoomChannel {
     state: AppState,
@@ -189,7 +190,7 @@ impl RoomChannel {
                 let live = commerce.broker().subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
                 match after {
                     None => Some(live.boxed()),
-                    Some(after) => match commerce.log().replay(&key, &after).await {
+                    Some(after) => match commerce.log().replay(&key, &after, Reader::SignedIn).await {
                         Ok(replay) => {
                             let through = replay.through;
                             let live = live.filter(move |event| future::ready(event.position > through));

@@ -27,8 +27,9 @@ pub use registry::{
 
 use crate::app::AppState;
 use crate::auth::AuthError;
+use crate::budget::ClientAddr;
 use crate::http_error::HttpError;
-use crate::registry::Channel;
+use crate::registry::{Channel, Identity};
 use crate::socket;
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +42,7 @@ pub struct Params {
 /// the limits: `503` past `MAX_CONNECTIONS`, `429` past the user's `MAX_CONNECTIONS_PER_USER`.
 pub async fn upgrade(
     State(state): State<AppState>,
+    client: ClientAddr,
     params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -62,11 +64,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let admitted = state.registry.admit(Channel::Rooms).and_then(|mut permit| {
-        permit.sign_in(&user.id)?;
-        Ok(permit)
-    });
-    let permit = match admitted {
+    let permit = match state.registry.admit(Channel::Rooms, client.0, Identity::User(&user.id)) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };

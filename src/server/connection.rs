@@ -2,6 +2,7 @@
 //! it is doing, and shutdown lets it finish what is in flight within the grace period.
 
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -28,7 +29,13 @@ enum Ended {
     GraceOver,
 }
 
-pub async fn serve(stream: TcpStream, router: Router, settings: Arc<Settings>, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: IpAddr,
+    router: Router,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) {
     // Responses are written whole by hyper; Nagle's algorithm would only delay their last segment.
     let _ = stream.set_nodelay(true);
     let clock = Arc::new(Clock::new(settings.timeouts));
@@ -38,7 +45,7 @@ pub async fn serve(stream: TcpStream, router: Router, settings: Arc<Settings>, s
         // hyper's own header timer would also bound the wait between kept-alive requests with the
         // same value; the clock keeps the two limits apart.
         .header_read_timeout(None)
-        .serve_connection(io, Service::new(router, clock.clone()))
+        .serve_connection(io, Service::new(router, clock.clone(), peer))
         .with_upgrades();
     let mut connection = pin!(connection);
     let mut cancelled = pin!(shutdown.cancelled());
@@ -100,7 +107,7 @@ mod tests {
     /// The size of the task spawned for each connection (`serve`'s future, as tracked).
     fn task_size<F, Fut>(_serve: F) -> usize
     where
-        F: FnOnce(TcpStream, Router, Arc<Settings>, CancellationToken) -> Fut,
+        F: FnOnce(TcpStream, IpAddr, Router, Arc<Settings>, CancellationToken) -> Fut,
     {
         std::mem::size_of::<tokio_util::task::task_tracker::TrackedFuture<Fut>>()
     }

@@ -58,12 +58,13 @@ pub async fn serve(listener: TcpListener, router: Router, settings: Settings, sh
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if failed_accepts > 0 {
                     tracing::info!(failed_accepts, "accepting connections again");
                     failed_accepts = 0;
                 }
-                connections.spawn(connection::serve(stream, router.clone(), settings.clone(), shutdown.clone()));
+                let peer = peer.ip();
+                connections.spawn(connection::serve(stream, peer, router.clone(), settings.clone(), shutdown.clone()));
             }
             // That one connection failed before we took it; the next one is unaffected.
             Err(e) if is_connection_error(&e) => {}

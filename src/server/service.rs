@@ -3,6 +3,7 @@
 //! response has been handed over.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,15 +16,18 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use super::clock::Clock;
+use crate::budget::PeerAddr;
 
 pub struct Service {
     router: Router,
     clock: Arc<Clock>,
+    /// The TCP peer, set on every request ([`PeerAddr`]) for the client budgets.
+    peer: IpAddr,
 }
 
 impl Service {
-    pub fn new(router: Router, clock: Arc<Clock>) -> Self {
-        Service { router, clock }
+    pub fn new(router: Router, clock: Arc<Clock>, peer: IpAddr) -> Self {
+        Service { router, clock, peer }
     }
 }
 
@@ -37,7 +41,8 @@ impl hyper::service::Service<Request<Incoming>> for Service {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let has_body = !http_body::Body::is_end_stream(request.body());
         self.clock.request_started(has_body);
-        let request = request.map(|body| Body::new(TimedBody { body, clock: self.clock.clone(), done: !has_body }));
+        let mut request = request.map(|body| Body::new(TimedBody { body, clock: self.clock.clone(), done: !has_body }));
+        request.extensions_mut().insert(PeerAddr(self.peer));
         let (router, clock) = (self.router.clone(), self.clock.clone());
         Box::pin(async move {
             let response = router.oneshot(request).await?;

@@ -9,7 +9,7 @@
 //! | 1007 | text (or a close reason) that is not UTF-8 | all |
 //! | 1008 | the token expired | `/ws` |
 //! | 1009 | a message over `WS_MAX_MESSAGE_BYTES` | all |
-//! | 1013 | too slow to keep up; too many connections for this user | all; graphql-ws |
+//! | 1013 | too slow to keep up; too many connections for this user; no room left for anonymous connections | all; graphql-ws |
 //! | 44xx | the graphql-transport-ws codes below | graphql-ws |
 
 use std::borrow::Cow;

@@ -28,13 +28,13 @@ pub struct StoredEvent {
 
 /// Which events of the log a reader wants: the same routing as the broker's keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection<'a> {
+pub enum Selection {
     /// One entity's topic (`order:42`, `product:7`, `user:u1`).
-    Topic(&'a str),
+    Topic(String),
     /// Every event of one kind (`order`, `inventory`, `notification`).
-    Kind(&'a str),
-    /// The events of one kind addressed to one audience (a customer's orders).
-    Audience(&'a str, &'a str),
+    Kind(&'static str),
+    /// The events addressed to one audience (a customer's orders: only order events have one).
+    Audience(String),
     /// Every event.
     All,
 }
@@ -104,24 +104,26 @@ fn from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-/// The `WHERE` clause for `selection`, with its parameters numbered from `$first`.
-fn selection_clause(selection: &Selection<'_>, first: usize) -> String {
+/// The `WHERE` clause for `selection`, with its parameter numbered `$at`. A topic and an audience
+/// are found through their indexes (`(topic, position)`, `(audience, position)`) alone; a kind
+/// walks the log by position.
+fn selection_clause(selection: &Selection, at: usize) -> String {
     match selection {
-        Selection::Topic(_) => format!("topic = ${first}"),
-        Selection::Kind(_) => format!("kind = ${first}"),
-        Selection::Audience(_, _) => format!("kind = ${first} AND audience = ${}", first + 1),
+        Selection::Topic(_) => format!("topic = ${at}"),
+        Selection::Kind(_) => format!("kind = ${at}"),
+        Selection::Audience(_) => format!("audience = ${at}"),
         Selection::All => "TRUE".to_owned(),
     }
 }
 
 fn bind_selection<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
-    selection: &Selection<'q>,
+    selection: &'q Selection,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
-    match *selection {
-        Selection::Topic(topic) => query.bind(topic),
-        Selection::Kind(kind) => query.bind(kind),
-        Selection::Audience(kind, audience) => query.bind(kind).bind(audience),
+    match selection {
+        Selection::Topic(topic) => query.bind(topic.as_str()),
+        Selection::Kind(kind) => query.bind(*kind),
+        Selection::Audience(audience) => query.bind(audience.as_str()),
         Selection::All => query,
     }
 }
@@ -129,7 +131,7 @@ fn bind_selection<'q>(
 /// The selected events with `after < position <= through`, oldest first, at most `limit`.
 pub async fn read<'c>(
     db: impl Executor<'c, Database = Any>,
-    selection: &Selection<'_>,
+    selection: &Selection,
     after: u64,
     through: u64,
     limit: u64,
@@ -143,48 +145,73 @@ pub async fn read<'c>(
     bind_selection(query, selection).fetch_all(db).await?.iter().map(from_row).collect()
 }
 
-/// What one statement saw of the log: its head and retention mark, and the selected events after
-/// a position up to that head.
-#[derive(Debug)]
-pub struct Snapshot {
+/// How far behind a position is, as one statement saw the log: its head and retention mark, and
+/// how many selected events follow the position (counted up to a limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
     pub head: u64,
     pub pruned_through: u64,
-    pub events: Vec<StoredEvent>,
+    /// Selected events after the position, at most the limit asked for.
+    pub events: u64,
 }
 
-/// The log's state and up to `limit` selected events with `after < position <= head`, oldest
-/// first, read in one statement: one round trip, and one snapshot in both engines, so the events
-/// are exactly what the log held up to `head` unless `pruned_through` says retention had cut
-/// into them.
-pub async fn snapshot<'c>(
+/// The log's state and the number of selected events after `after`, counted up to `limit`,
+/// without reading a single event's body: for a topic or an audience from their indexes alone
+/// (what lets a resume that cannot be served be refused for the price of an index walk).
+pub async fn behind<'c>(
     db: impl Executor<'c, Database = Any>,
-    selection: &Selection<'_>,
+    selection: &Selection,
     after: u64,
     limit: u64,
-) -> Result<Snapshot, StoreError> {
+) -> Result<Behind, StoreError> {
+    // No `position <= head` bound: a position above the head is not visible to this statement
+    // in either engine (it is assigned and committed with the head).
+    let sql = format!(
+        "SELECT head, pruned_through,
+           (SELECT COUNT(*) FROM (SELECT position FROM event_log WHERE position > $1 AND {}
+                                  ORDER BY position LIMIT {limit}) AS selected) AS events
+         FROM log_state WHERE id = 1",
+        selection_clause(selection, 2)
+    );
+    let row = bind_selection(sqlx::query(&sql).bind(after as i64), selection).fetch_one(db).await?;
+    Ok(Behind {
+        head: row.try_get::<i64, _>("head")? as u64,
+        pruned_through: row.try_get::<i64, _>("pruned_through")? as u64,
+        events: row.try_get::<i64, _>("events")? as u64,
+    })
+}
+
+/// The retention mark and the selected events with `after < position <= through`, oldest first,
+/// at most `limit`, read in one statement: the events are exactly what the log held in that
+/// range unless the mark says retention had cut into it.
+pub async fn range<'c>(
+    db: impl Executor<'c, Database = Any>,
+    selection: &Selection,
+    after: u64,
+    through: u64,
+    limit: u64,
+) -> Result<(u64, Vec<StoredEvent>), StoreError> {
     // `log_state` and `event_log` share no column name, so the selection needs no prefix. The
     // outer join keeps the state row when no event matches.
     let sql = format!(
-        "SELECT head, pruned_through, position, topic, seq, body
-         FROM log_state LEFT JOIN event_log ON position > $1 AND position <= head AND {}
+        "SELECT pruned_through, position, topic, seq, body
+         FROM log_state LEFT JOIN event_log ON position > $1 AND position <= $2 AND {}
          WHERE id = 1 ORDER BY position LIMIT {limit}",
-        selection_clause(selection, 2)
+        selection_clause(selection, 3)
     );
-    let rows = bind_selection(sqlx::query(&sql).bind(after as i64), selection).fetch_all(db).await?;
+    let query = sqlx::query(&sql).bind(after as i64).bind(through as i64);
+    let rows = bind_selection(query, selection).fetch_all(db).await?;
     let Some(first) = rows.first() else {
         return Err(sqlx::Error::RowNotFound);
     };
-    let mut snapshot = Snapshot {
-        head: first.try_get::<i64, _>("head")? as u64,
-        pruned_through: first.try_get::<i64, _>("pruned_through")? as u64,
-        events: Vec::with_capacity(rows.len()),
-    };
+    let pruned_through = first.try_get::<i64, _>("pruned_through")? as u64;
+    let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<Option<i64>, _>("position")?.is_some() {
-            snapshot.events.push(from_row(row)?);
+            events.push(from_row(row)?);
         }
     }
-    Ok(snapshot)
+    Ok((pruned_through, events))
 }
 
 /// The newest event still kept on `topic`.

@@ -7,10 +7,23 @@
 //! backend has its own migrations (`migrations/sqlite`, `migrations/postgres`) for the DDL that
 //! differs.
 //!
-//! Reads go straight to the pool. Writes go through [`Store::write`], whose [`WriteTx`] never lets
+//! Reads go through [`Store::read`], writes through [`Store::write`], whose [`WriteTx`] never lets
 //! a connection go back to the pool in the middle of a transaction (see `tx.rs` for why that lost
 //! acknowledged writes on a full disk). [`crate::commerce`] serialises writes so that the order
 //! events are published in is the order they were committed in.
+//!
+//! # The rule for pooled connections
+//!
+//! A pooled connection is taken, used and given back inside one task that nothing but the store
+//! work itself keeps waiting: [`Store::read`] runs each read in a task of its own, and writes run
+//! in detached tasks (`commerce`). Never inside a stream or a future that its owner may stop
+//! polling: a subscription's resolver runs inside a stream that its connection polls only between
+//! messages, so a read started there and then left unpolled (the connection busy handling its next
+//! message, which itself waits for a connection) held the pool's only connection until the pool's
+//! timeout, and froze every request on the node meanwhile. And nothing holds one for long: every
+//! statement has a deadline, `STORE_TIMEOUT` (PostgreSQL's `statement_timeout` on the server, the
+//! same bound on the wait for a connection, and on each read as the caller sees it); SQLite reads
+//! are bounded by their `LIMIT`s.
 
 pub mod events;
 pub mod notifications;
@@ -18,10 +31,12 @@ pub mod orders;
 pub mod products;
 mod tx;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use tokio::sync::Semaphore;
 
 pub use tx::WriteTx;
 
@@ -67,12 +82,29 @@ pub struct StoreOptions {
     /// SQLite's `synchronous` for file databases: `full` syncs the log at every commit (a commit
     /// survives power loss), `normal` only at checkpoints (a commit survives a process crash).
     pub sqlite_synchronous: SqliteSynchronous,
+    /// The longest a statement may run, and a caller may wait for a connection or a read.
+    pub timeout: Duration,
 }
 
 impl StoreOptions {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), max_connections: 8, sqlite_synchronous: SqliteSynchronous::Full }
+        Self {
+            url: url.into(),
+            max_connections: 8,
+            sqlite_synchronous: SqliteSynchronous::Full,
+            timeout: Duration::from_secs(5),
+        }
     }
+}
+
+/// Whom a read is for. Anonymous reads together take at most half of the pool's connections at
+/// once ([`Store::read`]): however many strangers query at once, signed-in users' reads and every
+/// write find a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// A client without a token, from this address.
+    Anonymous(std::net::IpAddr),
+    SignedIn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -85,6 +117,9 @@ pub enum SqliteSynchronous {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    timeout: Duration,
+    /// The connections anonymous reads may hold at once (see [`Reader`]).
+    anonymous: Arc<Semaphore>,
 }
 
 impl Store {
@@ -110,9 +145,16 @@ impl Store {
             Backend::Sqlite => sqlite_pool(url, options).await?,
             Backend::Postgres => {
                 let connect: AnyConnectOptions = url.parse()?;
+                // The server itself ends a statement that runs past the timeout (waiting for a
+                // lock included), so that no request holds a connection longer than that.
+                let statement_timeout = format!("SET statement_timeout = {}", options.timeout.as_millis().max(1));
                 AnyPoolOptions::new()
                     .max_connections(options.max_connections.max(1))
-                    .acquire_timeout(Duration::from_secs(5))
+                    .acquire_timeout(options.timeout)
+                    .after_connect(move |conn, _| {
+                        let statement_timeout = statement_timeout.clone();
+                        Box::pin(async move { conn.execute(statement_timeout.as_str()).await.map(drop) })
+                    })
                     .connect_with(connect)
                     .await?
             }
@@ -121,7 +163,9 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let size = pool.options().get_max_connections() as usize;
+        let anonymous = Arc::new(Semaphore::new((size / 2).max(1)));
+        Ok(Self { pool, backend, timeout: options.timeout, anonymous })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -132,6 +176,46 @@ impl Store {
         self.backend
     }
 
+    /// Runs one read for `reader` on a pooled connection, in a task of its own (see the module
+    /// docs: the connection is never held by a future that might not be polled), and gives up
+    /// after `STORE_TIMEOUT`. `read` gets the pool and returns the read's future, which must own
+    /// what it needs.
+    pub async fn read<T, Fut>(&self, reader: Reader, read: impl FnOnce(AnyPool) -> Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let gate = match reader {
+            Reader::SignedIn => None,
+            Reader::Anonymous(_) => {
+                let waited = tokio::time::timeout(self.timeout, self.anonymous.clone().acquire_owned()).await;
+                Some(waited.map_err(|_| timed_out())?.expect("the gate is never closed"))
+            }
+        };
+        let work = read(self.pool.clone());
+        // The gate goes with the task: it is held for as long as the read holds a connection,
+        // even when the caller has stopped waiting.
+        let task = tokio::spawn(async move {
+            let _gate = gate;
+            work.await
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(failed)) => Err(sqlx::Error::Io(std::io::Error::other(format!("a store read failed: {failed}")))),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// The order with this id, read for `reader`.
+    pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Order>, StoreError> {
+        self.read(reader, move |db| async move { orders::get(&db, id).await }).await
+    }
+
+    /// The product with this id, read for `reader`.
+    pub async fn product(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Product>, StoreError> {
+        self.read(reader, move |db| async move { products::get(&db, id).await }).await
+    }
+
     /// Opens a write transaction (see [`WriteTx`]).
     pub async fn write(&self) -> Result<WriteTx, StoreError> {
         WriteTx::begin(&self.pool, self.backend.begin()).await
@@ -139,7 +223,7 @@ impl Store {
 
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
+        self.read(Reader::SignedIn, |db| async move { sqlx::query("SELECT 1").execute(&db).await.map(drop) }).await
     }
 
     /// Proves that the store can durably write right now: one tiny transaction on a row kept for
@@ -184,6 +268,7 @@ async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, Store
         AnyPoolOptions::new().max_connections(options.max_connections.max(1))
     };
     pool_options
+        .acquire_timeout(options.timeout)
         // No `SELECT 1` before every acquire: each statement is a round trip to sqlx's SQLite
         // worker thread, and a connection never goes back to the pool in a bad state (`WriteTx`).
         .test_before_acquire(false)
@@ -199,6 +284,11 @@ async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, Store
         })
         .connect_with(connect)
         .await
+}
+
+/// What a read or a wait for a connection that took longer than `STORE_TIMEOUT` fails with.
+fn timed_out() -> StoreError {
+    sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "the store did not answer within STORE_TIMEOUT"))
 }
 
 /// A database URL without its password, for messages.

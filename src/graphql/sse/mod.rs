@@ -39,11 +39,12 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::auth::Viewer;
-use crate::graphql::error::{add_codes, code};
+use crate::budget::ClientAddr;
+use crate::graphql::error::{add_codes, code, to_json};
 use crate::graphql::guard::{self, OperationKind};
 use crate::graphql::http::viewer_from_headers;
 use crate::http_error::HttpError;
-use crate::registry::{Channel, Permit};
+use crate::registry::{Channel, Identity, Permit};
 use operations::{Operation, Operations};
 pub use reservations::Reservations;
 use reservations::{AttachError, Reservation, Started};
@@ -101,7 +102,8 @@ impl IntoResponse for SseError {
             SseError::Refused(errors) => {
                 let mut response = async_graphql::Response::from_errors(errors.clone());
                 add_codes(&mut response);
-                return (StatusCode::BAD_REQUEST, Json(response)).into_response();
+                let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                return (StatusCode::BAD_REQUEST, json, to_json(&response)).into_response();
             }
         };
         let body = json!({ "errors": [{ "message": self.to_string(), "extensions": { "code": code } }] });
@@ -125,6 +127,7 @@ impl SseError {
 /// `/graphql/stream`, every method.
 pub async fn handle(
     State(state): State<AppState>,
+    client: ClientAddr,
     method: Method,
     headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
@@ -134,7 +137,7 @@ pub async fn handle(
         Ok(Query(params)) => params,
         Err(rejection) => return SseError::from(HttpError::BadRequest(rejection.body_text())).into_response(),
     };
-    match serve(&state, method, &headers, params, body).await {
+    match serve(&state, client, method, &headers, params, body).await {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
     }
@@ -143,6 +146,7 @@ pub async fn handle(
 /// The reference server's order of checks.
 async fn serve(
     state: &AppState,
+    client: ClientAddr,
     method: Method,
     headers: &HeaderMap,
     params: Params,
@@ -156,7 +160,7 @@ async fn serve(
     if protocol::wants_event_stream(headers) {
         return match reservation {
             Some(reservation) => attach(state, &reservation, headers),
-            None => distinct(state, &method, headers, &params, &body, viewer).await,
+            None => distinct(state, client, &method, headers, &params, &body, viewer).await,
         };
     }
     if method == Method::PUT {
@@ -166,7 +170,7 @@ async fn serve(
         if token.is_some_and(|token| state.sse.exists(token)) {
             return Err(SseError::Conflict("Stream already registered"));
         }
-        let permit = admit(state, &viewer)?;
+        let permit = admit(state, client, &viewer)?;
         let expires = viewer.as_ref().map(|user| user.expiry_deadline());
         let token = state.sse.create(state, owner, permit, expires);
         let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -189,7 +193,7 @@ async fn serve(
     let request = request_params(&method, headers, &params, &body)?;
     let id = request.extensions.get("operationId").and_then(operation_id);
     let id = id.ok_or_else(|| HttpError::BadRequest("Operation ID is missing".into()))?;
-    let operation = match check(state, &method, request, viewer, headers)? {
+    let operation = match check(state, &method, request, viewer, client, headers)? {
         Checked::Run(operation) => operation,
         // Refused by the guard's size limits: the reference answers validation failures outside
         // event streams with 400.
@@ -215,13 +219,14 @@ fn viewer(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<View
     }
 }
 
-/// A place among the node's connections (`503`) and the user's (`429`).
-fn admit(state: &AppState, viewer: &Viewer) -> Result<Permit, HttpError> {
-    let mut permit = state.registry.admit(Channel::Sse)?;
-    if let Some(user) = viewer {
-        permit.sign_in(&user.id)?;
-    }
-    Ok(permit)
+/// A place among the node's connections (`503`) and the user's or, without one, the address's
+/// (`429`) and the anonymous share (`503`).
+fn admit(state: &AppState, client: ClientAddr, viewer: &Viewer) -> Result<Permit, HttpError> {
+    let identity = match viewer {
+        Some(user) => Identity::User(&user.id),
+        None => Identity::Anonymous,
+    };
+    Ok(state.registry.admit(Channel::Sse, client.0, identity)?)
 }
 
 /// The cursor in `Last-Event-ID`, if any.
@@ -244,6 +249,7 @@ fn attach(state: &AppState, reservation: &Arc<Reservation>, headers: &HeaderMap)
 /// One operation on its own stream.
 async fn distinct(
     state: &AppState,
+    client: ClientAddr,
     method: &Method,
     headers: &HeaderMap,
     params: &Params,
@@ -252,8 +258,8 @@ async fn distinct(
 ) -> Result<Response, SseError> {
     let request = request_params(method, headers, params, body)?;
     let expires = viewer.as_ref().map(|user| user.expiry_deadline());
-    let checked = check(state, method, request, viewer.clone(), headers)?;
-    let permit = admit(state, &viewer)?;
+    let checked = check(state, method, request, viewer.clone(), client, headers)?;
+    let permit = admit(state, client, &viewer)?;
     let mut operations = Operations::new(state.clone(), Default::default());
     let id: Arc<str> = Arc::from("");
     match checked {
@@ -348,6 +354,7 @@ fn check(
     method: &Method,
     request: RequestParams,
     viewer: Viewer,
+    client: ClientAddr,
     headers: &HeaderMap,
 ) -> Result<Checked, SseError> {
     let RequestParams { query, operation_name, variables, .. } = request;
@@ -374,5 +381,5 @@ fn check(
         );
     }
     let resume = last_event_id(headers).map(str::to_owned);
-    Ok(Checked::Run(Operation { query, operation_name, variables, kind, viewer, resume }))
+    Ok(Checked::Run(Operation { query, operation_name, variables, kind, viewer, client, resume }))
 }

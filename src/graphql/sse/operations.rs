@@ -19,7 +19,8 @@ use tokio_stream::StreamMap;
 
 use crate::app::AppState;
 use crate::auth::Viewer;
-use crate::graphql::error::add_codes;
+use crate::budget::ClientAddr;
+use crate::graphql::error::{add_codes, to_json};
 use crate::graphql::fanout::{self, Delivery, Membership, Payload, Shared};
 use crate::graphql::guard::OperationKind;
 use crate::graphql::{EventPosition, ResumeFrom};
@@ -33,13 +34,15 @@ pub struct Operation {
     pub variables: serde_json::Value,
     pub kind: OperationKind,
     pub viewer: Viewer,
+    /// Where the request came from.
+    pub client: ClientAddr,
     /// The cursor in `Last-Event-ID`, if the request carried one.
     pub resume: Option<String>,
 }
 
 impl Operation {
     fn request(&self) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(self.query.clone()).data(self.viewer.clone());
+        let mut request = async_graphql::Request::new(self.query.clone()).data(self.viewer.clone()).data(self.client);
         request.operation_name = self.operation_name.clone();
         if !self.variables.is_null() {
             request.variables = async_graphql::Variables::from_json(self.variables.clone());
@@ -82,7 +85,7 @@ impl Json {
     pub fn errors(errors: Vec<ServerError>) -> Self {
         let mut response = Response::from_errors(errors);
         add_codes(&mut response);
-        Json::Own(serde_json::to_string(&response).expect("responses serialise"))
+        Json::Own(to_json(&response))
     }
 }
 
@@ -124,6 +127,11 @@ impl Operations {
 
     pub fn contains(&self, id: &str) -> bool {
         self.local.contains_key(id) || self.shared.iter().any(|(i, _)| &**i == id)
+    }
+
+    /// How many operations are running.
+    pub fn len(&self) -> usize {
+        self.local.len() + self.shared.len()
     }
 
     /// The ids of the operations running.
@@ -222,8 +230,7 @@ impl Operations {
                         // Shared results are counted by their group; this one is the stream's own.
                         self.state.registry.count_delivered(1);
                     }
-                    let json = serde_json::to_string(&response).expect("responses serialise");
-                    Output::Next { id, result: Json::Own(json), position }
+                    Output::Next { id, result: Json::Own(to_json(&response)), position }
                 }
                 None => {
                     self.local.remove(&id);

@@ -27,7 +27,7 @@ use super::operations::{Json, Operation, Operations, Output};
 use super::protocol;
 use super::stream::{SLOW_CONSUMER, Source, ending_errors};
 use crate::app::AppState;
-use crate::graphql::error::code;
+use crate::graphql::error::{code, too_many_operations};
 use crate::lock;
 use crate::registry::Permit;
 use crate::slow_consumer::SlowConsumer;
@@ -340,8 +340,15 @@ async fn pump(
             Step::Command(Command::Start { id, operation, reply }) => {
                 if operations.contains(&id) {
                     let _ = reply.send(Started::Duplicate);
+                    continue;
+                }
+                let _ = reply.send(Started::Accepted);
+                // The same bound as on a graphql-ws connection, answered the same way (an error
+                // for that operation alone), here as the `next` the protocol sends refusals in.
+                let limit = state.config.max_operations(operation.viewer.is_some());
+                if operations.len() >= limit {
+                    operations.refuse(id, vec![too_many_operations(limit, operation.viewer.is_some())]);
                 } else {
-                    let _ = reply.send(Started::Accepted);
                     operations.start(id, operation).await;
                 }
             }

@@ -22,8 +22,9 @@ use tracing::{Instrument, debug_span};
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::app::AppState;
 use crate::auth::{self, User};
+use crate::budget::ClientAddr;
 use crate::graphql::EventPosition;
-use crate::graphql::error::{add_codes, code, failed_before_execution};
+use crate::graphql::error::{add_codes, failed_before_execution, too_many_operations};
 use crate::graphql::fanout::{self, Delivery, Membership, Resume};
 use crate::graphql::guard::{self, OperationKind};
 use crate::registry::Permit;
@@ -65,6 +66,8 @@ enum Operation {
 pub struct GraphqlWs {
     state: AppState,
     dialect: Dialect,
+    /// The client's address: what an anonymous viewer's store reads and replays count against.
+    client: ClientAddr,
     header_token: Option<String>,
     /// `connection_init` must arrive by then (else 4408).
     init_deadline: Instant,
@@ -142,7 +145,7 @@ impl Operations {
 /// function's future in the size test below.
 pub fn start(
     socket: WebSocket,
-    (state, permit, dialect, header_token): (AppState, Permit, Option<Dialect>, Option<String>),
+    (state, permit, client, dialect, header_token): (AppState, Permit, ClientAddr, Option<Dialect>, Option<String>),
 ) -> impl Future<Output = ()> + Send {
     let settings = socket::Settings::new(&state.config, state.shutdown.clone());
     let connection = Connection::new(socket, permit, settings);
@@ -163,6 +166,7 @@ pub fn start(
         deliveries_tx,
         state,
         dialect,
+        client,
         header_token,
         initialised: false,
         acked: false,
@@ -282,17 +286,23 @@ impl GraphqlWs {
             let user = match self.state.keys.verify(token) {
                 Ok(user) => user,
                 Err(refusal) => {
-                    return Err(self.refuse_init(out, &refusal.to_string(), close::FORBIDDEN, "Forbidden: "));
+                    let why = refusal.to_string();
+                    return Err(self.refuse_init(out, &why, Close::new(close::FORBIDDEN, format!("Forbidden: {why}"))));
                 }
             };
             // The user is known only now: their share of connections is checked here, and a
             // user over it is closed with 1013, which graphql-ws clients retry with backoff.
             if let Err(refused) = out.permit().sign_in(&user.id) {
-                return Err(self.refuse_init(out, &refused.to_string(), close::TRY_AGAIN_LATER, ""));
+                return Err(self.refuse_init(out, &refused.to_string(), Close::too_many_connections()));
             }
             tracing::Span::current().record("user", user.id.as_str());
             self.expires = Some(user.expiry_deadline());
             self.viewer = Some(user);
+        } else if let Err(refused) = out.permit().stay_anonymous() {
+            // Admitted on probation from the room kept for signed-in users, and it has no token:
+            // 1013, which graphql-ws clients retry with backoff.
+            let why = refused.to_string();
+            return Err(self.refuse_init(out, &why, Close::new(close::TRY_AGAIN_LATER, why.clone())));
         }
         self.acked = true;
         self.send(out, ServerMessage::ConnectionAck);
@@ -302,16 +312,12 @@ impl GraphqlWs {
         Ok(())
     }
 
-    /// The close for a refused `connection_init`; the legacy dialect hears why first.
-    fn refuse_init(&self, out: &mut Out<'_>, why: &str, code: u16, prefix: &str) -> Close {
+    /// `close`, for a refused `connection_init`; the legacy dialect hears why first.
+    fn refuse_init(&self, out: &mut Out<'_>, why: &str, close: Close) -> Close {
         if self.dialect == Dialect::Legacy {
             self.send(out, ServerMessage::ConnectionError(why));
         }
-        if code == close::TRY_AGAIN_LATER {
-            Close::too_many_connections()
-        } else {
-            Close::new(code, format!("{prefix}{why}"))
-        }
+        close
     }
 
     async fn on_subscribe(&mut self, out: &mut Out<'_>, id: String, payload: SubscribePayload) -> Result<(), Close> {
@@ -334,16 +340,9 @@ impl GraphqlWs {
                 Dialect::Legacy => self.forget(&id),
             }
         }
-        let config = &self.state.config;
-        let (limit, whose) = match self.viewer {
-            Some(_) => (config.ws_max_operations, "one connection"),
-            None => (config.ws_max_operations_anonymous.min(config.ws_max_operations), "an anonymous connection"),
-        };
+        let limit = self.state.config.max_operations(self.viewer.is_some());
         if self.operations.len() >= limit {
-            let mut refusal = ServerError::new(format!("at most {limit} operations may run at once on {whose}"), None);
-            refusal.extensions = Some(Default::default());
-            refusal.extensions.as_mut().expect("set").set("code", code::BAD_USER_INPUT);
-            self.send_error(out, &id, vec![refusal]);
+            self.send_error(out, &id, vec![too_many_operations(limit, self.viewer.is_some())]);
             return Ok(());
         }
         let kind = match guard::check(&payload.query, payload.operation_name.as_deref(), self.state.query_limits) {
@@ -373,7 +372,7 @@ impl GraphqlWs {
     }
 
     fn request(&self, payload: &SubscribePayload) -> async_graphql::Request {
-        request(&self.viewer, payload)
+        request(&self.viewer, self.client, payload)
     }
 
     /// Offers the subscription to a shared group (see `Fanout::share`). A resuming member replays
@@ -386,12 +385,12 @@ impl GraphqlWs {
         };
         let state = &self.state;
         let deliveries = self.deliveries_tx.clone();
-        let viewer = &self.viewer;
+        let (viewer, client) = (&self.viewer, self.client);
         let shared = state.fanout.share(
             &state.schema,
             &state.registry,
             operation,
-            || request(viewer, payload),
+            || request(viewer, client, payload),
             deliveries,
             true,
         );
@@ -493,9 +492,9 @@ impl GraphqlWs {
     }
 }
 
-/// The request that runs `payload` for `viewer`.
-fn request(viewer: &Option<User>, payload: &SubscribePayload) -> async_graphql::Request {
-    let mut request = async_graphql::Request::new(payload.query.clone()).data(viewer.clone());
+/// The request that runs `payload` for `viewer`, from `client`.
+fn request(viewer: &Option<User>, client: ClientAddr, payload: &SubscribePayload) -> async_graphql::Request {
+    let mut request = async_graphql::Request::new(payload.query.clone()).data(viewer.clone()).data(client);
     request.operation_name = payload.operation_name.clone();
     if let Some(variables) = &payload.variables {
         request.variables = Variables::from_json(variables.clone());

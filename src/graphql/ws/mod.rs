@@ -16,17 +16,24 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::budget::ClientAddr;
 use crate::http_error::HttpError;
-use crate::registry::Channel;
+use crate::registry::{Channel, Identity};
 use crate::socket;
 use protocol::Dialect;
 
 /// The subprotocols we speak, in order of preference.
 pub const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 
-/// The upgrade of `GET /graphql`: admitted first (`503` past `MAX_CONNECTIONS`); the user's own
-/// limit waits for the token in `connection_init`.
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+/// The upgrade of `GET /graphql`: admitted first (`503` past `MAX_CONNECTIONS`, `429` past the
+/// address's anonymous connections); the user's own limit waits for the token in
+/// `connection_init`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
     let header_token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let ws = socket::configure(ws, state.config.ws_max_message_bytes).protocols(SUBPROTOCOLS);
     let dialect = ws.selected_protocol().and_then(|p| p.to_str().ok()).and_then(Dialect::from_subprotocol);
@@ -35,12 +42,14 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         // A socket without a subprotocol is closed at once (4406), but it is a socket meanwhile.
         _ => Channel::GraphqlTransportWs,
     };
-    let permit = match state.registry.admit(channel) {
+    // Who it is for is known from `connection_init` only (a token in the header is checked there
+    // too): until then it counts as anonymous, or is on probation (see `registry`).
+    let permit = match state.registry.admit(channel, client.0, Identity::Unknown) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };
     let tracker = state.tracker.clone();
     socket::spawn_on_upgrade(ws, tracker, move |socket| {
-        connection::start(socket, (state, permit, dialect, header_token))
+        connection::start(socket, (state, permit, client, dialect, header_token))
     })
 }
