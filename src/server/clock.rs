@@ -10,7 +10,10 @@
 //! All of them run inside the connection's one task (hyper polls the service and the bodies from
 //! the connection future), so relaxed atomics are enough: they only make the type `Sync`.
 
+use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::task::Context;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -36,6 +39,9 @@ pub enum Phase {
     Idle = 3,
     Lingering = 4,
     Upgraded = 5,
+    /// The response gave up on its client (see [`Clock::close_when`]): the connection is cut
+    /// once a grace period passes without a write going through.
+    Abandoned = 6,
 }
 
 impl Phase {
@@ -46,7 +52,8 @@ impl Phase {
             2 => Phase::Handling,
             3 => Phase::Idle,
             4 => Phase::Lingering,
-            _ => Phase::Upgraded,
+            5 => Phase::Upgraded,
+            _ => Phase::Abandoned,
         }
     }
 
@@ -59,11 +66,15 @@ impl Phase {
             Phase::Idle => "idle",
             Phase::Lingering => "linger",
             Phase::Upgraded => "upgraded",
+            Phase::Abandoned => "abandoned",
         }
     }
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
+
+/// What a response watches for, to give up on its client ([`Clock::close_when`]).
+type Signal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub struct Clock {
     start: Instant,
@@ -71,6 +82,10 @@ pub struct Clock {
     phase: AtomicU8,
     /// Milliseconds after `start`, or [`NO_DEADLINE`].
     deadline: AtomicU64,
+    /// A response's signal to give up, and the grace it then gives its last writes.
+    abandon: Mutex<Option<(Signal, Duration)>>,
+    /// That grace, once given up (milliseconds).
+    grace: AtomicU64,
 }
 
 impl Clock {
@@ -81,6 +96,8 @@ impl Clock {
             timeouts,
             phase: AtomicU8::new(Phase::Headers as u8),
             deadline: AtomicU64::new(NO_DEADLINE),
+            abandon: Mutex::new(None),
+            grace: AtomicU64::new(0),
         };
         clock.set_deadline(timeouts.header);
         clock
@@ -119,6 +136,7 @@ impl Clock {
     /// The response has been handed over whole: the connection waits for the next request.
     pub fn response_finished(&self) {
         self.leave(Phase::Handling, Phase::Idle, self.timeouts.idle);
+        *crate::lock::lock(&self.abandon) = None;
     }
 
     /// Bytes arrived: on an idle connection they start the next request, whose headers are due.
@@ -143,6 +161,7 @@ impl Clock {
         match self.phase() {
             Phase::Handling if self.deadline.load(Relaxed) != NO_DEADLINE => self.deadline.store(NO_DEADLINE, Relaxed),
             Phase::Idle => self.set_deadline(self.timeouts.idle),
+            Phase::Abandoned => self.set_deadline(Some(Duration::from_millis(self.grace.load(Relaxed)))),
             _ => {}
         }
     }
@@ -151,6 +170,31 @@ impl Clock {
     pub fn linger_until(&self, until: Instant) {
         self.phase.store(Phase::Lingering as u8, Relaxed);
         self.deadline.store(self.millis(until), Relaxed);
+    }
+
+    /// Once `signal` is ready, the response in flight has given up on its client: the connection
+    /// is closed once `grace` passes without a write going through (a client that reads gets
+    /// the end of the response; one that reads nothing is cut `grace` later). A response that
+    /// streams for as long as the client reads (an event stream) sets this, so that a client that
+    /// stopped reading gives back what the stream holds once the stream knows it, not after the
+    /// idle timeout. The connection task polls `signal` (so it must wake the task that polls it).
+    pub fn close_when(&self, signal: impl Future<Output = ()> + Send + 'static, grace: Duration) {
+        *crate::lock::lock(&self.abandon) = Some((Box::pin(signal), grace));
+    }
+
+    /// Polled by the connection task: moves to [`Phase::Abandoned`] once the signal of
+    /// [`Clock::close_when`] is ready.
+    pub fn poll_abandon(&self, cx: &mut Context<'_>) {
+        let mut abandon = crate::lock::lock(&self.abandon);
+        let Some((signal, grace)) = abandon.as_mut() else { return };
+        if signal.as_mut().poll(cx).is_ready() {
+            let grace = *grace;
+            *abandon = None;
+            if matches!(self.phase(), Phase::Handling | Phase::Idle) {
+                self.grace.store(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), Relaxed);
+                self.enter(Phase::Abandoned, Some(grace));
+            }
+        }
     }
 
     /// The connection became a WebSocket: nothing here applies to it any more.
@@ -214,6 +258,29 @@ mod tests {
         tokio::time::advance(Duration::from_millis(300)).await;
         clock.bytes_arrived();
         assert_eq!((clock.phase(), clock.deadline()), (Phase::Headers, Some(t0 + Duration::from_millis(1500))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_response_gets_its_grace_and_no_more() {
+        let clock = clock();
+        let t0 = Instant::now();
+        clock.request_started(false);
+        let (give_up, signal) = tokio::sync::oneshot::channel::<()>();
+        clock.close_when(async move { drop(signal.await) }, Duration::from_secs(5));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        clock.poll_abandon(&mut cx);
+        assert_eq!((clock.phase(), clock.deadline()), (Phase::Handling, None));
+        give_up.send(()).unwrap();
+        clock.poll_abandon(&mut cx);
+        assert_eq!((clock.phase(), clock.deadline()), (Phase::Abandoned, Some(t0 + Duration::from_secs(5))));
+        // A write that goes through (the client reads the end) restarts the grace; one that is
+        // blocked does not, and neither lifts it.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        clock.write_went_through();
+        assert_eq!(clock.deadline(), Some(t0 + Duration::from_secs(7)));
+        clock.write_blocked();
+        assert_eq!(clock.deadline(), Some(t0 + Duration::from_secs(7)));
     }
 
     #[tokio::test(start_paused = true)]

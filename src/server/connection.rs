@@ -61,6 +61,9 @@ pub async fn serve(
         if let Poll::Ready(result) = connection.as_mut().poll(cx) {
             return Poll::Ready(Ended::Served(result));
         }
+        // A response that gave up on its client (while hyper is blocked writing to it and does
+        // not poll the response at all) moves the deadline here.
+        clock.poll_abandon(cx);
         let deadline = match (clock.deadline(), grace_end) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -30,6 +30,19 @@ use tokio_util::task::TaskTracker;
 
 pub use clock::Timeouts;
 
+/// What a handler may ask of the HTTP connection its request came on; set on every request.
+#[derive(Clone)]
+pub struct ConnectionHandle(Arc<clock::Clock>);
+
+impl ConnectionHandle {
+    /// Once `signal` is ready, the response has given up on its client: the connection is closed
+    /// `grace` later (see [`clock::Clock::close_when`]). `signal` is polled by the connection's
+    /// task, so it must wake that task: one the response itself also polls from there does.
+    pub fn close_when(&self, signal: impl Future<Output = ()> + Send + 'static, grace: Duration) {
+        self.0.close_when(signal, grace);
+    }
+}
+
 /// How long the accept loop pauses after an error that is not about one connection (out of
 /// file descriptors or memory): the error repeats until something is freed, and retrying at once
 /// would spin a core.

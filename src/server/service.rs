@@ -15,6 +15,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
+use super::ConnectionHandle;
 use super::clock::Clock;
 use crate::budget::PeerAddr;
 
@@ -43,6 +44,7 @@ impl hyper::service::Service<Request<Incoming>> for Service {
         self.clock.request_started(has_body);
         let mut request = request.map(|body| Body::new(TimedBody { body, clock: self.clock.clone(), done: !has_body }));
         request.extensions_mut().insert(PeerAddr(self.peer));
+        request.extensions_mut().insert(ConnectionHandle(self.clock.clone()));
         let (router, clock) = (self.router.clone(), self.clock.clone());
         Box::pin(async move {
             let response = router.oneshot(request).await?;

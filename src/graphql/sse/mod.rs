@@ -26,12 +26,13 @@ pub mod reservations;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::ServerError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -45,10 +46,21 @@ use crate::graphql::guard::{self, OperationKind};
 use crate::graphql::http::viewer_from_headers;
 use crate::http_error::HttpError;
 use crate::registry::{Channel, Identity, Permit};
+use crate::server::ConnectionHandle;
 use operations::{Operation, Operations};
 pub use reservations::Reservations;
 use reservations::{AttachError, Reservation, Started};
 use stream::{Distinct, EventStream};
+
+/// How long a stream that its client stopped reading has, once it is too slow, to write its
+/// last events before its connection is closed.
+pub const STALLED_STREAM_GRACE: Duration = Duration::from_secs(5);
+
+/// Who sent a request, and the connection it came on.
+struct Caller {
+    client: ClientAddr,
+    connection: Option<ConnectionHandle>,
+}
 
 /// What the URL may carry.
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +140,7 @@ impl SseError {
 pub async fn handle(
     State(state): State<AppState>,
     client: ClientAddr,
+    connection: Option<Extension<ConnectionHandle>>,
     method: Method,
     headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
@@ -137,7 +150,8 @@ pub async fn handle(
         Ok(Query(params)) => params,
         Err(rejection) => return SseError::from(HttpError::BadRequest(rejection.body_text())).into_response(),
     };
-    match serve(&state, client, method, &headers, params, body).await {
+    let caller = Caller { client, connection: connection.map(|Extension(c)| c) };
+    match serve(&state, &caller, method, &headers, params, body).await {
         Ok(response) => response,
         Err(refusal) => refusal.into_response(),
     }
@@ -146,7 +160,7 @@ pub async fn handle(
 /// The reference server's order of checks.
 async fn serve(
     state: &AppState,
-    client: ClientAddr,
+    caller: &Caller,
     method: Method,
     headers: &HeaderMap,
     params: Params,
@@ -159,8 +173,8 @@ async fn serve(
 
     if protocol::wants_event_stream(headers) {
         return match reservation {
-            Some(reservation) => attach(state, &reservation, headers),
-            None => distinct(state, client, &method, headers, &params, &body, viewer).await,
+            Some(reservation) => attach(state, caller, &reservation, headers),
+            None => distinct(state, caller, &method, headers, &params, &body, viewer).await,
         };
     }
     if method == Method::PUT {
@@ -170,7 +184,7 @@ async fn serve(
         if token.is_some_and(|token| state.sse.exists(token)) {
             return Err(SseError::Conflict("Stream already registered"));
         }
-        let permit = admit(state, client, &viewer)?;
+        let permit = admit(state, caller.client, &viewer)?;
         let expires = viewer.as_ref().map(|user| user.expiry_deadline());
         let token = state.sse.create(state, owner, permit, expires);
         let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
@@ -193,7 +207,7 @@ async fn serve(
     let request = request_params(&method, headers, &params, &body)?;
     let id = request.extensions.get("operationId").and_then(operation_id);
     let id = id.ok_or_else(|| HttpError::BadRequest("Operation ID is missing".into()))?;
-    let operation = match check(state, &method, request, viewer, client, headers)? {
+    let operation = match check(state, &method, request, viewer, caller.client, headers)? {
         Checked::Run(operation) => operation,
         // Refused by the guard's size limits: the reference answers validation failures outside
         // event streams with 400.
@@ -235,13 +249,23 @@ fn last_event_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Opens a reservation's stream.
-fn attach(state: &AppState, reservation: &Arc<Reservation>, headers: &HeaderMap) -> Result<Response, SseError> {
+fn attach(
+    state: &AppState,
+    caller: &Caller,
+    reservation: &Arc<Reservation>,
+    headers: &HeaderMap,
+) -> Result<Response, SseError> {
     let last = last_event_id(headers);
     let position = last.and_then(|cursor| state.commerce.log().position_of(cursor).ok());
     let source = reservation.attach(position, last.is_some()).map_err(|refused| match refused {
         AttachError::Busy => SseError::Conflict("Stream already open"),
         AttachError::Gone => SseError::NotFound,
     })?;
+    // The reservation ends a stream that stopped reading (see `reservations`); the connection
+    // then goes with it, even while blocked on a client that reads nothing.
+    if let Some(connection) = &caller.connection {
+        connection.close_when(reservation.ended(), Duration::from_secs(1));
+    }
     let keepalive = state.config.sse_keepalive_interval();
     Ok(EventStream::new(source, keepalive, state.shutdown.clone()).into_response())
 }
@@ -249,7 +273,7 @@ fn attach(state: &AppState, reservation: &Arc<Reservation>, headers: &HeaderMap)
 /// One operation on its own stream.
 async fn distinct(
     state: &AppState,
-    client: ClientAddr,
+    caller: &Caller,
     method: &Method,
     headers: &HeaderMap,
     params: &Params,
@@ -258,8 +282,8 @@ async fn distinct(
 ) -> Result<Response, SseError> {
     let request = request_params(method, headers, params, body)?;
     let expires = viewer.as_ref().map(|user| user.expiry_deadline());
-    let checked = check(state, method, request, viewer.clone(), client, headers)?;
-    let permit = admit(state, client, &viewer)?;
+    let checked = check(state, method, request, viewer.clone(), caller.client, headers)?;
+    let permit = admit(state, caller.client, &viewer)?;
     let mut operations = Operations::new(state.clone(), Default::default());
     let id: Arc<str> = Arc::from("");
     match checked {
@@ -267,6 +291,13 @@ async fn distinct(
         // Errors before execution travel on the stream, which `EventSource` can read (it hides
         // the body of a failed response).
         Checked::Invalid(errors) => operations.refuse(id, errors),
+    }
+    // A stream too slow for its events ends with SLOW_CONSUMER; a client that reads nothing at
+    // all never lets that end be written, and hyper, blocked on it, stops polling the stream:
+    // the connection is closed a little later instead, and gives back what the stream held.
+    if let Some(connection) = &caller.connection {
+        let consumer = operations.consumer().clone();
+        connection.close_when(async move { consumer.slow().await }, STALLED_STREAM_GRACE);
     }
     let source = Distinct::new(operations, expires, permit);
     Ok(EventStream::new(source, state.config.sse_keepalive_interval(), state.shutdown.clone()).into_response())

@@ -21,9 +21,9 @@ pub const RETRY_MS: u64 = 2_000;
 
 /// The first bytes of every stream: the reconnection delay, in a message of its own (a blank
 /// line ends it; having no `data`, it dispatches nothing).
-pub fn preamble() -> Bytes {
-    Bytes::from(format!("retry: {RETRY_MS}\n\n"))
-}
+/// The first bytes of every stream: how long `EventSource` waits before reconnecting
+/// ([`RETRY_MS`]). A constant, so that a stream holds a flag rather than the bytes.
+pub const PREAMBLE: &[u8] = b"retry: 2000\n\n";
 
 /// A `next` event. `cursor` becomes its `id:`; `operation` is the JSON-encoded operation id in
 /// single-connection mode; `payload` is the serialised execution result.

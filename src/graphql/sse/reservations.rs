@@ -22,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 use axum::body::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::operations::{Json, Operation, Operations, Output};
 use super::protocol;
@@ -49,6 +50,8 @@ pub struct Reservation {
     outbox: Mutex<Outbox>,
     /// Wakes the pump when a stream attaches, detaches or drains the outbox.
     changed: Notify,
+    /// Cancelled when the reservation ends (what a stream's connection watches, see `attach`).
+    ended: CancellationToken,
 }
 
 enum Command {
@@ -151,6 +154,7 @@ impl Reservations {
             commands,
             outbox: Mutex::new(outbox),
             changed: Notify::new(),
+            ended: CancellationToken::new(),
         });
         lock::lock(&self.by_token).insert(token.clone(), reservation.clone());
         metrics::gauge!("switchboard_sse_reservations").increment(1.0);
@@ -192,6 +196,11 @@ impl Reservation {
             return Started::Gone;
         }
         answer.await.unwrap_or(Started::Gone)
+    }
+
+    /// Ready once the reservation has ended.
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.ended.clone().cancelled_owned()
     }
 
     pub fn stop(&self, id: Arc<str>) {
@@ -380,19 +389,23 @@ async fn pump(
         drop(operations);
         lock::lock(&reservation.outbox).closing = true;
         reservation.changed.notify_one();
-        // What the operations left reaches a stream that is, or comes back, within the grace.
+        // What the operations left reaches a stream that is, or comes back, within the grace; a
+        // stream attached meanwhile has a few seconds to write it (one that reads nothing at all,
+        // which is what made it slow, would otherwise hold the reservation and its place forever).
+        let attached_grace = Instant::now() + super::STALLED_STREAM_GRACE;
         loop {
-            let grace_ends = reservation.grace_ends(ttl);
-            if reservation.drained() || grace_ends.is_some_and(|at| at <= Instant::now()) {
+            let grace_ends = reservation.grace_ends(ttl).unwrap_or(attached_grace);
+            if reservation.drained() || grace_ends <= Instant::now() {
                 break;
             }
             tokio::select! {
                 () = state.shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(grace_ends.unwrap_or_else(far)) => {}
+                () = tokio::time::sleep_until(grace_ends) => {}
                 () = reservation.changed.notified() => {}
             }
         }
     }
+    reservation.ended.cancel();
     reservations.remove(&reservation);
     let mut outbox = lock::lock(&reservation.outbox);
     outbox.gone = true;
