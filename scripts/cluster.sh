@@ -244,14 +244,15 @@ start_node() {
   say "==> node-$i on 127.0.0.1:$port"
   printf '\n==> %s: scripts/cluster.sh starts node-%s\n' "$(date -u +%FT%TZ)" "$i" >>"$log"
   # Its own working directory, so that no `.env` in the caller's directory changes it; the
-  # caller's environment passes through (RUST_LOG and any other knob), ours wins.
+  # caller's environment passes through (RUST_LOG and any other knob), ours wins. HAProxy, on
+  # loopback, is the trusted proxy whose X-Forwarded-For tells clients apart.
   (
     cd "$DIR/node-$i"
     exec 9>&- # the lock stays with this script
     exec nohup env BIND_ADDR="127.0.0.1:$port" \
       DATABASE_URL="postgres://switchboard@127.0.0.1:$PG_PORT/switchboard" \
       REDIS_URL="redis://127.0.0.1:$REDIS_PORT" NODE_ID="node-$i" JWT_SECRET="$JWT" \
-      NO_COLOR=1 "$BIN" >>"$log" 2>&1 </dev/null
+      TRUSTED_PROXIES="${TRUSTED_PROXIES:-127.0.0.1}" NO_COLOR=1 "$BIN" >>"$log" 2>&1 </dev/null
   ) &
   echo $! >"$(node_pidfile "$i")"
 }

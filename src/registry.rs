@@ -238,36 +238,27 @@ impl Registry {
     /// node's limit, the user's, or (without a user) the address's and the anonymous share (see
     /// the module docs).
     pub fn admit(&self, channel: Channel, client: IpAddr, identity: Identity<'_>) -> Result<Permit, Refused> {
-        let anonymous = match identity {
-            Identity::User(_) => None,
+        let max = self.inner.limits.max_connections;
+        self.inner
+            .admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| Refused::Full(max))?;
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
+        // From here on, a refusal drops the permit, which gives back whatever it took.
+        let mut permit = Permit { registry: self.clone(), channel, user: None, live: true, anonymous: None };
+        match identity {
+            Identity::User(user) => permit.sign_in(user)?,
             Identity::Anonymous | Identity::Unknown => {
                 let slot =
                     self.addresses().take(client).ok_or(Refused::TooManyFromAddress(self.addresses().limit()))?;
                 let counted = self.count_anonymous();
+                permit.anonymous = Some(Box::new(Anonymous { _slot: slot, counted }));
                 if !counted && identity == Identity::Anonymous {
                     return Err(Refused::AnonymousFull);
                 }
-                Some(Box::new(Anonymous { _slot: slot, counted }))
             }
-        };
-        let max = self.inner.limits.max_connections;
-        if self
-            .inner
-            .admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .is_err()
-        {
-            if anonymous.as_ref().is_some_and(|a| a.counted) {
-                self.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
-            }
-            return Err(Refused::Full(max));
-        }
-        self.inner.connections.fetch_add(1, Ordering::Relaxed);
-        self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
-        let mut permit = Permit { registry: self.clone(), channel, user: None, live: true, anonymous };
-        if let Identity::User(user) = identity {
-            permit.sign_in(user)?;
         }
         Ok(permit)
     }

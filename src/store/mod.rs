@@ -187,19 +187,26 @@ impl Store {
     {
         let gate = match reader {
             Reader::SignedIn => None,
-            Reader::Anonymous(_) => {
-                let waited = tokio::time::timeout(self.timeout, self.anonymous.clone().acquire_owned()).await;
-                Some(waited.map_err(|_| timed_out())?.expect("the gate is never closed"))
-            }
+            Reader::Anonymous(_) => Some(self.anonymous.clone()),
         };
         let work = read(self.pool.clone());
-        // The gate goes with the task: it is held for as long as the read holds a connection,
-        // even when the caller has stopped waiting.
+        let timeout = self.timeout;
+        // Everything that waits for a share of the pool waits in this task, which nothing but the
+        // read keeps waiting, never in the caller: a semaphore hands its permit to the first
+        // waiter in line, polled or not, and a caller inside a stream that is not being polled
+        // would hold it for nobody. The gate goes with the read, for as long as it holds a
+        // connection, even when the caller has stopped waiting.
         let task = tokio::spawn(async move {
-            let _gate = gate;
+            let _gate = match gate {
+                None => None,
+                Some(gate) => match tokio::time::timeout(timeout, gate.acquire_owned()).await {
+                    Ok(permit) => Some(permit.expect("the gate is never closed")),
+                    Err(_) => return Err(timed_out()),
+                },
+            };
             work.await
         });
-        match tokio::time::timeout(self.timeout, task).await {
+        match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(failed)) => Err(sqlx::Error::Io(std::io::Error::other(format!("a store read failed: {failed}")))),
             Err(_) => Err(timed_out()),

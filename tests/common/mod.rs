@@ -182,6 +182,29 @@ impl TestApp {
         protocols: &[&str],
         headers: &[(&str, &str)],
     ) -> Result<Ws, tungstenite::Error> {
+        tokio_tungstenite::connect_async(self.ws_request(path, protocols, headers)).await.map(|(ws, _)| ws)
+    }
+
+    /// [`Self::ws_raw`] from the source address `source` (any of 127.0.0.0/8): the server tells
+    /// clients apart by address, so a test can be several clients at once.
+    pub async fn ws_from(
+        &self,
+        source: &str,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, tungstenite::Error> {
+        let request = self.ws_request(path, protocols, headers);
+        let stream = self.tcp_from(source).await;
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.map(|(ws, _)| ws)
+    }
+
+    fn ws_request(
+        &self,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> tungstenite::handshake::client::Request {
         let mut request = self.ws_url(path).into_client_request().expect("valid request");
         if !protocols.is_empty() {
             request
@@ -192,7 +215,20 @@ impl TestApp {
             let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name");
             request.headers_mut().insert(name, HeaderValue::from_str(value).unwrap());
         }
-        tokio_tungstenite::connect_async(request).await.map(|(ws, _)| ws)
+        request
+    }
+
+    /// A TCP connection to the server from the source address `source` (any of 127.0.0.0/8).
+    pub async fn tcp_from(&self, source: &str) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(SocketAddr::new(source.parse().expect("an address"), 0)).expect("bind");
+        socket.connect(self.addr).await.expect("TCP connect")
+    }
+
+    /// An HTTP client whose connections come from the source address `source`.
+    pub fn http_from(&self, source: &str) -> reqwest::Client {
+        let source: std::net::IpAddr = source.parse().expect("an address");
+        reqwest::Client::builder().local_address(source).build().expect("client")
     }
 
     /// A graphql-transport-ws connection, initialised (with `token` in the payload) and acknowledged.

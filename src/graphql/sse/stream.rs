@@ -49,13 +49,7 @@ impl<S: Source> EventStream<S> {
             interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
             interval
         });
-        Self {
-            source,
-            started: false,
-            keepalive,
-            shutdown: Box::pin(shutdown.cancelled_owned()),
-            done: false,
-        }
+        Self { source, started: false, keepalive, shutdown: Box::pin(shutdown.cancelled_owned()), done: false }
     }
 
     /// The `200` response streaming this body.
