@@ -174,6 +174,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphiql/{file}", get(graphql::http::asset))
         .route("/console", get(console::pages::console))
         .route("/console/{file}", get(console::pages::asset))
+        .route("/console/lib/{file}", get(console::pages::library))
+        .route("/console/vendor/{file}", get(console::pages::vendor))
         .route("/demo/rooms", get(console::pages::rooms_demo))
         .route("/ws", get(rooms::upgrade))
         .route("/health", get(ops::health))

@@ -273,10 +273,9 @@ export class RoomsClient {
         else if (wasOpen) {
             this.#refusals = 0;
         }
-        this.#emit('error', error);
-        const max = this.#options.maxAttempts ?? Infinity;
-        if (this.#attempt >= max)
+        if (this.#attempt >= (this.#options.maxAttempts ?? Infinity))
             return this.#giveUp(error);
+        this.#emit('error', error);
         const delay = backoffDelay(this.#attempt, this.#options.backoff);
         this.#attempt += 1;
         this.#setState('reconnecting', { delay, error });

@@ -388,9 +388,8 @@ export class RoomsClient {
     } else if (wasOpen) {
       this.#refusals = 0;
     }
+    if (this.#attempt >= (this.#options.maxAttempts ?? Infinity)) return this.#giveUp(error);
     this.#emit('error', error);
-    const max = this.#options.maxAttempts ?? Infinity;
-    if (this.#attempt >= max) return this.#giveUp(error);
     const delay = backoffDelay(this.#attempt, this.#options.backoff);
     this.#attempt += 1;
     this.#setState('reconnecting', { delay, error });
