@@ -124,7 +124,7 @@ export class RoomsClient {
             };
             this.#rooms.set(roomId, room);
             if (this.#state === 'open')
-                void this.#sendJoin(room);
+                this.#joinLater(room);
         }));
     }
     /** Leaves a room: it is not re-joined any more, and its kept cursor is forgotten. */
@@ -308,6 +308,10 @@ export class RoomsClient {
             this.#pending.push(pending);
     }
     // --- joining ----------------------------------------------------------------------------
+    /** {@link RoomsClient.#sendJoin}, whose failures become `error` events. */
+    #joinLater(room) {
+        this.#sendJoin(room).catch((error) => this.#emit('error', toSwitchboardError(error)));
+    }
     /** Sends `join_room`: an entity room with its cursor (a kept one, or the server's position now). */
     async #sendJoin(room) {
         const socket = this.#socket;
@@ -417,7 +421,7 @@ export class RoomsClient {
                 // It ran live without a position (none could be had) and the connection dropped.
                 this.#emit('reset', { roomId: room.id, reason: 'NO_CURSOR' });
             }
-            void this.#sendJoin(room);
+            this.#joinLater(room);
         }
     }
     #roomJoined(payload) {
@@ -466,7 +470,7 @@ export class RoomsClient {
                 room.everJoined = false;
                 this.#store.remove(roomKey(room.id));
                 this.#emit('reset', { roomId: room.id, reason: 'CURSOR_EXPIRED' });
-                void this.#sendJoin(room);
+                this.#joinLater(room);
                 return;
             }
             if (room && !room.joined) {

@@ -251,7 +251,7 @@ export class RoomsClient {
           typingField: null,
         };
         this.#rooms.set(roomId, room);
-        if (this.#state === 'open') void this.#sendJoin(room);
+        if (this.#state === 'open') this.#joinLater(room);
       }),
     );
   }
@@ -420,6 +420,11 @@ export class RoomsClient {
 
   // --- joining ----------------------------------------------------------------------------
 
+  /** {@link RoomsClient.#sendJoin}, whose failures become `error` events. */
+  #joinLater(room: Room): void {
+    this.#sendJoin(room).catch((error: unknown) => this.#emit('error', toSwitchboardError(error)));
+  }
+
   /** Sends `join_room`: an entity room with its cursor (a kept one, or the server's position now). */
   async #sendJoin(room: Room): Promise<void> {
     const socket = this.#socket;
@@ -523,7 +528,7 @@ export class RoomsClient {
         // It ran live without a position (none could be had) and the connection dropped.
         this.#emit('reset', { roomId: room.id, reason: 'NO_CURSOR' });
       }
-      void this.#sendJoin(room);
+      this.#joinLater(room);
     }
   }
 
@@ -571,7 +576,7 @@ export class RoomsClient {
         room.everJoined = false;
         this.#store.remove(roomKey(room.id));
         this.#emit('reset', { roomId: room.id, reason: 'CURSOR_EXPIRED' });
-        void this.#sendJoin(room);
+        this.#joinLater(room);
         return;
       }
       if (room && !room.joined) {
