@@ -340,7 +340,10 @@ async fn the_console_page_and_its_files_are_served_from_the_binary_with_a_strict
         let (_, js) = page(&app, &path, 200, "text/javascript").await;
         // (A URL in a comment, such as graphql-ws's credit for its id generator, loads nothing.)
         let code = js.lines().filter(|l| !["//", "*", "/*"].iter().any(|c| l.trim_start().starts_with(c)));
-        assert!(code.clone().all(|l| !l.contains("http://") && !l.contains("https://")), "{path} loads nothing from elsewhere");
+        assert!(
+            code.clone().all(|l| !l.contains("http://") && !l.contains("https://")),
+            "{path} loads nothing from elsewhere"
+        );
         let dir = &path[..path.rfind('/').unwrap() + 1];
         let statements = ["import ", "export ", "} from "];
         for line in js.lines().filter(|l| statements.iter().any(|s| l.starts_with(s))) {
@@ -352,7 +355,10 @@ async fn the_console_page_and_its_files_are_served_from_the_binary_with_a_strict
         }
     }
     assert!(served.len() >= 10, "{served:?}");
-    assert!(served.contains("/console/lib/rooms.js") && served.contains("/console/vendor/common-CGW11Fyb.js"), "{served:?}");
+    assert!(
+        served.contains("/console/lib/rooms.js") && served.contains("/console/vendor/common-CGW11Fyb.js"),
+        "{served:?}"
+    );
     page(&app, "/console/style.css", 200, "text/css").await;
     page(&app, "/console/nothing.js", 404, "").await;
     page(&app, "/demo/rooms", 404, "").await;

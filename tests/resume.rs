@@ -441,7 +441,11 @@ async fn the_position_before_a_first_event_resumes_on_every_transport() {
     let mut ws = app.graphql_ws_unacked().await;
     ws.send(json!({ "type": "connection_init", "payload": {} })).await;
     let ack = ws.recv().await;
-    assert_eq!((ack["type"].as_str(), ack["payload"]["cursor"].as_str()), (Some("connection_ack"), Some(&*cursor)), "{ack}");
+    assert_eq!(
+        (ack["type"].as_str(), ack["payload"]["cursor"].as_str()),
+        (Some("connection_ack"), Some(&*cursor)),
+        "{ack}"
+    );
     ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
     drop(ws);
     // ...misses nothing of what happens meanwhile, on any transport.
@@ -484,7 +488,8 @@ async fn the_position_before_a_first_event_resumes_on_every_transport() {
     assert_eq!(quantities(&sse_seen), [2, 3], "SSE with Last-Event-ID");
 
     let mut room = app.rooms_ws(&app.staff()).await;
-    room.send(json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": cursor } })).await;
+    room.send(json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": cursor } }))
+        .await;
     room.expect("room_joined").await;
     let relayed = [room.expect("inventory_update").await, room.expect("inventory_update").await];
     assert_eq!(quantities(&relayed), [2, 3], "an entity room");
