@@ -536,7 +536,11 @@ export class RoomsClient {
     const roomId = String(payload['roomId']);
     this.#answered('join', roomId);
     const room = this.#rooms.get(roomId);
-    if (!room) return; // left meanwhile
+    if (!room) {
+      // The app left while the join was on its way: leave on the server too.
+      this.#send({ type: 'leave_room', payload: { roomId } }, { kind: 'leave', roomId, done: () => {}, fail: () => {} });
+      return;
+    }
     const members = Array.isArray(payload['members']) ? (payload['members'] as Record<string, unknown>[]) : [];
     room.members = new Map(members.map((m) => [String(m['userId']), member(m)]));
     const rejoined = room.everJoined;
