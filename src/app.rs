@@ -95,6 +95,7 @@ impl Application {
         let tracker = TaskTracker::new();
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
+        broker.start_after(log.head().await?);
         let registry = Registry::new(crate::registry::Limits::from_config(&config));
         registry.set_node(&node_id);
         let rooms = Rooms::new(RoomSettings::from_config(&config));

@@ -503,26 +503,41 @@ async fn the_position_before_a_first_event_resumes_on_every_transport() {
 }
 
 /// With several nodes on one store, a position taken on one resumes on another: the log is the
-/// store's, so every node names the same head, and a subscription on the second node started
-/// from the first node's cursor gets the changes made on both nodes since.
+/// store's, so `eventCursor` names the same head on every node, and a subscription on the second
+/// node started from the first node's cursor gets the changes made on both nodes since. The ack's
+/// cursor is where a subscription on its node starts: never ahead of the head (here, with no
+/// backplane, the second node never hears of the first one's changes, so it stays behind), and
+/// a subscription from it misses nothing either.
 #[tokio::test]
 async fn the_position_taken_on_one_node_resumes_on_another() {
     let url = shared_store_url().await;
     let a = spawn_app_with(|c| c.database_url = url.clone()).await;
     let b = spawn_app_with(|c| c.database_url = url.clone()).await;
     let product = a.create_product("P", 0).await;
-    let body = a.gql(None, "{ eventCursor }", json!({})).await;
-    let cursor = body["data"]["eventCursor"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    a.set_stock(&product, 1).await;
+    let cursor_of = |app: &TestApp, body: Value| {
+        let cursor = body["data"]["eventCursor"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+        assert_eq!(app.state.commerce.log().position_of(&cursor).expect("a cursor of this log"), 1);
+        cursor
+    };
+    let cursor = cursor_of(&a, a.gql(None, "{ eventCursor }", json!({})).await);
+    assert_eq!(cursor_of(&b, b.gql(None, "{ eventCursor }", json!({})).await), cursor, "one store, one head");
     let mut acked = b.graphql_ws_unacked().await;
     acked.send(json!({ "type": "connection_init" })).await;
-    assert_eq!(acked.recv().await["payload"]["cursor"], json!(cursor), "one store, one head");
+    let ack = acked.recv().await["payload"]["cursor"].as_str().expect("a cursor").to_owned();
+    let behind = b.state.commerce.log().position_of(&ack).expect("a cursor of this log");
+    assert!(behind <= 1, "the ack's cursor never leads the head: {ack}");
 
-    a.set_stock(&product, 1).await;
-    b.set_stock(&product, 2).await;
-    a.set_stock(&product, 3).await;
+    a.set_stock(&product, 2).await;
+    b.set_stock(&product, 3).await;
+    a.set_stock(&product, 4).await;
     acked.subscribe("s", INVENTORY, json!({ "p": product, "after": cursor })).await;
     let events = take(&mut acked, "s", "inventoryChanged", 3).await;
-    assert_eq!(events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
-    assert_eq!(events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3, 4]);
+    acked.subscribe("t", INVENTORY, json!({ "p": product, "after": ack })).await;
+    let from_ack = take(&mut acked, "t", "inventoryChanged", 4 - behind as usize).await;
+    let expected: Vec<i64> = (behind as i64 + 1..=4).collect();
+    assert_eq!(from_ack.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), expected);
     acked.silent().await;
 }

@@ -8,7 +8,8 @@
 //
 // Where a subscription starts: graphql-ws sends a subscribe only after `connection_ack`, and calls
 // its `connected` listeners before it sends the subscribes waiting for that ack. Switchboard's ack
-// carries the cursor of its event log's head (`{"cursor": …}`): a subscription waiting for the ack
+// carries where a subscription made now starts (`{"cursor": …}`: the last change the server has
+// delivered, on one node its event log's head): a subscription waiting for the ack
 // takes that cursor as `after` there and then. One started on a connection already acknowledged
 // asks `eventCursor` first, over the same socket. Either way it is sent with a position.
 

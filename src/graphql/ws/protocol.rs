@@ -125,9 +125,9 @@ impl ClientMessage {
 
 /// A server message, serialised in the connection's dialect.
 pub enum ServerMessage<'a> {
-    /// With the cursor of the event log's head when the connection was acknowledged, if it could
-    /// be read: `{"cursor": …}` (see `Query.eventCursor`).
-    ConnectionAck(Option<&'a str>),
+    /// With the cursor a subscription made now starts from, `{"cursor": …}` (see
+    /// `Broker::delivered_through`).
+    ConnectionAck(&'a str),
     /// Legacy only: refused `connection_init`.
     ConnectionError(&'a str),
     /// Legacy only: keep-alive.
@@ -163,7 +163,7 @@ impl ServerMessage<'_> {
             Self::ConnectionAck(cursor) => serde_json::to_string(&Frame {
                 id: None,
                 kind: "connection_ack",
-                payload: cursor.map(|cursor| serde_json::json!({ "cursor": cursor })),
+                payload: Some(serde_json::json!({ "cursor": cursor })),
             }),
             Self::ConnectionError(message) => serde_json::to_string(&Frame {
                 id: None,
@@ -212,11 +212,10 @@ mod tests {
     }
 
     #[test]
-    fn the_ack_carries_the_cursor_when_there_is_one() {
-        let ack = ServerMessage::ConnectionAck(Some("0123456789abcdef.42"));
+    fn the_ack_carries_the_cursor() {
+        let ack = ServerMessage::ConnectionAck("0123456789abcdef.42");
         for dialect in [Dialect::TransportWs, Dialect::Legacy] {
             assert_eq!(ack.to_json(dialect), r#"{"type":"connection_ack","payload":{"cursor":"0123456789abcdef.42"}}"#);
         }
-        assert_eq!(ServerMessage::ConnectionAck(None).to_json(Dialect::TransportWs), r#"{"type":"connection_ack"}"#);
     }
 }
