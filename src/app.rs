@@ -96,6 +96,7 @@ impl Application {
         let tracker = TaskTracker::new();
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
+        broker.start_after(log.head().await?);
         let registry = Registry::new(crate::registry::Limits::from_config(&config));
         registry.set_node(&node_id);
         let rooms = Rooms::new(RoomSettings::from_config(&config));
@@ -175,6 +176,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphiql/{file}", get(graphql::http::asset))
         .route("/console", get(console::pages::console))
         .route("/console/{file}", get(console::pages::asset))
+        .route("/console/lib/{file}", get(console::pages::library))
+        .route("/console/vendor/{file}", get(console::pages::vendor))
         .route("/demo/rooms", get(console::pages::rooms_demo))
         .route("/ws", get(rooms::upgrade))
         .route("/health", get(ops::health))

@@ -276,6 +276,14 @@ impl EventLog {
         Ok(self.state().await?.head)
     }
 
+    /// The cursor of the log's head now: a place, not an event. Positions are committed in order,
+    /// so every event committed later has a greater position, and a subscription resuming from
+    /// this cursor receives each of them; one taken before a subscription starts closes the window
+    /// in which a drop before its first event would lose events.
+    pub async fn head_cursor(&self) -> Result<String, StoreError> {
+        Ok(self.cursor(self.head().await?))
+    }
+
     /// Every position up to this one has been removed by retention.
     pub async fn pruned_through(&self) -> Result<u64, StoreError> {
         Ok(self.state().await?.pruned_through)

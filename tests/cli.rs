@@ -177,10 +177,21 @@ fn the_repository_points_nowhere_outside_itself() {
     let spec = concat!("SP", "EC");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    let mut dirs: Vec<std::path::PathBuf> =
-        ["docs", "src", "tests", "scripts", "bench", "examples", "migrations", "schema", ".ci"]
-            .map(|d| root.join(d))
-            .into();
+    let mut dirs: Vec<std::path::PathBuf> = [
+        "docs",
+        "src",
+        "tests",
+        "scripts",
+        "bench",
+        "examples",
+        "migrations",
+        "schema",
+        ".ci",
+        "clients",
+        "assets/console",
+    ]
+    .map(|d| root.join(d))
+    .into();
     files.extend(["README.md", "BENCHMARKS.md", ".env.example", "Cargo.toml"].map(|f| root.join(f)));
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {

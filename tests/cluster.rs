@@ -144,6 +144,35 @@ async fn a_change_on_any_node_reaches_every_subscription_on_every_node_in_order(
     }
 }
 
+/// A node's `connection_ack` cursor is where a subscription on that node starts: once a change
+/// committed on another node has reached it through Redis, the ack names that change's place, and
+/// a subscription sent with it (say, one cut off before its first event) gets every later change,
+/// wherever it is committed, and nothing before.
+#[tokio::test]
+async fn the_ack_cursor_follows_what_reached_the_node() {
+    let redis = RedisServer::start().await;
+    let apps = nodes(2, &redis.url()).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let product = a.create_product("P", 0).await;
+    let mut watcher = b.graphql_ws(None).await;
+    watcher.subscribe_live(b, "w", INVENTORY, json!({ "p": product })).await;
+    a.set_stock(&product, 1).await;
+    events(&mut watcher, "w", "inventoryChanged", 1, Duration::from_secs(10)).await;
+    let head = a.gql(None, "{ eventCursor }", json!({})).await["data"]["eventCursor"].clone();
+
+    let mut acked = b.graphql_ws_unacked().await;
+    acked.send(json!({ "type": "connection_init" })).await;
+    let ack = acked.recv().await;
+    assert_eq!(ack["payload"]["cursor"], head, "node-1's change reached node-2, and its ack says so: {ack}");
+    a.set_stock(&product, 2).await;
+    b.set_stock(&product, 3).await;
+    let query = "subscription($p: ID, $after: String) { inventoryChanged(productId: $p, after: $after) { newQuantity sequence } }";
+    acked.subscribe("s", query, json!({ "p": product, "after": ack["payload"]["cursor"] })).await;
+    let got = events(&mut acked, "s", "inventoryChanged", 2, Duration::from_secs(10)).await;
+    assert_eq!(sequences(&got), [2, 3]);
+    acked.silent().await;
+}
+
 #[tokio::test]
 async fn the_room_relays_reach_members_on_every_node() {
     let redis = RedisServer::start().await;

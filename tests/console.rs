@@ -327,10 +327,38 @@ async fn the_console_page_and_its_files_are_served_from_the_binary_with_a_strict
     let policy = headers["content-security-policy"].to_str().unwrap();
     assert!(policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"), "{policy}");
     assert!(body.contains(r#""demoToken":null"#), "no token outside demo mode");
-    for script in ["console.js", "graphql-ws.js", "ui.js", "rooms.js"] {
-        let (_, js) = page(&app, &format!("/console/{script}"), 200, "text/javascript").await;
-        assert!(!js.contains("http://") && !js.contains("https://"), "{script} loads nothing from elsewhere");
+    // The pages' modules and every module they import, transitively (Switchboard's client from
+    // /console/lib/, graphql-ws from /console/vendor/): each is served, by a path relative to
+    // its importer (a browser resolves nothing else without a build step), and none loads
+    // anything from elsewhere.
+    let mut queue = vec!["/console/console.js".to_owned(), "/console/rooms.js".to_owned()];
+    let mut served = std::collections::BTreeSet::new();
+    while let Some(path) = queue.pop() {
+        if !served.insert(path.clone()) {
+            continue;
+        }
+        let (_, js) = page(&app, &path, 200, "text/javascript").await;
+        // (A URL in a comment, such as graphql-ws's credit for its id generator, loads nothing.)
+        let code = js.lines().filter(|l| !["//", "*", "/*"].iter().any(|c| l.trim_start().starts_with(c)));
+        assert!(
+            code.clone().all(|l| !l.contains("http://") && !l.contains("https://")),
+            "{path} loads nothing from elsewhere"
+        );
+        let dir = &path[..path.rfind('/').unwrap() + 1];
+        let statements = ["import ", "export ", "} from "];
+        for line in js.lines().filter(|l| statements.iter().any(|s| l.starts_with(s))) {
+            let Some(at) = line.find("from '") else { continue };
+            let target = &line[at + 6..];
+            let target = &target[..target.find('\'').unwrap()];
+            assert!(target.starts_with("./"), "{path} imports {target:?}, which a browser cannot resolve");
+            queue.push(format!("{dir}{}", &target[2..]));
+        }
     }
+    assert!(served.len() >= 10, "{served:?}");
+    assert!(
+        served.contains("/console/lib/rooms.js") && served.contains("/console/vendor/common-CGW11Fyb.js"),
+        "{served:?}"
+    );
     page(&app, "/console/style.css", 200, "text/css").await;
     page(&app, "/console/nothing.js", 404, "").await;
     page(&app, "/demo/rooms", 404, "").await;

@@ -423,3 +423,121 @@ async fn an_entity_room_joined_with_after_relays_what_was_missed() {
         fresh.silent().await;
     }
 }
+
+/// The position before a first event: `Query.eventCursor` (anyone may ask) and the graphql-ws
+/// `connection_ack` both name the log's head, and subscribing with it as `after` delivers every
+/// matching event committed after it, and nothing before, on every transport: graphql-ws, the
+/// legacy protocol, SSE (`after` and `Last-Event-ID`) and an entity room's `join_room`.
+#[tokio::test]
+async fn the_position_before_a_first_event_resumes_on_every_transport() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    app.set_stock(&product, 1).await;
+    let body = app.gql(None, "{ eventCursor }", json!({})).await;
+    let cursor = body["data"]["eventCursor"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    assert_eq!(cursor, app.state.commerce.log().cursor(1), "the head: one change so far");
+
+    // The ack says the same; a subscription sent with it, then dropped before any event...
+    let mut ws = app.graphql_ws_unacked().await;
+    ws.send(json!({ "type": "connection_init", "payload": {} })).await;
+    let ack = ws.recv().await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["payload"]["cursor"].as_str()),
+        (Some("connection_ack"), Some(&*cursor)),
+        "{ack}"
+    );
+    ws.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+    drop(ws);
+    // ...misses nothing of what happens meanwhile, on any transport.
+    app.set_stock(&product, 2).await;
+    app.set_stock(&product, 3).await;
+    let quantities = |events: &[Value]| events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>();
+
+    let mut ws = app.graphql_ws(None).await;
+    ws.subscribe("s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+    assert_eq!(quantities(&take(&mut ws, "s", "inventoryChanged", 2).await), [2, 3], "graphql-transport-ws");
+
+    let mut legacy = GqlWs(app.ws_raw("/graphql", &["graphql-ws"], &[]).await.expect("upgrade"));
+    legacy.send(json!({ "type": "connection_init", "payload": {} })).await;
+    let ack = legacy.recv().await;
+    assert_eq!(ack["payload"]["cursor"], json!(app.state.commerce.log().cursor(3)), "the legacy ack: {ack}");
+    let start = json!({ "id": "1", "type": "start", "payload": { "query": INVENTORY, "variables": { "p": product, "after": cursor } } });
+    legacy.send(start).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = legacy.recv().await;
+        if message["type"] == "data" {
+            seen.push(message["payload"]["data"]["inventoryChanged"].clone());
+        }
+    }
+    assert_eq!(quantities(&seen), [2, 3], "the legacy protocol");
+
+    let mut sse = app.sse_post(None, INVENTORY, json!({ "p": product, "after": cursor })).await;
+    let sse_seen = [sse.next().await.json(), sse.next().await.json()].map(|e| e["data"]["inventoryChanged"].clone());
+    assert_eq!(quantities(&sse_seen), [2, 3], "SSE with after");
+    let response = app
+        .sse_request(reqwest::Method::POST, None)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", &cursor)
+        .json(&json!({ "query": "subscription($p: ID) { inventoryChanged(productId: $p) { newQuantity } }", "variables": { "p": product } }))
+        .send()
+        .await
+        .expect("request");
+    let mut sse = common::sse::Stream::new(response);
+    let sse_seen = [sse.next().await.json(), sse.next().await.json()].map(|e| e["data"]["inventoryChanged"].clone());
+    assert_eq!(quantities(&sse_seen), [2, 3], "SSE with Last-Event-ID");
+
+    let mut room = app.rooms_ws(&app.staff()).await;
+    room.send(json!({ "type": "join_room", "payload": { "roomId": format!("product:{product}"), "after": cursor } }))
+        .await;
+    room.expect("room_joined").await;
+    let relayed = [room.expect("inventory_update").await, room.expect("inventory_update").await];
+    assert_eq!(quantities(&relayed), [2, 3], "an entity room");
+
+    // Each then goes on live, exactly once.
+    app.set_stock(&product, 4).await;
+    assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 4);
+    assert_eq!(room.expect("inventory_update").await["newQuantity"], 4);
+    ws.silent().await;
+    room.silent().await;
+}
+
+/// With several nodes on one store, a position taken on one resumes on another: the log is the
+/// store's, so `eventCursor` names the same head on every node, and a subscription on the second
+/// node started from the first node's cursor gets the changes made on both nodes since. The ack's
+/// cursor is where a subscription on its node starts: never ahead of the head (here, with no
+/// backplane, the second node never hears of the first one's changes, so it stays behind), and
+/// a subscription from it misses nothing either.
+#[tokio::test]
+async fn the_position_taken_on_one_node_resumes_on_another() {
+    let url = shared_store_url().await;
+    let a = spawn_app_with(|c| c.database_url = url.clone()).await;
+    let b = spawn_app_with(|c| c.database_url = url.clone()).await;
+    let product = a.create_product("P", 0).await;
+    a.set_stock(&product, 1).await;
+    let cursor_of = |app: &TestApp, body: Value| {
+        let cursor = body["data"]["eventCursor"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+        assert_eq!(app.state.commerce.log().position_of(&cursor).expect("a cursor of this log"), 1);
+        cursor
+    };
+    let cursor = cursor_of(&a, a.gql(None, "{ eventCursor }", json!({})).await);
+    assert_eq!(cursor_of(&b, b.gql(None, "{ eventCursor }", json!({})).await), cursor, "one store, one head");
+    let mut acked = b.graphql_ws_unacked().await;
+    acked.send(json!({ "type": "connection_init" })).await;
+    let ack = acked.recv().await["payload"]["cursor"].as_str().expect("a cursor").to_owned();
+    let behind = b.state.commerce.log().position_of(&ack).expect("a cursor of this log");
+    assert!(behind <= 1, "the ack's cursor never leads the head: {ack}");
+
+    a.set_stock(&product, 2).await;
+    b.set_stock(&product, 3).await;
+    a.set_stock(&product, 4).await;
+    acked.subscribe("s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+    let events = take(&mut acked, "s", "inventoryChanged", 3).await;
+    assert_eq!(events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3, 4]);
+    assert_eq!(events.iter().map(|e| e["sequence"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3, 4]);
+    acked.subscribe("t", INVENTORY, json!({ "p": product, "after": ack })).await;
+    let from_ack = take(&mut acked, "t", "inventoryChanged", 4 - behind as usize).await;
+    let expected: Vec<i64> = (behind as i64 + 1..=4).collect();
+    assert_eq!(from_ack.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>(), expected);
+    acked.silent().await;
+}

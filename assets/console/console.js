@@ -2,10 +2,15 @@
 // (a snapshot twice a second) and `eventTail` (the published events), over graphql-ws at
 // /graphql. Staff and admins only: the server refuses anyone else, and the page shows why.
 //
+// The connection is Switchboard's JavaScript client (clients/js, served at /console/lib/) around
+// graphql-ws's own (served at /console/vendor/): it reconnects by itself with jittered backoff and
+// reports every failure as a SwitchboardError, which the page turns into words.
+//
 // The token is typed into the form and kept in a variable (and in this tab's sessionStorage only
 // if the operator asks); it travels in `connection_init`, never in a URL.
 
-import { connect } from './graphql-ws.js';
+import { resumableGraphqlWs } from './lib/index.js';
+import { createClient } from './vendor/graphql-ws-client.js';
 import { avatarBadge, el } from './ui.js';
 
 const STATS = `subscription Console($every: Int, $rooms: Int) {
@@ -25,7 +30,6 @@ const ROOMS_SHOWN = 20;
 const TAIL_ROWS = 100;
 const SPARK_POINTS = 120; // one minute at two snapshots a second
 const STORAGE_KEY = 'switchboard.console.token';
-const RETRY_MS = [500, 1000, 2000, 5000];
 
 const settings = JSON.parse(document.getElementById('settings').textContent);
 const $ = (id) => document.getElementById(id);
@@ -33,9 +37,8 @@ const fmt = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
 const int = new Intl.NumberFormat();
 
 let token = null;
-let socket = null;
-let retries = 0;
-let retryTimer = null;
+/** The graphql-ws client of the operator signed in, while they are. */
+let client = null;
 let lastSnapshot = 0;
 let paused = false;
 const history = { published: [], delivered: [] };
@@ -54,9 +57,9 @@ function showSignIn(message = '') {
 function signOut(message = '') {
   token = null;
   sessionStorage.removeItem(STORAGE_KEY);
-  clearTimeout(retryTimer);
-  socket?.close();
-  socket = null;
+  const current = client;
+  client = null;
+  void current?.dispose();
   showSignIn(message);
 }
 
@@ -66,7 +69,6 @@ function open(newToken, remember) {
   else sessionStorage.removeItem(STORAGE_KEY);
   $('token').value = '';
   $('sign-in-error').textContent = '';
-  retries = 0;
   start();
 }
 
@@ -79,71 +81,68 @@ function setStatus(text, state = '') {
 
 // --- the connection ----------------------------------------------------------------------
 
-/** A GraphQL error list's first code and message. */
-function firstError(errors) {
-  const e = Array.isArray(errors) ? errors[0] : errors;
-  return { code: e?.extensions?.code ?? '', message: e?.message ?? 'unknown error' };
-}
-
-/** What a refusal means to the operator; every one of them signs out. */
-function refusal(code, message) {
-  switch (code) {
+/** What a failure means to the operator (a SwitchboardError); every one of them signs out. */
+function refusal(error) {
+  if (error.kind === 'auth') return 'The server refused this token: it is invalid or has expired.';
+  if (error.kind === 'closed') return `The connection was refused (${error.closeCode} ${error.message}).`;
+  switch (error.code) {
     case 'FORBIDDEN':
       return 'This token may not open the console: it needs the staff or admin role.';
     case 'UNAUTHENTICATED':
       return 'The server did not receive a token.';
     default:
-      return `The server refused the console: ${message}`;
+      return `The server refused the console: ${error.message}`;
   }
 }
 
 function start() {
-  clearTimeout(retryTimer);
+  void client?.dispose();
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`;
   setStatus('Connecting…', 'connecting');
-  const current = connect(url, { authorization: `Bearer ${token}` }, {
-    onAck() {
-      retries = 0;
-      setStatus('Connected', 'connecting');
-      current.subscribe(STATS, { every: EVERY_MS, rooms: ROOMS_SHOWN }, {
-        next(result) {
-          if (result.errors) return fail(result.errors);
-          $('sign-in').hidden = true;
-          $('console').hidden = false;
-          $('sign-out').hidden = false;
-          render(result.data.serverStats);
-        },
-        error: fail,
-      });
-      current.subscribe(TAIL, {}, {
-        next(result) {
-          if (!result.errors) addTail(result.data.eventTail);
-        },
-        error() {},
-      });
-    },
-    onClose(code, reason) {
-      if (socket !== current) return;
-      socket = null;
-      if (code === 4403) return signOut('The server refused this token: it is invalid or has expired.');
-      if ([4400, 4401, 4406, 4409, 4429].includes(code)) return signOut(`The connection was refused (${code} ${reason}).`);
-      // Anything else (a restart, 1001, 1006, a slow-consumer 1013) is worth another try.
-      const wait = RETRY_MS[Math.min(retries++, RETRY_MS.length - 1)];
-      setStatus(`Disconnected (${code}); retrying in ${wait / 1000} s`, 'down');
-      retryTimer = setTimeout(start, wait);
+  const current = resumableGraphqlWs(createClient, {
+    url,
+    connectionParams: () => ({ authorization: `Bearer ${token}` }),
+    // A refused token signs out at once: the operator types another.
+    authRetries: 0,
+    backoff: { minDelay: 500, maxDelay: 5000 },
+    on: {
+      connected() {
+        if (client === current) setStatus('Connected', 'connecting');
+      },
+      // Anything but a refusal (a restart, 1001, 1006, a slow-consumer 1013) is tried again.
+      closed(event) {
+        if (client === current) setStatus(`Disconnected (${event.code}); reconnecting…`, 'down');
+      },
     },
   });
-  socket = current;
-
-  function fail(errors) {
-    const { code, message } = firstError(errors);
-    if (socket === current) signOut(refusal(code, message));
-  }
+  client = current;
+  const fail = (error) => {
+    if (client === current) signOut(refusal(error));
+  };
+  current.subscribe({ query: STATS, variables: { every: EVERY_MS, rooms: ROOMS_SHOWN } }, {
+    next(result) {
+      if (client !== current) return;
+      if (result.errors) return fail({ kind: 'graphql', code: result.errors[0]?.extensions?.code ?? '', message: result.errors[0]?.message ?? 'unknown error' });
+      $('sign-in').hidden = true;
+      $('console').hidden = false;
+      $('sign-out').hidden = false;
+      render(result.data.serverStats);
+    },
+    error: fail,
+    complete() {},
+  });
+  current.subscribe({ query: TAIL }, {
+    next(result) {
+      if (client === current && !result.errors) addTail(result.data.eventTail);
+    },
+    error() {},
+    complete() {},
+  });
 }
 
 // A snapshot that stops coming (a stalled socket) should not look live.
 setInterval(() => {
-  if (socket && lastSnapshot && Date.now() - lastSnapshot > 3 * EVERY_MS + 1000) {
+  if (client && lastSnapshot && Date.now() - lastSnapshot > 3 * EVERY_MS + 1000) {
     setStatus('No update for a few seconds…', 'down');
   }
 }, 1000);

@@ -3,32 +3,29 @@
 //
 // - GraphQL over HTTP (POST /graphql, `Authorization: Bearer <jwt>`): the order, once, and the
 //   staff member's `updateOrder`.
-// - The room channel (/ws?token=<jwt>): `join_room` on `order:<id>`; presence (`room_joined`'s
-//   member list, then `user_joined_room` / `user_left_room`); `typing_indicator` both ways (the
-//   server sends `isTyping: false` by itself 3 s after the last `true`); `order_update` each time
-//   the order changes, with a `cursor` that a reconnect's `join_room` passes as `after` so that no
-//   update is missed while the socket was down.
+// - The room channel (/ws) through Switchboard's JavaScript client (clients/js, served at
+//   /console/lib/): it joins `order:<id>` and keeps the room's presence (one entry per person),
+//   relays typing both ways (throttled; the server stops an indicator 3 s after the last
+//   keystroke), and delivers each `order_update`. It reconnects by itself, re-joins the room and
+//   resumes the order's updates from the last one's cursor, so that none is missed while the
+//   socket was down.
 //
 // The page is served in `--demo` mode only, with a token for each of its two people.
 
+import { createRoomsClient } from './lib/index.js';
 import { avatarBadge, el } from './ui.js';
 
 const settings = JSON.parse(document.getElementById('settings').textContent);
 const $ = (id) => document.getElementById(id);
 const ORDER_FIELDS = 'id orderNumber status paymentStatus trackingNumber total currency updatedAt';
 const TYPING_FIELD = 'reply';
-const RETRY_MS = [500, 1000, 2000, 5000];
 
 const me = settings.people.find((p) => p.key === new URLSearchParams(location.search).get('as'));
 let order = null;
 let roomId = null;
-let ws = null;
-let retries = 0;
-/** The `cursor` of the last `order_update`: where a rejoin resumes. */
-let lastCursor = null;
-/** Everyone in the room by user id: `{ name, typing }`, in the order they arrived. */
-const members = new Map();
-let typingSentAt = 0;
+let rooms = null;
+/** Everyone in the room, one entry per person, in the order they arrived (the client's list). */
+let members = [];
 
 // --- GraphQL over HTTP -------------------------------------------------------------------
 
@@ -52,90 +49,42 @@ async function loadOrder() {
 
 // --- the room channel --------------------------------------------------------------------
 
-function send(type, payload) {
-  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type, payload }));
-}
-
 function connect() {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  setStatus('Connecting…', 'connecting');
-  const socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(me.token)}`);
-  ws = socket;
-  socket.addEventListener('message', (event) => handle(JSON.parse(event.data)));
-  socket.addEventListener('close', () => {
-    if (ws !== socket) return;
-    members.clear();
-    renderPresence();
-    const wait = RETRY_MS[Math.min(retries++, RETRY_MS.length - 1)];
-    setStatus(`Disconnected; reconnecting in ${wait / 1000} s`, 'down');
-    setTimeout(connect, wait);
+  rooms = createRoomsClient({ url: `${scheme}://${location.host}/ws`, token: me.token });
+  rooms.on('status', ({ state, delay }) => {
+    if (state === 'connecting') setStatus('Connecting…', 'connecting');
+    if (state === 'reconnecting') setStatus(`Disconnected; reconnecting in ${(delay / 1000).toFixed(1)} s`, 'down');
+    if (state === 'closed') setStatus('Disconnected', 'down');
   });
-}
-
-function join() {
-  // With `after`, the updates since the last one seen come first: nothing is lost across a drop.
-  send('join_room', lastCursor ? { roomId, after: lastCursor } : { roomId });
-}
-
-async function handle({ type, payload }) {
-  switch (type) {
-    case 'connection_established':
-      join();
-      break;
-    case 'room_joined':
-      retries = 0;
-      setStatus(`In the room as ${me.name}`, 'live');
-      members.clear();
-      for (const m of payload.members) members.set(m.userId, { name: m.name, typing: m.isTyping });
-      renderPresence();
-      break;
-    case 'user_joined_room':
-      members.set(payload.userId, { name: payload.name, typing: false });
-      renderPresence();
-      break;
-    case 'user_left_room':
-      members.delete(payload.userId);
-      renderPresence();
-      break;
-    case 'typing_indicator': {
-      const member = members.get(payload.userId);
-      if (member) member.typing = payload.isTyping;
-      renderTyping();
-      renderPresence();
-      break;
-    }
-    case 'order_update':
-      lastCursor = payload.cursor;
-      order = { ...order, ...payload.order };
-      showOrder(order, payload.changedFields);
-      addUpdate(payload);
-      break;
-    case 'error':
-      if (payload.code === 'CURSOR_EXPIRED') {
-        // Too far behind to replay: read the order afresh and join from now.
-        lastCursor = null;
-        await loadOrder();
-        join();
-      } else {
-        setStatus(`${payload.code}: ${payload.message}`, 'down');
-      }
-      break;
-    default:
-      break; // pong, notification: not shown here
-  }
+  rooms.on('joined', () => setStatus(`In the room as ${me.name}`, 'live'));
+  rooms.on('presence', (event) => {
+    if (event.roomId !== roomId) return;
+    members = event.members;
+    renderPresence();
+    renderTyping();
+  });
+  rooms.on('update', ({ type, payload }) => {
+    if (type !== 'order_update') return;
+    order = { ...order, ...payload.order };
+    showOrder(order, payload.changedFields);
+    addUpdate(payload);
+  });
+  // Too far behind to replay the updates missed: read the order afresh (the room is joined again).
+  rooms.on('reset', () => loadOrder().catch((err) => setStatus(err.message, 'down')));
+  rooms.on('error', (error) => {
+    if (error.kind === 'room') setStatus(`${error.code}: ${error.message}`, 'down');
+  });
+  rooms.join(roomId).catch((error) => setStatus(`${error.code}: ${error.message}`, 'down'));
 }
 
 // --- typing ------------------------------------------------------------------------------
 
-function typing(isTyping) {
-  send('typing_indicator', { roomId, isTyping, field: TYPING_FIELD });
-  typingSentAt = isTyping ? Date.now() : 0;
-}
-
 function onInput(event) {
-  if (!event.target.value) return typing(false);
-  // Once a second is enough: the server keeps an indicator 3 s after the last `true`.
-  if (Date.now() - typingSentAt > 1000) typing(true);
+  // The client sends `isTyping: true` at most once a second; the server keeps it 3 s.
+  if (!rooms) return;
+  if (event.target.value) rooms.typing(roomId, TYPING_FIELD);
+  else rooms.stopTyping(roomId);
 }
 
 // --- rendering ---------------------------------------------------------------------------
@@ -145,23 +94,22 @@ function setStatus(text, state = '') {
   $('status').dataset.state = state;
 }
 
-const nameOf = (userId) => members.get(userId)?.name || userId;
-
 /** Brings the avatars in line with `members`, keeping the ones that stay (only arrivals animate). */
 function renderPresence() {
   const list = $('presence');
+  const present = new Set(members.map((m) => m.userId));
   const shown = new Map([...list.children].map((li) => [li.dataset.user, li]));
-  for (const [userId, li] of shown) if (!members.has(userId)) li.remove();
+  for (const [userId, li] of shown) if (!present.has(userId)) li.remove();
   let at = 0;
-  for (const [userId, m] of members) {
-    let item = shown.get(userId);
+  for (const m of members) {
+    let item = shown.get(m.userId);
     if (!item) {
-      item = el('li', { class: 'member', 'data-user': userId },
-        avatarBadge(m.name, userId),
-        el('span', { class: 'member-name', text: m.name || userId }));
-      if (userId === me.userId) item.append(el('span', { class: 'you', text: '(you)' }));
+      item = el('li', { class: 'member', 'data-user': m.userId },
+        avatarBadge(m.name, m.userId),
+        el('span', { class: 'member-name', text: m.name || m.userId }));
+      if (m.userId === me.userId) item.append(el('span', { class: 'you', text: '(you)' }));
     }
-    item.classList.toggle('typing', Boolean(m.typing));
+    item.classList.toggle('typing', m.isTyping);
     // In arrival order. Moved only when out of place: re-inserting restarts its animation.
     if (list.children[at] !== item) list.insertBefore(item, list.children[at] ?? null);
     at += 1;
@@ -169,7 +117,7 @@ function renderPresence() {
 }
 
 function renderTyping() {
-  const typists = [...members].filter(([userId, m]) => m.typing && userId !== me.userId).map(([userId]) => nameOf(userId));
+  const typists = members.filter((m) => m.isTyping && m.userId !== me.userId).map((m) => m.name || m.userId);
   $('typing').textContent = typists.length === 0 ? ''
     : typists.length === 1 ? `${typists[0]} is typing…` : `${typists.join(' and ')} are typing…`;
 }
@@ -226,7 +174,7 @@ async function start() {
     '.');
   $('staff-panel').hidden = me.role === 'customer';
   $('reply').addEventListener('input', onInput);
-  $('reply').addEventListener('blur', () => typingSentAt && typing(false));
+  $('reply').addEventListener('blur', () => rooms?.stopTyping(roomId));
   $('staff-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     $('staff-error').textContent = '';

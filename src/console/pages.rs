@@ -1,5 +1,7 @@
 //! The console's and the demo's files, served from the binary so that they work offline, like
-//! GraphiQL: plain HTML, CSS and JavaScript with no build step and nothing from a CDN.
+//! GraphiQL: plain HTML, CSS and JavaScript with no build step and nothing from a CDN. Both pages
+//! run Switchboard's JavaScript client (`clients/js`, whose compiled ES modules are committed)
+//! and, for GraphQL, the graphql-ws client it wraps (`assets/vendor`).
 //!
 //! The pages carry no inline script: what the server tells a page (the demo tokens) travels in a
 //! `<script type="application/json">` block, which is data, so a strict Content-Security-Policy
@@ -73,11 +75,42 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, mime): (&'static str, &str) = match file.as_str() {
         "console.js" => (include_str!("../../assets/console/console.js"), "text/javascript"),
         "rooms.js" => (include_str!("../../assets/console/rooms.js"), "text/javascript"),
-        "graphql-ws.js" => (include_str!("../../assets/console/graphql-ws.js"), "text/javascript"),
         "ui.js" => (include_str!("../../assets/console/ui.js"), "text/javascript"),
         "style.css" => (include_str!("../../assets/console/style.css"), "text/css"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
+    served(body, mime)
+}
+
+/// `GET /console/lib/{file}`: Switchboard's JavaScript client, which both pages run: the ES
+/// modules of `clients/js/dist/` that need nothing else (the same files its npm package ships).
+pub async fn library(Path(file): Path<String>) -> Response {
+    let body = match file.as_str() {
+        "index.js" => include_str!("../../clients/js/dist/index.js"),
+        "errors.js" => include_str!("../../clients/js/dist/errors.js"),
+        "cursors.js" => include_str!("../../clients/js/dist/cursors.js"),
+        "operation.js" => include_str!("../../clients/js/dist/operation.js"),
+        "resumable-ws.js" => include_str!("../../clients/js/dist/resumable-ws.js"),
+        "resumable-sse.js" => include_str!("../../clients/js/dist/resumable-sse.js"),
+        "rooms.js" => include_str!("../../clients/js/dist/rooms.js"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    served(body, "text/javascript")
+}
+
+/// `GET /console/vendor/{file}`: the graphql-ws client the console hands to the library, as its
+/// npm package ships it (`assets/vendor/VERSIONS`).
+pub async fn vendor(Path(file): Path<String>) -> Response {
+    let body = match file.as_str() {
+        "graphql-ws-client.js" => include_str!("../../assets/vendor/graphql-ws-client.js"),
+        "common-CGW11Fyb.js" => include_str!("../../assets/vendor/common-CGW11Fyb.js"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    served(body, "text/javascript")
+}
+
+/// A file of the pages, with its type.
+fn served(body: &'static str, mime: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_str(&format!("{mime}; charset=utf-8")).expect("ascii")),

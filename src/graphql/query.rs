@@ -105,6 +105,13 @@ impl Query {
         Ok(ctx.data_unchecked::<Rooms>().presence(&room_id))
     }
 
+    /// The cursor of the event log's head now, for anyone: it names a place, not an event.
+    /// Subscribing with it as `after` delivers every matching event committed after it, so a
+    /// client that takes one before it subscribes loses nothing to a drop before its first event.
+    async fn event_cursor(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        Ok(commerce(ctx).log().head_cursor().await?)
+    }
+
     async fn is_user_online(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<bool> {
         require_staff(ctx)?;
         Ok(ctx.data_unchecked::<Registry>().is_online(&user_id))

@@ -84,9 +84,12 @@ pub struct Broker {
 /// reading at its usual pace; 64 `Arc`s allocated once per broker.
 const TAP_BACKLOG: usize = 64;
 
-/// What the console watches: the count of published events, and the taps.
+/// What the console watches: the count of published events, and the taps; and the log position
+/// delivered so far.
 struct Watch {
     published: AtomicU64,
+    /// The log position of the last event handed to subscribers (see [`Broker::delivered_through`]).
+    delivered: AtomicU64,
     /// Taps open: the publisher sends to `taps` only when there is one.
     open_taps: AtomicUsize,
     taps: broadcast::Sender<Arc<Event>>,
@@ -94,7 +97,12 @@ struct Watch {
 
 impl Default for Watch {
     fn default() -> Self {
-        Self { published: AtomicU64::new(0), open_taps: AtomicUsize::new(0), taps: broadcast::channel(TAP_BACKLOG).0 }
+        Self {
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            open_taps: AtomicUsize::new(0),
+            taps: broadcast::channel(TAP_BACKLOG).0,
+        }
     }
 }
 
@@ -169,6 +177,7 @@ impl Broker {
         let keys = event.keys();
         metrics::counter!("switchboard_events_published_total", "topic" => keys[0].kind()).increment(1);
         self.watch.published.fetch_add(1, Ordering::Relaxed);
+        self.watch.delivered.fetch_max(event.position, Ordering::Relaxed);
         if self.watch.open_taps.load(Ordering::Relaxed) > 0 {
             let _ = self.watch.taps.send(Arc::clone(&event)); // Err: the last tap just closed
         }
@@ -187,6 +196,24 @@ impl Broker {
         let events = self.watch.taps.subscribe();
         self.watch.open_taps.fetch_add(1, Ordering::Relaxed);
         Tap { events, watch: self.watch.clone() }
+    }
+
+    /// The log position up to which this broker has handed events to its subscribers: the log's
+    /// head when it was started ([`Broker::start_after`]), then each event's as it is published.
+    /// Events reach a broker in log order (one node's commits are published in commit order; a
+    /// cluster's sequencer hands on every node's by position), so a live subscription made now
+    /// receives exactly the matching events after this position: it is where a subscription
+    /// starts, read without a store round trip (the graphql-ws `connection_ack` carries it). On
+    /// one node it is the log's head; in a cluster it trails the head by the time an event takes
+    /// to reach this node, never leads it.
+    pub fn delivered_through(&self) -> u64 {
+        self.watch.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Starts [`Broker::delivered_through`] at the log's head when the node starts: what came
+    /// before is history, which resuming subscribers read from the log.
+    pub fn start_after(&self, position: u64) {
+        self.watch.delivered.fetch_max(position, Ordering::Relaxed);
     }
 
     /// Events published by this broker since it started (this node's, and in a cluster the
@@ -304,6 +331,17 @@ mod tests {
         assert_eq!(broker.published(), 4 + TAP_BACKLOG as u64 + 10);
         drop(tap);
         assert_eq!(broker.watch.open_taps.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn delivered_through_starts_at_the_head_and_follows_what_is_published() {
+        let broker = Broker::new();
+        broker.start_after(7);
+        assert_eq!(broker.delivered_through(), 7);
+        broker.publish(notification("a", 8));
+        assert_eq!(broker.delivered_through(), 8);
+        broker.start_after(3);
+        assert_eq!(broker.delivered_through(), 8, "it never goes back");
     }
 
     #[tokio::test]

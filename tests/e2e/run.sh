@@ -8,6 +8,8 @@
 #   tests/e2e/run.sh                 # everything
 #   tests/e2e/run.sh test/urql.test.js  # one file (paths relative to tests/e2e)
 #
+# Outside this script, run a file as it does: NODE_OPTIONS=--preserve-symlinks node --test FILE.
+#
 # Environment: SWITCHBOARD_BIN (default <repo>/target/release/switchboard, built if missing or
 # older than the sources; set it to skip the build), CARGO_TARGET_DIR (honoured),
 # E2E_CONCURRENCY (test files run at once; default 2), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -40,8 +42,20 @@ if [ ! -x "$CHROMIUM_PATH" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-# The pinned npm packages; skipped when node_modules already matches the lockfile.
+# Switchboard's JavaScript client (clients/js): its own pinned dev dependencies (TypeScript and
+# the packages its types name), then its check: the types hold, and dist/ (which the binary serves
+# to the console and the rooms demo) is what src/ compiles to. The tests below use it as
+# installed here (a link to clients/js) and as `npm pack` makes it (test/pack.test.mjs).
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+CLIENT_DIR="$REPO/clients/js"
+if [ ! -f "$CLIENT_DIR/node_modules/.package-lock.json" ] || ! cmp -s "$CLIENT_DIR/package-lock.json" "$CLIENT_DIR/node_modules/.client-lock-installed"; then
+  step "npm ci (clients/js)"
+  (cd "$CLIENT_DIR" && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.client-lock-installed)
+fi
+step "clients/js: npm run check (tsc --strict; dist/ is what src/ compiles to)"
+(cd "$CLIENT_DIR" && npm run --silent check)
+
+# The pinned npm packages; skipped when node_modules already matches the lockfile.
 if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_modules/.e2e-lock-installed; then
   step "npm ci (tests/e2e)"
   npm ci --no-audit --no-fund --loglevel=error
@@ -53,7 +67,7 @@ if [ -z "${SWITCHBOARD_BIN:-}" ]; then
   target_dir="${CARGO_TARGET_DIR:-$REPO/target}"
   case "$target_dir" in /*) ;; *) target_dir="$REPO/$target_dir" ;; esac
   export SWITCHBOARD_BIN="$target_dir/release/switchboard"
-  stale="$(find "$REPO/src" "$REPO/migrations" "$REPO/assets" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
+  stale="$(find "$REPO/src" "$REPO/migrations" "$REPO/assets" "$REPO/clients/js/dist" "$REPO/Cargo.toml" "$REPO/Cargo.lock" \
     -newer "$SWITCHBOARD_BIN" -print -quit 2>/dev/null || echo missing)"
   if [ ! -x "$SWITCHBOARD_BIN" ] || [ -n "$stale" ]; then
     step "cargo build --release"
@@ -68,6 +82,10 @@ fi
 mkdir -p artifacts
 step "node --test ($SWITCHBOARD_BIN)"
 if [ "$#" -eq 0 ]; then
-  set -- test/*.test.js
+  set -- test/*.test.js test/*.test.mjs
 fi
+# node_modules/@switchboard/client is a link to clients/js: resolve what the library imports
+# (graphql-ws, @apollo/client, ...) from here, as for an installed package, not from clients/js's
+# own dev copies (two copies of Apollo Client in one app is not what users run).
+export NODE_OPTIONS="--preserve-symlinks${NODE_OPTIONS:+ $NODE_OPTIONS}"
 exec node --test --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=120000 "$@"

@@ -125,7 +125,9 @@ impl ClientMessage {
 
 /// A server message, serialised in the connection's dialect.
 pub enum ServerMessage<'a> {
-    ConnectionAck,
+    /// With the cursor a subscription made now starts from, `{"cursor": …}` (see
+    /// `Broker::delivered_through`).
+    ConnectionAck(&'a str),
     /// Legacy only: refused `connection_init`.
     ConnectionError(&'a str),
     /// Legacy only: keep-alive.
@@ -158,9 +160,11 @@ impl ServerMessage<'_> {
     pub fn to_json(&self, dialect: Dialect) -> String {
         let legacy = dialect == Dialect::Legacy;
         let json = match self {
-            Self::ConnectionAck => {
-                serde_json::to_string(&Frame::<()> { id: None, kind: "connection_ack", payload: None })
-            }
+            Self::ConnectionAck(cursor) => serde_json::to_string(&Frame {
+                id: None,
+                kind: "connection_ack",
+                payload: Some(serde_json::json!({ "cursor": cursor })),
+            }),
             Self::ConnectionError(message) => serde_json::to_string(&Frame {
                 id: None,
                 kind: "connection_error",
@@ -205,5 +209,13 @@ mod tests {
         let next = ServerMessage::Next { id: "7", payload: &response };
         assert_eq!(next.to_json(Dialect::TransportWs), r#"{"id":"7","type":"next","payload":{"data":null}}"#);
         assert_eq!(next.to_json(Dialect::Legacy), r#"{"id":"7","type":"data","payload":{"data":null}}"#);
+    }
+
+    #[test]
+    fn the_ack_carries_the_cursor() {
+        let ack = ServerMessage::ConnectionAck("0123456789abcdef.42");
+        for dialect in [Dialect::TransportWs, Dialect::Legacy] {
+            assert_eq!(ack.to_json(dialect), r#"{"type":"connection_ack","payload":{"cursor":"0123456789abcdef.42"}}"#);
+        }
     }
 }

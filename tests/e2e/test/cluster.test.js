@@ -327,6 +327,70 @@ test('presence is one list on every node: room_joined, user_joined_room, roomPre
   }
 });
 
+test("Switchboard's own client across two nodes: presence, typing, and updates resumed after drops with no gap", async () => {
+  const { createRoomsClient } = await import('@switchboard/client');
+  const { createClient } = await import('@switchboard/client/graphql-ws');
+  const { startProxy } = require('../lib/proxy');
+  // Bob's connections to node-2 go through a proxy that will cut them.
+  const proxy = await startProxy(Number(new URL(nodes[1].http).port));
+  const p = await product(nodes[0], 'library');
+  const roomId = `product:${p}`;
+  const backoff = { minDelay: 50, maxDelay: 400 };
+  const person = (base, user) => createRoomsClient({ url: `${base}/ws`, token: h.token(user, 'customer', { name: user }), webSocketImpl: WebSocket, backoff });
+  const ann = person(nodes[0].http.replace(/^http/, 'ws'), 'lib-ann');
+  const bob = person(`ws://127.0.0.1:${proxy.port}`, 'lib-bob');
+  const typing = [];
+  const updates = [];
+  bob.on('typing', (e) => typing.push([e.userId, e.isTyping, Date.now()]));
+  bob.on('update', (e) => updates.push([e.payload.sequence, e.payload.newQuantity]));
+  const gql = createClient({ url: proxy.url(), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${staff}` }, backoff });
+  const events = [];
+  const problems = [];
+  gql.subscribe({ query: 'subscription($p: ID, $after: String) { inventoryChanged(productId: $p, after: $after) { cursor sequence newQuantity } }', variables: { p } }, {
+    next: (r) => events.push([r.data.inventoryChanged.sequence, r.data.inventoryChanged.newQuantity]),
+    error: (e) => problems.push(`${e.kind} ${e.code}`),
+    complete: () => problems.push('completed'),
+  });
+  const names = (client) => client.members(roomId).map((m) => m.userId).join(',');
+  const same = (want, what) => h.eventually(() => names(ann) === want && names(bob) === want, { ms: 10_000, what: `${what}: ann sees ${names(ann)}, bob ${names(bob)}` });
+  try {
+    await ann.join(roomId);
+    await bob.join(roomId);
+    await same('lib-ann,lib-bob', 'one list on both nodes');
+
+    // Typing crosses nodes, and the server stops it 3 s later.
+    ann.typing(roomId, 'note');
+    await h.eventually(() => typing.length === 2, { ms: 8_000, what: 'typing started and stopped' });
+    assert.deepEqual(typing.map(([u, on]) => [u, on]), [['lib-ann', true], ['lib-ann', false]]);
+    assert.ok(typing[1][2] - typing[0][2] >= 2_500, `stopped after ${typing[1][2] - typing[0][2]} ms`);
+
+    // Bob's node-2 connections are cut before the first update; changes land on node-1 meanwhile.
+    await h.eventually(async () => (await localSubscriptions(nodes[1])) >= 1, { what: 'the subscription on node-2' });
+    proxy.hold();
+    proxy.dropAll();
+    for (let q = 1; q <= 3; q++) await h.ok(nodes[0], SET_STOCK, { p, q }, staff);
+    proxy.release();
+    for (let q = 4; q <= 12; q++) {
+      await h.ok(nodes[0], SET_STOCK, { p, q }, staff);
+      if (q === 8) {
+        await h.eventually(() => bob.state === 'open', { what: 'bob back' });
+        proxy.dropAll();
+      }
+    }
+    const expected = Array.from({ length: 12 }, (_, i) => [i + 1, i + 1]);
+    await h.eventually(() => updates.length >= 12 && events.length >= 12, { ms: 20_000, what: `12 updates (${updates.length}) and events (${events.length})` });
+    assert.deepEqual(updates, expected, 'the room on node-2: every update of node-1 once, in order');
+    assert.deepEqual(events, expected, 'the subscription on node-2: every event once, in order');
+    assert.deepEqual(problems, []);
+    await same('lib-ann,lib-bob', 'one list again after the reconnection');
+  } finally {
+    ann.close();
+    bob.close();
+    await gql.dispose();
+    await proxy.close();
+  }
+});
+
 test('through HAProxy: graphql-ws, GraphQL over SSE and /ws, spread over the nodes', async () => {
   const p = await product(lb, 'lb');
   const before = await Promise.all(nodes.map(localSubscriptions));

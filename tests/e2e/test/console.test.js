@@ -191,3 +191,97 @@ test('rooms demo: a second person arrives, types, stops by itself after 3 s, upd
   assert.deepEqual(ana.problems, []);
   assert.deepEqual(consolePage.problems, []);
 });
+
+test('the graphql-ws client the pages run is the npm package, byte for byte', () => {
+  const vendored = { 'graphql-ws-client.js': 'client.js', 'common-CGW11Fyb.js': 'common-CGW11Fyb.js' };
+  for (const [file, original] of Object.entries(vendored)) {
+    const ours = fs.readFileSync(path.join(h.REPO, 'assets', 'vendor', file));
+    const theirs = fs.readFileSync(path.join(__dirname, '..', 'node_modules', 'graphql-ws', 'dist', original));
+    assert.ok(ours.equals(theirs), `assets/vendor/${file} is graphql-ws's dist/${original} (see assets/vendor/VERSIONS)`);
+  }
+  const version = require('graphql-ws/package.json').version;
+  assert.match(fs.readFileSync(path.join(h.REPO, 'assets', 'vendor', 'VERSIONS'), 'utf8'), new RegExp(`graphql-ws\\s+${version.replace(/\./g, '\\.')}`));
+});
+
+/**
+ * A page on the proxy's origin (so its requests reach the server through the proxy), made of
+ * files this test serves: graphql-sse's ES modules from node_modules and a script that runs the
+ * library's resuming SSE client, which the server itself serves at /console/lib/.
+ */
+const SSE_PAGE = {
+  '/e2e/sse.html': ['text/html', '<!doctype html><meta charset="utf-8"><title>SSE</title><script type="module" src="/e2e/sse.js"></script>'],
+  '/e2e/sse.js': ['text/javascript', `
+    import { createClient } from '/e2e/graphql-sse/client.mjs';
+    import { resumableGraphqlSse } from '/console/lib/index.js';
+    const params = new URLSearchParams(location.search);
+    window.events = [];
+    window.problems = [];
+    window.usedEventSource = typeof EventSource !== 'undefined';
+    const client = resumableGraphqlSse(createClient, {
+      url: '/graphql/stream',
+      headers: () => ({ authorization: 'Bearer ' + params.get('token') }),
+      backoff: { minDelay: 100, maxDelay: 500 },
+    });
+    client.subscribe(
+      { query: 'subscription($p: ID, $after: String) { inventoryChanged(productId: $p, after: $after) { cursor sequence newQuantity } }', variables: { p: params.get('product') } },
+      {
+        next: (result) => window.events.push([result.data.inventoryChanged.sequence, result.data.inventoryChanged.newQuantity]),
+        error: (error) => window.problems.push(error.kind + ' ' + error.code + ' ' + error.message),
+        complete: () => window.problems.push('completed'),
+      },
+    );
+  `],
+};
+
+test('browser: an SSE subscription without EventSource resumes after the server drops its stream', async (t) => {
+  const { startProxy } = require('../lib/proxy');
+  const server = await h.startServer();
+  t.after(() => server.stop());
+  const proxy = await startProxy(server.port);
+  t.after(() => proxy.close());
+  const staff = h.token('staff-1', 'staff');
+  const admin = h.token('admin-1', 'admin');
+  const product = (await h.ok(server, 'mutation { createProduct(input: {sku: "B-1", name: "B", price: "1.00"}) { id } }', {}, staff)).createProduct.id;
+  const setStock = (q) => h.ok(server, 'mutation($p: ID!, $q: Int!) { setInventory(productId: $p, quantity: $q) { id } }', { p: product, q }, staff);
+
+  const context = await browser.newContext();
+  t.after(() => context.close());
+  await context.addInitScript(() => {
+    delete window.EventSource; // the library must not need it
+  });
+  const sseLib = path.join(__dirname, '..', 'node_modules', 'graphql-sse', 'lib');
+  await context.route(/\/e2e\//, (route) => {
+    const { pathname } = new URL(route.request().url());
+    if (pathname.startsWith('/e2e/graphql-sse/')) {
+      return route.fulfill({ path: path.join(sseLib, path.basename(pathname)), contentType: 'text/javascript' });
+    }
+    const [type, body] = SSE_PAGE[pathname] ?? [];
+    return type ? route.fulfill({ contentType: type, body }) : route.fulfill({ status: 404 });
+  });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(err.message));
+  await page.goto(`http://127.0.0.1:${proxy.port}/e2e/sse.html?token=${staff}&product=${product}`);
+  await h.waitForSubscriptions(server, 1, admin);
+
+  // Dropped before its first event, with changes landing meanwhile; then again mid-stream.
+  proxy.hold();
+  proxy.dropAll();
+  await setStock(1);
+  await setStock(2);
+  proxy.release();
+  for (let q = 3; q <= 20; q++) {
+    await setStock(q);
+    if (q === 10) {
+      await h.waitForSubscriptions(server, 1, admin);
+      proxy.dropAll();
+    }
+  }
+  await page.waitForFunction(() => window.events.length >= 20, null, { timeout: 20_000 });
+  const seen = await page.evaluate(() => ({ events: window.events, problems: window.problems, usedEventSource: window.usedEventSource }));
+  assert.deepEqual(seen.events, Array.from({ length: 20 }, (_, i) => [i + 1, i + 1]), 'every event once, in order');
+  assert.deepEqual(seen.problems, []);
+  assert.equal(seen.usedEventSource, false, 'EventSource was not there to use');
+  assert.ok(proxy.stats.dropped >= 2, `the stream was dropped (${proxy.stats.dropped} connections)`);
+  assert.deepEqual(errors, []);
+});

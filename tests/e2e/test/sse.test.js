@@ -1,6 +1,7 @@
 'use strict';
 // GraphQL over Server-Sent Events at /graphql/stream with the clients users run: the graphql-sse
-// library's own client in both of its modes, urql's subscriptionExchange over it, and a browser's
+// library's own client in both of its modes, urql's subscriptionExchange over it, Apollo Client on
+// Switchboard's link over Switchboard's resuming SSE client, and a browser's
 // native EventSource (headless Chromium) that resumes by itself, with Last-Event-ID, after the
 // network drops the stream.
 
@@ -8,9 +9,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { createClient } = require('graphql-sse');
 const { Client, cacheExchange, fetchExchange, subscriptionExchange, gql } = require('@urql/core');
-const { ApolloClient, ApolloLink, InMemoryCache, gql: apolloGql } = require('@apollo/client');
-const { Observable } = require('rxjs');
-const { print } = require('graphql');
+const { ApolloClient, InMemoryCache, gql: apolloGql } = require('@apollo/client');
 const { chromium } = require('playwright-core');
 const h = require('../lib/harness');
 const { startProxy } = require('../lib/proxy');
@@ -173,27 +172,13 @@ test('urql over graphql-sse: subscriptions through subscriptionExchange', async 
   assert.deepEqual(titles, ['via urql']);
 });
 
-/** The README's Apollo link: a small ApolloLink around the graphql-sse client. */
-class SSELink extends ApolloLink {
-  constructor(client) {
-    super();
-    this.client = client;
-  }
-  request(operation) {
-    return new Observable((sink) =>
-      this.client.subscribe(
-        { ...operation, query: print(operation.query) },
-        { next: sink.next.bind(sink), complete: sink.complete.bind(sink), error: sink.error.bind(sink) },
-      ),
-    );
-  }
-}
-
-test('Apollo Client over graphql-sse: the README link serves a query and a subscription', async (t) => {
+test("Apollo Client over graphql-sse: Switchboard's link (the README's) serves a query and a subscription", async (t) => {
+  const { SwitchboardLink } = await import('@switchboard/client/apollo');
+  const { createClient: createResumingClient } = await import('@switchboard/client/graphql-sse');
   const customer = h.token('sse-apollo', 'customer');
-  const sse = createClient({ url: streamUrl(server.http), headers: { authorization: `Bearer ${customer}` } });
+  const sse = createResumingClient({ url: streamUrl(server.http), headers: { authorization: `Bearer ${customer}` } });
   t.after(() => sse.dispose());
-  const apollo = new ApolloClient({ link: new SSELink(sse), cache: new InMemoryCache() });
+  const apollo = new ApolloClient({ link: new SwitchboardLink(sse), cache: new InMemoryCache() });
   const { data } = await apollo.query({ query: apolloGql`{ me { userId } }` });
   assert.equal(data.me.userId, 'sse-apollo');
   const titles = [];

@@ -1,0 +1,12 @@
+export { SwitchboardError, toSwitchboardError } from './errors.js';
+export type { ErrorDetails, ErrorKind, GraphQLErrorLike } from './errors.js';
+export { backoffDelay } from './cursors.js';
+export type { BackoffOptions, CursorStorage } from './cursors.js';
+export { EVENT_CURSOR_QUERY } from './operation.js';
+export type { ExecutionResultLike, ResetEvent, ResumeOptions, Sink, SubscribePayload } from './operation.js';
+export { resumableGraphqlWs } from './resumable-ws.js';
+export type { ResumableClient, ResumableWsOptions } from './resumable-ws.js';
+export { resumableGraphqlSse } from './resumable-sse.js';
+export type { ResumableSseClient, ResumableSseOptions } from './resumable-sse.js';
+export { RoomsClient, createRoomsClient } from './rooms.js';
+export type { EntityUpdate, Member, RoomsClientOptions, RoomsEvents, RoomsState, WebSocketConstructorLike, WebSocketLike } from './rooms.js';

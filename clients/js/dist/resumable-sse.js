@@ -1,0 +1,74 @@
+// graphql-sse, resuming: the same rule as over graphql-ws (see operation.ts), for networks where
+// WebSockets are not an option. graphql-sse re-sends the same request object on every retry
+// (distinct connections: the body is serialised afresh each time; single connection: the
+// operation's variables object is shared with the copy it POSTs), so keeping `variables.after`
+// at the last cursor makes each retry a resume. A new subscription asks `eventCursor` first,
+// through the same client, and is sent with it.
+//
+// Like resumable-ws.ts, this imports nothing at run time: it is handed graphql-sse's
+// `createClient` (`@switchboard/client/graphql-sse` hands it the package's).
+import { backoffDelay, sleep } from './cursors.js';
+import { SwitchboardError, handled } from './errors.js';
+import { Operation, iterate, queryEventCursor, shared } from './operation.js';
+/**
+ * Makes a graphql-sse client with `createClient` (graphql-sse's own) whose subscriptions resume.
+ * Defaults differ from graphql-sse's as for graphql-ws: unlimited attempts, with jittered waits
+ * from 0.25 s up to 10 s; a refused token is retried `authRetries` times.
+ */
+export function resumableGraphqlSse(createClient, options) {
+    const { storage, storagePrefix, onReset, onError, authRetries = 2, backoff, ...clientOptions } = options;
+    const context = shared({
+        ...(storage === undefined ? {} : { storage }),
+        ...(storagePrefix === undefined ? {} : { storagePrefix }),
+        ...(onReset === undefined ? {} : { onReset }),
+        ...(onError === undefined ? {} : { onError }),
+    });
+    // graphql-sse retries every "network error", a refused token included: count the refusals in
+    // a row, as the responses go by, and stop retrying past `authRetries`.
+    let refusals = 0;
+    let refusedWith = 0;
+    const fetchFn = clientOptions.fetchFn ?? ((input, init) => globalThis.fetch(input, init));
+    const watchedFetch = async (input, init) => {
+        const response = await fetchFn(input, init);
+        if (response.status === 401 || response.status === 403) {
+            refusals += 1;
+            refusedWith = response.status;
+        }
+        else if (response.ok) {
+            refusals = 0;
+        }
+        return response;
+    };
+    const wait = clientOptions.retry ?? ((retries) => sleep(backoffDelay(retries, backoff)));
+    const client = createClient({
+        retryAttempts: Infinity,
+        ...clientOptions,
+        fetchFn: watchedFetch,
+        async retry(retries) {
+            if (refusals > authRetries) {
+                // Not a NetworkError: graphql-sse hands it to the operation's sink instead of retrying.
+                throw refusedWith === 401
+                    ? new SwitchboardError('auth', 'UNAUTHENTICATED', 'the server refused the token (401)', { status: 401 })
+                    : new SwitchboardError('auth', 'FORBIDDEN', 'the server refused the request (403)', { status: refusedWith });
+            }
+            await wait(retries);
+        },
+    });
+    const subscribeRaw = (payload, sink) => client.subscribe(payload, sink);
+    const eventCursor = () => queryEventCursor(subscribeRaw);
+    const transport = {
+        errorsInResults: true,
+        startCursor: eventCursor,
+        subscribe: (operation, sink) => subscribeRaw(operation.payload, sink),
+    };
+    function subscribe(request, sink) {
+        return new Operation(request, transport, sink, context).start();
+    }
+    return {
+        ...client,
+        dispose: client.dispose,
+        subscribe,
+        iterate: (request) => iterate((sink) => subscribe(request, sink)),
+        eventCursor: () => handled(eventCursor()),
+    };
+}
