@@ -172,5 +172,7 @@ test("an entity room's updates resume after drops, the first one before any upda
     assert.ok(p.seen.updates.every((u) => u.type === 'inventory_update' && u.roomId === roomId));
     assert.deepEqual(p.seen.resets, [], `${p.user}: nothing to refetch`);
   }
-  assert.ok(viewer.seen.states.filter((s) => s === 'reconnecting').length >= 4, `${viewer.seen.states}`);
+  // The last drop (at 60) comes after every update: its reconnect may still be under way.
+  const reconnects = () => viewer.seen.states.filter((s) => s === 'reconnecting').length;
+  await h.eventually(() => reconnects() >= 4, { what: `four reconnects (${viewer.seen.states})` });
 });
