@@ -607,3 +607,37 @@ async fn tokens_in_query_strings_never_reach_the_logs() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!text.contains(signature), "a token reached the log");
 }
+
+/// The pages and their files (`/console`, `/console/lib/…` and `/console/vendor/…`, the client
+/// library and graphql-ws the pages run, GraphiQL's files, `/health`, `/metrics`): static
+/// answers that hold nothing once sent. A flood of them, known files and unknown ones, leaves
+/// nothing held and a signed-in client served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_and_their_files_hold_nothing() {
+    let app = spawn_app_with(|_| {}).await;
+    let product = app.create_product("pages", 0).await;
+    let paths = [
+        "/console",
+        "/console/lib/index.js",
+        "/console/lib/rooms.js",
+        "/console/lib/no-such-file.js",
+        "/console/vendor/graphql-ws-client.js",
+        "/console/vendor/../../Cargo.toml",
+        "/graphiql/graphiql.min.css",
+        "/demo/rooms",
+        "/health",
+        "/metrics",
+    ];
+    let flood = app.http_from("127.0.0.2");
+    let requests = (0..400).map(|n| {
+        let url = app.url(paths[n % paths.len()]);
+        let flood = flood.clone();
+        tokio::spawn(async move { flood.get(url).send().await.map(|r| r.status().as_u16()) })
+    });
+    let (statuses, ()) = tokio::join!(futures::future::join_all(requests), staff_is_served(&app, &product, 4));
+    for status in statuses {
+        let status = status.expect("task").expect("answered");
+        assert!([200, 404].contains(&status), "{status}");
+    }
+    assert_eq!(app.state.registry.anonymous_count(), (0, 0), "nothing held");
+}

@@ -332,7 +332,10 @@ async fn a_slow_sse_subscriber_gets_a_final_slow_consumer_next_and_can_resume() 
     }
     assert_eq!(error_code(&ending.expect("a final next")), "SLOW_CONSUMER");
     assert!(!text.contains("event: complete"), "not completed: the client resumes");
-    assert!(past.is_some_and(|at| last < at), "the subscriber was ended at the gap, before the event that found it slow");
+    assert!(
+        past.is_some_and(|at| last < at),
+        "the subscriber was ended at the gap, before the event that found it slow"
+    );
     assert!(app.metric("switchboard_deliveries_lagged_total", &[]).await >= 1.0);
 
     // Resuming from the last id received brings the rest.

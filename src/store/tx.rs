@@ -30,6 +30,10 @@ impl std::fmt::Debug for WriteTx {
 }
 
 impl WriteTx {
+    /// Takes a pooled connection and opens the transaction on it. The connection is held until
+    /// `commit`, `rollback` or drop: call it only from a task that does nothing but this write
+    /// (see the module docs of `store`: the writes of `commerce` run detached), never from a
+    /// stream or a future that its owner might stop polling.
     pub(super) async fn begin(pool: &AnyPool, begin: &[&str]) -> Result<Self, StoreError> {
         let mut conn = pool.acquire().await?;
         for statement in begin {
