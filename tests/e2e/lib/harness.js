@@ -196,6 +196,20 @@ async function eventually(fn, { ms = 5_000, every = 25, what = 'condition' } = {
   }
 }
 
+/**
+ * What each test of a file starts (servers, proxies, clients), undone in reverse order after it:
+ * `const cleanups = h.undoAfterEach(afterEach); … cleanups.push(() => server.stop());`.
+ */
+function undoAfterEach(afterEach) {
+  let pending = [];
+  afterEach(async () => {
+    const undo = pending.reverse();
+    pending = [];
+    for (const fn of undo) await fn();
+  });
+  return { push: (fn) => pending.push(fn) };
+}
+
 /** A queue of pushed items with `take(pred)` that waits for a match (consuming it). */
 class Inbox {
   constructor(name) {
@@ -238,6 +252,7 @@ module.exports = {
   signClaims,
   sleep,
   startServer,
+  undoAfterEach,
   tempDir,
   token,
   waitForSubscriptions,

@@ -30,12 +30,7 @@ after(() => {
   assert.deepEqual(unhandled, [], 'no unhandled rejection, in any test of this file');
 });
 
-let cleanups = [];
-afterEach(async () => {
-  const undo = cleanups.reverse();
-  cleanups = [];
-  for (const fn of undo) await fn();
-});
+const cleanups = h.undoAfterEach(afterEach);
 
 const staff = () => h.token('staff-1', 'staff');
 

@@ -10,12 +10,7 @@ import { startProxy } from '../lib/proxy.js';
 
 const STOCK = 'subscription($p: ID, $after: String) { inventoryChanged(productId: $p, after: $after) { cursor sequence newQuantity } }';
 
-let cleanups = [];
-afterEach(async () => {
-  const undo = cleanups.reverse();
-  cleanups = [];
-  for (const fn of undo) await fn();
-});
+const cleanups = h.undoAfterEach(afterEach);
 
 test('SSE streams dropped, the first time before any event: nothing lost, nothing twice, in both modes', async () => {
   const server = await h.startServer();

@@ -42,13 +42,7 @@ const NOTIFY = `mutation($u: ID!, $t: String!, $m: String!) {
 /** Fast reconnections for the tests that drop sockets on purpose (the restart test keeps the defaults). */
 const QUICK = { backoff: { minDelay: 50, maxDelay: 500 } };
 
-/** What each test started (servers, proxies, clients), undone in reverse order after it. */
-let cleanups = [];
-afterEach(async () => {
-  const undo = cleanups.reverse();
-  cleanups = [];
-  for (const fn of undo) await fn();
-});
+const cleanups = h.undoAfterEach(afterEach);
 
 const staff = () => h.token('staff-1', 'staff');
 const admin = () => h.token('admin-1', 'admin');

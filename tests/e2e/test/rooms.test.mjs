@@ -11,12 +11,7 @@ import { createRoomsClient } from '@switchboard/client';
 import h from '../lib/harness.js';
 import { startProxy } from '../lib/proxy.js';
 
-let cleanups = [];
-afterEach(async () => {
-  const undo = cleanups.reverse();
-  cleanups = [];
-  for (const fn of undo) await fn();
-});
+const cleanups = h.undoAfterEach(afterEach);
 
 const staff = () => h.token('staff-1', 'staff');
 
