@@ -7,11 +7,14 @@
 //! backend has its own migrations (`migrations/sqlite`, `migrations/postgres`) for the DDL that
 //! differs.
 //!
-//! Reads go straight to the pool. Writes go through [`Store::write`], whose [`WriteTx`] never lets
+//! Reads go straight to the pool. Changes go through [`batch::WriteBatch`]: many in one
+//! transaction, each in one statement where the engine allows it, committed once (the writer in
+//! [`crate::commerce`] makes the batches, and publishes their events in commit order). Under it,
+//! and under the few other writes ([`Store::write`]: retention, demo data), [`WriteTx`] never lets
 //! a connection go back to the pool in the middle of a transaction (see `tx.rs` for why that lost
-//! acknowledged writes on a full disk). [`crate::commerce`] serialises writes so that the order
-//! events are published in is the order they were committed in.
+//! acknowledged writes on a full disk).
 
+pub mod batch;
 pub mod events;
 pub mod notifications;
 pub mod orders;
@@ -21,7 +24,7 @@ mod tx;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use sqlx::{Any, AnyPool, Executor, Row};
 
 pub use tx::WriteTx;
 
@@ -48,11 +51,13 @@ impl Backend {
     ///
     /// SQLite's `IMMEDIATE` takes its one write lock at once (two writers never both read and then
     /// fail to upgrade). PostgreSQL locks the event log's state row, which every write then holds
-    /// until it commits or rolls back.
-    fn begin(self) -> &'static [&'static str] {
+    /// until it commits or rolls back. Either way the statements also read the log's head, in the
+    /// same round trip (sent as one string, without parameters: PostgreSQL's simple protocol
+    /// takes several statements at once).
+    fn begin(self) -> &'static str {
         match self {
-            Backend::Sqlite => &["BEGIN IMMEDIATE"],
-            Backend::Postgres => &["BEGIN", "SELECT head FROM log_state WHERE id = 1 FOR UPDATE"],
+            Backend::Sqlite => "BEGIN IMMEDIATE; SELECT head FROM log_state WHERE id = 1",
+            Backend::Postgres => "BEGIN; SELECT head FROM log_state WHERE id = 1 FOR UPDATE",
         }
     }
 }
@@ -134,27 +139,12 @@ impl Store {
 
     /// Opens a write transaction (see [`WriteTx`]).
     pub async fn write(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.pool, self.backend.begin()).await
+        Ok(WriteTx::begin(&self.pool, self.backend.begin()).await?.0)
     }
 
     /// True when the database answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
-    }
-
-    /// Proves that the store can durably write right now: one tiny transaction on a row kept for
-    /// it. A store that answers reads but cannot commit (a full disk, a read-only mount) fails
-    /// here; `/ready` reports that. Callers serialise it with the other writes.
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO store_probe (id, at) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-        )
-        .bind(crate::model::Timestamp::now().to_string())
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await
     }
 
     pub async fn close(&self) {
@@ -207,18 +197,6 @@ fn redact(url: &str) -> String {
         Some((scheme, (_, host))) => format!("{scheme}://…@{host}"),
         None => url.to_owned(),
     }
-}
-
-/// Bumps and returns the sequence number of an event stream, inside the caller's transaction.
-pub async fn next_seq(conn: &mut AnyConnection, topic: &str) -> Result<u64, StoreError> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO topic_sequences (topic, seq) VALUES ($1, 1)
-         ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq",
-    )
-    .bind(topic)
-    .fetch_one(conn)
-    .await?;
-    Ok(seq as u64)
 }
 
 /// The row of `table` with this id, decoded by `from_row`.

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
-use super::{StoreError, by_id, decode, flag};
+use super::batch::WriteBatch;
+use super::{Backend, StoreError, by_id, decode, flag};
 use crate::model::{Notification, Timestamp};
 
 const COLUMNS: &str = "id, user_id, type, title, message, read, created_at";
@@ -67,6 +68,52 @@ pub async fn insert(conn: &mut AnyConnection, new: NewNotification<'_>) -> Resul
     from_row(&row)
 }
 
-pub async fn mark_read(db: impl Executor<'_, Database = Any>, id: i64) -> Result<(), StoreError> {
-    sqlx::query("UPDATE notifications SET read = 1 WHERE id = $1").bind(id).execute(db).await.map(drop)
+/// Creates a notification in a batch; returns it with the sequence its event takes on `topic`
+/// (its user's, `user:<id>`; see [`WriteBatch`]).
+pub async fn create(
+    batch: &mut WriteBatch,
+    new: NewNotification<'_>,
+    topic: &str,
+) -> Result<(Notification, u64), StoreError> {
+    let sql = match batch.backend() {
+        Backend::Sqlite => SQLITE_CREATE,
+        Backend::Postgres => POSTGRES_CREATE,
+    };
+    let query = sqlx::query(sql)
+        .bind(new.user_id)
+        .bind(new.kind)
+        .bind(new.title)
+        .bind(new.message)
+        .bind(new.at.to_string())
+        .bind(topic);
+    let changed = batch.change(query).await?;
+    let notification = from_row(changed.after.as_ref().ok_or(sqlx::Error::RowNotFound)?)?;
+    Ok((notification, batch.sequence(topic, &changed)?))
+}
+
+const SQLITE_CREATE: &str = "\
+INSERT INTO notifications (user_id, type, title, message, created_at) VALUES ($1, $2, $3, $4, $5)
+RETURNING 1 AS is_after, id, user_id, type, title, message, read, created_at,
+          (SELECT seq FROM topic_sequences WHERE topic = $6) AS seq";
+
+const POSTGRES_CREATE: &str = "\
+WITH ins AS (
+    INSERT INTO notifications (user_id, type, title, message, created_at) VALUES ($1, $2, $3, $4, $5)
+    RETURNING id, user_id, type, title, message, read, created_at
+),
+seq AS (
+    INSERT INTO topic_sequences (topic, seq) SELECT $6, 1 FROM ins
+    ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq
+)
+SELECT 1::BIGINT AS is_after, ins.*, seq.seq FROM ins LEFT JOIN seq ON TRUE";
+
+/// Marks a notification read in a batch; `None` when there is no such notification.
+pub async fn mark_read(batch: &mut WriteBatch, id: i64) -> Result<Option<Notification>, StoreError> {
+    sqlx::query(&format!("UPDATE notifications SET read = 1 WHERE id = $1 RETURNING {COLUMNS}"))
+        .bind(id)
+        .fetch_optional(batch.statement())
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
-use super::{StoreError, by_id, decode};
+use super::batch::WriteBatch;
+use super::{Backend, StoreError, by_id, decode};
 use crate::model::{Decimal, Product, Timestamp};
 
 const COLUMNS: &str = "id, sku, name, price, quantity, updated_at";
@@ -34,11 +35,6 @@ pub async fn list(db: impl Executor<'_, Database = Any>, limit: i64) -> Result<V
         .collect()
 }
 
-pub async fn sku_exists(db: impl Executor<'_, Database = Any>, sku: &str) -> Result<bool, StoreError> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE sku = $1").bind(sku).fetch_one(db).await?;
-    Ok(count > 0)
-}
-
 pub async fn insert(
     conn: &mut AnyConnection,
     sku: &str,
@@ -60,12 +56,96 @@ pub async fn insert(
     from_row(&row)
 }
 
-pub async fn set_quantity(conn: &mut AnyConnection, id: i64, quantity: i32, at: Timestamp) -> Result<(), StoreError> {
-    sqlx::query("UPDATE products SET quantity = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(quantity)
-        .bind(at.to_string())
-        .execute(conn)
-        .await
-        .map(drop)
+/// Creates a product in a batch; `None` when the sku is taken (nothing is written then).
+pub async fn create(
+    batch: &mut WriteBatch,
+    sku: &str,
+    name: &str,
+    price: Decimal,
+    quantity: i32,
+    at: Timestamp,
+) -> Result<Option<Product>, StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO products (sku, name, price, quantity, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (sku) DO NOTHING RETURNING {COLUMNS}"
+    ))
+    .bind(sku)
+    .bind(name)
+    .bind(price.to_string())
+    .bind(quantity)
+    .bind(at.to_string())
+    .fetch_optional(batch.statement())
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
+
+/// How a stock change sets the quantity.
+#[derive(Debug, Clone, Copy)]
+pub enum Stock {
+    Set(i32),
+    Add(i32),
+}
+
+/// What a stock change found and did.
+#[derive(Debug)]
+pub struct StockChange {
+    pub before: Product,
+    /// The product after the change and the sequence its event takes on the product's topic;
+    /// `None` when the new quantity would leave `0..=i32::MAX` (then nothing was written).
+    pub after: Option<(Product, u64)>,
+}
+
+/// Sets or adjusts a product's stock in one statement, which reads the product, writes it only
+/// if the new quantity stays in `0..=i32::MAX`, and takes the next sequence on `topic` (see
+/// [`WriteBatch`]). `None` when there is no such product.
+pub async fn change_stock(
+    batch: &mut WriteBatch,
+    id: i64,
+    stock: Stock,
+    at: Timestamp,
+    topic: &str,
+) -> Result<Option<StockChange>, StoreError> {
+    let (add, value) = match stock {
+        Stock::Set(q) => (false, q),
+        Stock::Add(d) => (true, d),
+    };
+    let sql = match batch.backend() {
+        Backend::Sqlite => SQLITE_CHANGE_STOCK,
+        Backend::Postgres => POSTGRES_CHANGE_STOCK,
+    };
+    let query = sqlx::query(sql).bind(id).bind(add).bind(value).bind(at.to_string()).bind(topic);
+    let changed = batch.change(query).await?;
+    let Some(before) = changed.before.as_ref().map(from_row).transpose()? else { return Ok(None) };
+    let after = match changed.after.as_ref().map(from_row).transpose()? {
+        Some(product) => Some((product, batch.sequence(topic, &changed)?)),
+        None => None,
+    };
+    Ok(Some(StockChange { before, after }))
+}
+
+/// The product before (with its topic's stored sequence), then the guarded update: two
+/// statements in one round trip to SQLite's worker thread, under the batch's write lock.
+const SQLITE_CHANGE_STOCK: &str = "\
+SELECT 0 AS is_after, id, sku, name, price, quantity, updated_at,
+       (SELECT seq FROM topic_sequences WHERE topic = $5) AS seq
+FROM products WHERE id = $1;
+UPDATE products SET quantity = CASE WHEN $2 THEN quantity + $3 ELSE $3 END, updated_at = $4
+WHERE id = $1 AND CASE WHEN $2 THEN quantity + $3 ELSE $3 END BETWEEN 0 AND 2147483647
+RETURNING 1 AS is_after, id, sku, name, price, quantity, updated_at, NULL AS seq";
+
+/// The same as one statement, which also bumps the topic's sequence when the update happened.
+const POSTGRES_CHANGE_STOCK: &str = "\
+WITH cur AS (SELECT id, sku, name, price, quantity, updated_at FROM products WHERE id = $1),
+upd AS (
+    UPDATE products SET quantity = CASE WHEN $2 THEN products.quantity + $3 ELSE $3 END, updated_at = $4
+    WHERE id = $1 AND CASE WHEN $2 THEN products.quantity + $3 ELSE $3 END BETWEEN 0 AND 2147483647
+    RETURNING id, sku, name, price, quantity, updated_at
+),
+seq AS (
+    INSERT INTO topic_sequences (topic, seq) SELECT $5, 1 FROM upd
+    ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq
+)
+SELECT 0::BIGINT AS is_after, cur.*, NULL::BIGINT AS seq FROM cur
+UNION ALL SELECT 1::BIGINT, upd.*, seq.seq FROM upd LEFT JOIN seq ON TRUE";
