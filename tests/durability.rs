@@ -299,7 +299,8 @@ async fn kill_9_in_the_middle_of_batches_loses_no_acknowledged_write() {
     for writer in writers {
         acknowledged.extend(writer.await.expect("writer"));
     }
-    assert!(acknowledged.len() >= 200, "only {} writes were acknowledged", acknowledged.len());
+    // At least 200 were stored before the kill; all but the sixteen in flight were answered.
+    assert!(acknowledged.len() >= 200 - 16, "only {} writes were acknowledged", acknowledged.len());
     let commits = metric(&metrics, "switchboard_writer_batches_total{", "outcome=\"committed\"");
     let changes = metric(&metrics, "switchboard_writer_changes_total{", "outcome=\"committed\"");
     assert!(commits < changes, "the writes were not batched: {commits} commits for {changes} changes");

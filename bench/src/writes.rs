@@ -198,7 +198,7 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
             let (w, r) = client::http(node.addr, &env.token).await?;
             Conn::Http(w, r)
         } else {
-            Conn::Ws(client::graphql_ws(node.addr, &node.ws_url, &env.token).await?)
+            Conn::Ws(Box::new(client::graphql_ws(node.addr, &node.ws_url, &env.token).await?))
         });
     }
     // A short unmeasured warm-up (a fresh server's first changes are dearer).
@@ -405,7 +405,7 @@ impl Fixtures {
 
 enum Conn {
     Http(client::HttpWriter, client::HttpReader),
-    Ws(Ws),
+    Ws(Box<Ws>),
 }
 
 #[derive(Clone, Copy)]
@@ -538,7 +538,7 @@ async fn drive(
             Ok(Conn::Http(writer, reader))
         }
         Conn::Ws(ws) => {
-            let (mut sink, mut stream) = ws.split();
+            let (mut sink, mut stream) = (*ws).split();
             let write = async {
                 let mut k = 0;
                 loop {
@@ -594,7 +594,7 @@ async fn drive(
                 anyhow::Ok(stream)
             };
             let (sink, stream) = tokio::try_join!(write, read)?;
-            Ok(Conn::Ws(sink.reunite(stream).map_err(|_| anyhow::anyhow!("reunite"))?))
+            Ok(Conn::Ws(Box::new(sink.reunite(stream).map_err(|_| anyhow::anyhow!("reunite"))?)))
         }
     }
 }
