@@ -809,8 +809,13 @@ async fn writes(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<boo
                 .flat_map(|(_, _, s)| s.saturated.iter().chain(&s.near))
                 .filter_map(|r| r.checked.as_ref())
                 .collect();
-            let lost: u64 = checked.iter().map(|c| c.missing + c.reordered).sum();
-            table.target(&format!("{at}: events lost or out of order, every subscriber"), lost as f64, "0", lost == 0);
+            let lost: u64 = checked.iter().map(|c| c.missing + c.reordered + c.closed).sum();
+            table.target(
+                &format!("{at}: events lost or out of order, subscribers closed, on every node"),
+                lost as f64,
+                "0",
+                lost == 0,
+            );
         }
     }
     Ok(clean)
@@ -1119,8 +1124,10 @@ impl Table {
             Kind::Previous => "previous build",
             kind => kind.label(),
         };
-        let checked =
-            r.checked.as_ref().map_or_else(|| "-".to_owned(), |c| format!("{}/{}/-/-", c.missing, c.reordered));
+        let checked = r
+            .checked
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |c| format!("{}/{}/-/{}", c.missing, c.reordered, c.closed));
         let mut notes = format!(
             "{} commits/mut, {} statements/mut, {} switches/mut, store {} µs/mut, {} errors",
             opt(r.commits_per_mutation(), 3),

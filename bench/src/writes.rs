@@ -121,11 +121,13 @@ pub struct Checked {
     pub missing: u64,
     /// Events seen again, or after a later one of their topic.
     pub reordered: u64,
+    /// Subscriptions the server closed (a subscriber too slow for its queue is closed, 1013).
+    pub closed: u64,
 }
 
 impl Checked {
     pub fn clean(&self) -> bool {
-        self.missing == 0 && self.reordered == 0
+        self.missing == 0 && self.reordered == 0 && self.closed == 0
     }
 }
 
@@ -206,7 +208,7 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
     let warm_until = Instant::now() + Duration::from_millis(500);
     let mut warmed = Vec::new();
     for (c, conn) in conns.into_iter().enumerate() {
-        warmed.push(drive(conn, c, Plan::Closed { depth: 2, until: warm_until }, fixtures.clone(), tally.clone()));
+        warmed.push(drive(conn, c, 0, Plan::Closed { depth: 2, until: warm_until }, fixtures.clone(), tally.clone()));
     }
     let conns: Vec<Conn> = futures::future::try_join_all(warmed).await?;
     if let Some(watch) = &watch {
@@ -234,11 +236,12 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
                 .collect()
         }
     };
+    // The measured changes count on from the warm-up's (an update must change something).
     let runs = conns
         .into_iter()
         .zip(plans)
         .enumerate()
-        .map(|(c, (conn, plan))| drive(conn, c, plan, fixtures.clone(), tally.clone()));
+        .map(|(c, (conn, plan))| drive(conn, c, MEASURED, plan, fixtures.clone(), tally.clone()));
     let conns = futures::future::try_join_all(runs).await?;
     let wall = start.elapsed().as_secs_f64();
     let cpu: Option<f64> = cpu.iter().map(|m| m.elapsed().map(|d| d.as_secs_f64())).sum();
@@ -467,10 +470,15 @@ impl Tally {
     }
 }
 
-/// Sends client `client`'s changes on `conn` as `plan` says, until every one is answered.
+/// The first change number of a measured phase (the warm-up's start at 0).
+const MEASURED: u64 = 1 << 32;
+
+/// Sends client `client`'s changes (numbered from `first`) on `conn` as `plan` says, until every
+/// one is answered.
 async fn drive(
     conn: Conn,
     client: usize,
+    first: u64,
     plan: Plan,
     fixtures: Rc<Fixtures>,
     tally: Rc<Tally>,
@@ -486,6 +494,7 @@ async fn drive(
     let arrived = tokio::sync::Notify::new();
     // Writes each change at its time (open) or when a slot frees (closed); returns at the end.
     let schedule = |k: u64| -> Option<Instant> {
+        let k = k - first;
         match plan {
             Plan::Closed { until, .. } => (Instant::now() < until).then(Instant::now),
             Plan::Open { t0, interval, n } => (k < n).then(|| t0 + interval.mul_f64(k as f64)),
@@ -494,7 +503,7 @@ async fn drive(
     match conn {
         Conn::Http(mut writer, mut reader) => {
             let write = async {
-                let mut k = 0;
+                let mut k = first;
                 loop {
                     let permit = slots.acquire().await.expect("open");
                     let Some(at) = schedule(k) else { break };
@@ -504,7 +513,7 @@ async fn drive(
                     writer.send(&fixtures.request(client, k)).await?;
                     waiting.borrow_mut().insert(k, at);
                     in_order.borrow_mut().push_back(k);
-                    sent.set(k + 1);
+                    sent.set(k + 1 - first);
                     tally.sent.set(tally.sent.get() + 1);
                     arrived.notify_one();
                     k += 1;
@@ -540,7 +549,7 @@ async fn drive(
         Conn::Ws(ws) => {
             let (mut sink, mut stream) = (*ws).split();
             let write = async {
-                let mut k = 0;
+                let mut k = first;
                 loop {
                     let permit = slots.acquire().await.expect("open");
                     let Some(at) = schedule(k) else { break };
@@ -551,7 +560,7 @@ async fn drive(
                         format!(r#"{{"id":"{k}","type":"subscribe","payload":{}}}"#, fixtures.request(client, k));
                     waiting.borrow_mut().insert(k, at);
                     sink.send(Message::Text(message.into())).await?;
-                    sent.set(k + 1);
+                    sent.set(k + 1 - first);
                     tally.sent.set(tally.sent.get() + 1);
                     arrived.notify_one();
                     k += 1;
@@ -607,6 +616,7 @@ struct Stream {
     events: Cell<u64>,
     missing: Cell<u64>,
     reordered: Cell<u64>,
+    closed: Cell<bool>,
     last: RefCell<HashMap<String, i64>>,
 }
 
@@ -707,6 +717,7 @@ impl Watch {
         for (stream, carries) in &self.streams {
             checked.events += stream.events.get();
             checked.reordered += stream.reordered.get();
+            checked.closed += u64::from(stream.closed.get());
             checked.missing += stream.missing.get().max(expected(*carries).saturating_sub(stream.events.get()));
         }
         self.cancel.cancel();
@@ -724,6 +735,12 @@ async fn read_stream(mut ws: Ws, first: Rc<Stream>, orders: Option<Rc<Stream>>, 
             () = cancel.cancelled() => break,
             m = ws.next() => m,
         };
+        if !matches!(message, Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_)))) {
+            first.closed.set(true);
+            if let Some(orders) = &orders {
+                orders.closed.set(true);
+            }
+        }
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Ping(p))) => {
