@@ -93,9 +93,9 @@ pub struct Config {
     #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 256, global = true)]
     pub write_batch_max: usize,
 
-    /// Milliseconds a batch keeps taking changes that arrive while it runs, from its start (0:
-    /// only the changes already waiting when it starts).
-    #[arg(long, env = "WRITE_BATCH_WINDOW", default_value_t = 2, global = true)]
+    /// Milliseconds, from a batch's start, during which it also takes changes that arrive while it
+    /// runs (0: only the changes already waiting when it starts).
+    #[arg(long, env = "WRITE_BATCH_WINDOW", default_value_t = 0, global = true)]
     pub write_batch_window: u64,
 
     /// Milliseconds a batch may hold its store connection, COMMIT included; past it every change

@@ -729,6 +729,7 @@ async fn writes(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<boo
                 depth: args.depth,
                 seconds: args.seconds,
                 near: args.near,
+                rate: args.rate,
                 watchers: args.watchers,
                 store_pid: args.pg_pid,
             };

@@ -53,6 +53,8 @@ pub struct Opts {
     pub depth: usize,
     pub seconds: f64,
     pub near: f64,
+    /// The open-loop run's rate instead of `near` × the saturated rate.
+    pub rate: Option<f64>,
     /// Subscriber sets per node checking order and completeness (0: none).
     pub watchers: usize,
     /// The store's processes (PostgreSQL's postmaster), whose CPU is reported beside the nodes'.
@@ -145,7 +147,7 @@ pub async fn series(env: &Env, kind: Kind, opts: &Opts) -> anyhow::Result<Series
     }
     let near = match saturated.last() {
         Some(last) if opts.near > 0.0 && last.per_s > 0.0 => {
-            let rate = (last.per_s * opts.near).round().max(1.0);
+            let rate = opts.rate.unwrap_or((last.per_s * opts.near).round()).max(1.0);
             Some(run(env, kind, opts, last.clients, Load::Open { rate }).await?)
         }
         _ => None,

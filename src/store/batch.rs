@@ -79,8 +79,8 @@ pub struct Changed {
 }
 
 impl WriteBatch {
-    /// Opens a batch on a connection of `store`'s pool: `BEGIN`, the write lock and the log's
-    /// head in one round trip. On PostgreSQL every statement of the batch may run at most
+    /// Opens a batch on the writer's connection ([`Store::writer_pool`]): `BEGIN`, the write lock
+    /// and the log's head in one round trip. On PostgreSQL every statement of the batch may run at most
     /// `statement_timeout` (the store stops it; the caller bounds the batch as a whole too).
     pub async fn begin(store: &Store, statement_timeout: Duration) -> Result<Self, StoreError> {
         let begin = match store.backend {
@@ -91,7 +91,7 @@ impl WriteBatch {
             ),
         };
         count_statement();
-        let (tx, rows) = WriteTx::begin(store.pool(), &begin).await?;
+        let (tx, rows) = WriteTx::begin(store.writer_pool(), &begin).await?;
         let head = match rows.last() {
             Some(row) => row.try_get::<i64, _>("head")? as u64,
             None => {

@@ -89,6 +89,8 @@ pub enum SqliteSynchronous {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The writer's own connection (see [`Store::writer_pool`]).
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -112,25 +114,35 @@ impl Store {
             ));
         };
         let pool = match backend {
-            Backend::Sqlite => sqlite_pool(url, options).await?,
-            Backend::Postgres => {
-                let connect: AnyConnectOptions = url.parse()?;
-                AnyPoolOptions::new()
-                    .max_connections(options.max_connections.max(1))
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_with(connect)
-                    .await?
-            }
+            Backend::Sqlite => sqlite_pool(url, options, options.max_connections).await?,
+            Backend::Postgres => postgres_pool(url, options.max_connections).await?,
         };
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            // An in-memory database is its one connection: the writer shares it.
+            Backend::Sqlite if sqlite_in_memory(url) => pool.clone(),
+            Backend::Sqlite => sqlite_pool(url, options, 1).await?,
+            Backend::Postgres => postgres_pool(url, 1).await?,
+        };
+        Ok(Self { pool, writer, backend })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A pool of one connection for the node's writer, so that every batch runs on the same
+    /// connection: SQLite drops a connection's whole page cache when another connection has
+    /// committed since it last read, so a writer that took any pooled connection re-read its pages
+    /// from the file at almost every batch (measured: 2.6 % of the server's CPU in `read` calls
+    /// at saturation). It also means reads never keep the writer waiting for a connection. Its
+    /// connection is used, and given back, within one function per batch, and closed after a
+    /// failed `COMMIT` like any other ([`WriteTx`]); the pool then opens a fresh one.
+    pub fn writer_pool(&self) -> &AnyPool {
+        &self.writer
     }
 
     pub fn backend(&self) -> Backend {
@@ -148,12 +160,26 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
 
-async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, StoreError> {
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+async fn postgres_pool(url: &str, size: u32) -> Result<AnyPool, StoreError> {
+    let connect: AnyConnectOptions = url.parse()?;
+    AnyPoolOptions::new()
+        .max_connections(size.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(connect)
+        .await
+}
+
+fn sqlite_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+async fn sqlite_pool(url: &str, options: &StoreOptions, size: u32) -> Result<AnyPool, StoreError> {
+    let in_memory = sqlite_in_memory(url);
     // `mode=rwc` creates the file when it is missing, as a first `cargo run` needs.
     let url = if in_memory || url.contains("mode=") {
         url.to_owned()
@@ -171,7 +197,7 @@ async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, Store
     let pool_options = if in_memory {
         AnyPoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
     } else {
-        AnyPoolOptions::new().max_connections(options.max_connections.max(1))
+        AnyPoolOptions::new().max_connections(size.max(1))
     };
     pool_options
         // No `SELECT 1` before every acquire: each statement is a round trip to sqlx's SQLite
