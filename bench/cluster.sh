@@ -63,10 +63,12 @@ pgbench_alone() {
     touch "$dir/writetx.loaded"
   fi
   echo "== pgbench: setInventory's write transaction alone, $clients client(s), synchronous_commit=$sync, 10 s" >&2
-  PGOPTIONS="-c synchronous_commit=$sync" "$bin/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" -U switchboard \
-    -c "$clients" -j $((clients < 2 ? clients : 2)) -T 10 -f bench/tools/write-tx.pgbench writetx 2>&1 |
-    grep -E "latency average|^tps|failed" | tee /dev/stderr |
-    sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+  local out
+  out=$(PGOPTIONS="-c synchronous_commit=$sync" "$bin/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" \
+    -U switchboard -c "$clients" -j $((clients < 2 ? clients : 2)) -T 10 -f bench/tools/write-tx.pgbench writetx 2>&1 |
+    grep -E "latency average|^tps|failed")
+  echo "$out" >&2
+  echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 
 if [ "$writes" = 1 ]; then
