@@ -13,7 +13,6 @@
 
 pub mod writer;
 
-use futures::future::BoxFuture;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +22,7 @@ use crate::event_log::EventLog;
 use crate::model::{Decimal, Notification, Order, OrderEventKind, Product, Timestamp};
 use crate::pubsub::event::Stamp;
 use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
+use crate::store::batch::{Changed, Statement};
 pub use crate::store::orders::OrderChanges;
 use crate::store::products::Stock;
 use crate::store::{Store, StoreError, batch, notifications, orders, products};
@@ -103,7 +103,7 @@ impl Commerce {
 
     /// Proves the store can commit now (for `/ready`): a one-row write, in a batch like any change.
     pub async fn probe_write(&self) -> Result<()> {
-        self.change(Probe).await
+        self.change(Probe(Timestamp::now())).await
     }
 
     pub async fn create_order(&self, customer_id: &str, total: Decimal, currency: &str) -> Result<Order> {
@@ -118,7 +118,9 @@ impl Commerce {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(CommerceError::BadInput("currency must be a 3-letter ISO 4217 code".into()));
         }
-        self.change(CreateOrder { customer_id: customer_id.to_owned(), total, currency }).await
+        let at = Timestamp::now();
+        let order_number = order_number(at);
+        self.change(CreateOrder { customer_id: customer_id.to_owned(), total, currency, order_number, at }).await
     }
 
     /// Applies `changes`; when nothing actually changes, nothing is stored or published.
@@ -128,11 +130,11 @@ impl Commerce {
         {
             return Err(CommerceError::BadInput("trackingNumber is longer than 128 characters".into()));
         }
-        self.change(UpdateOrder { id, changes }).await
+        self.change(UpdateOrder { id, changes, at: Timestamp::now() }).await
     }
 
     pub async fn delete_order(&self, id: i64) -> Result<Order> {
-        self.change(DeleteOrder { id }).await
+        self.change(DeleteOrder { id, at: Timestamp::now() }).await
     }
 
     pub async fn create_product(&self, sku: &str, name: &str, price: Decimal, quantity: i32) -> Result<Product> {
@@ -146,16 +148,17 @@ impl Commerce {
         if quantity < 0 {
             return Err(CommerceError::BadInput("quantity must not be negative".into()));
         }
-        self.change(CreateProduct { sku: sku.to_owned(), name: name.to_owned(), price, quantity }).await
+        let (sku, name, at) = (sku.to_owned(), name.to_owned(), Timestamp::now());
+        self.change(CreateProduct { sku, name, price, quantity, at }).await
     }
 
     /// Adds `delta` (which may be negative) to the stock; the result may not go below zero.
     pub async fn adjust_inventory(&self, product_id: i64, delta: i32) -> Result<Product> {
-        self.change(ChangeStock { id: product_id, stock: Stock::Add(delta) }).await
+        self.change(ChangeStock { id: product_id, stock: Stock::Add(delta), at: Timestamp::now() }).await
     }
 
     pub async fn set_inventory(&self, product_id: i64, quantity: i32) -> Result<Product> {
-        self.change(ChangeStock { id: product_id, stock: Stock::Set(quantity) }).await
+        self.change(ChangeStock { id: product_id, stock: Stock::Set(quantity), at: Timestamp::now() }).await
     }
 
     pub async fn send_notification(
@@ -171,7 +174,7 @@ impl Commerce {
         }
         let (user_id, kind, title, message) =
             (user_id.to_owned(), kind.trim().to_owned(), title.to_owned(), message.to_owned());
-        self.change(SendNotification { user_id, kind, title, message }).await
+        self.change(SendNotification { user_id, kind, title, message, at: Timestamp::now() }).await
     }
 
     /// Marks one notification read. The caller has checked that it belongs to the viewer.
@@ -200,78 +203,84 @@ struct CreateOrder {
     customer_id: String,
     total: Decimal,
     currency: String,
+    order_number: String,
+    at: Timestamp,
 }
 
 impl Change for CreateOrder {
     type Output = Order;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Order>> {
-        Box::pin(async move {
-            let at = Timestamp::now();
-            let order_number = order_number(at);
-            let new = orders::NewOrder {
-                order_number: &order_number,
-                customer_id: &self.customer_id,
-                total: self.total,
-                currency: &self.currency,
-                at,
-            };
-            let (order, seq) = orders::create(tx.batch(), new).await?;
-            tx.record(
-                Event::order_topic(order.id),
-                seq,
-                order_event(OrderEventKind::Created, order.clone(), Vec::new(), at),
-            )?;
-            Ok(order)
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::create(&orders::NewOrder {
+            order_number: &self.order_number,
+            customer_id: &self.customer_id,
+            total: self.total,
+            currency: &self.currency,
+            at: self.at,
+        }))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let (order, seq) = orders::created(tx.batch(), changed)?;
+        tx.record(
+            Event::order_topic(order.id),
+            seq,
+            order_event(OrderEventKind::Created, order.clone(), Vec::new(), self.at),
+        )?;
+        Ok(order)
     }
 }
 
 struct UpdateOrder {
     id: i64,
     changes: OrderChanges,
+    at: Timestamp,
 }
 
 impl Change for UpdateOrder {
     type Output = Order;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Order>> {
-        Box::pin(async move {
-            let (id, at, topic) = (self.id, Timestamp::now(), Event::order_topic(self.id));
-            let update = orders::update(tx.batch(), id, &self.changes, at, &topic)
-                .await?
-                .ok_or_else(|| not_found("Order", id))?;
-            let Some((order, seq)) = update.after else { return Ok(update.before) };
-            let before = &update.before;
-            let mut changed = Vec::new();
-            if order.status != before.status {
-                changed.push("status".to_owned());
-            }
-            if order.payment_status != before.payment_status {
-                changed.push("paymentStatus".to_owned());
-            }
-            if order.tracking_number != before.tracking_number {
-                changed.push("trackingNumber".to_owned());
-            }
-            tx.record(topic, seq, order_event(OrderEventKind::Updated, order.clone(), changed, at))?;
-            Ok(order)
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::update(self.id, &self.changes, self.at, &Event::order_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let topic = Event::order_topic(self.id);
+        let update = orders::updated(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Order", self.id))?;
+        let Some((order, seq)) = update.after else { return Ok(update.before) };
+        let before = &update.before;
+        let mut changed = Vec::new();
+        if order.status != before.status {
+            changed.push("status".to_owned());
+        }
+        if order.payment_status != before.payment_status {
+            changed.push("paymentStatus".to_owned());
+        }
+        if order.tracking_number != before.tracking_number {
+            changed.push("trackingNumber".to_owned());
+        }
+        tx.record(topic, seq, order_event(OrderEventKind::Updated, order.clone(), changed, self.at))?;
+        Ok(order)
     }
 }
 
 struct DeleteOrder {
     id: i64,
+    at: Timestamp,
 }
 
 impl Change for DeleteOrder {
     type Output = Order;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Order>> {
-        Box::pin(async move {
-            let topic = Event::order_topic(self.id);
-            let (order, seq) =
-                orders::delete(tx.batch(), self.id, &topic).await?.ok_or_else(|| not_found("Order", self.id))?;
-            let at = Timestamp::now();
-            tx.record(topic, seq, order_event(OrderEventKind::Deleted, order.clone(), Vec::new(), at))?;
-            Ok(order)
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::delete(self.id, &Event::order_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let topic = Event::order_topic(self.id);
+        let (order, seq) = orders::deleted(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Order", self.id))?;
+        tx.record(topic, seq, order_event(OrderEventKind::Deleted, order.clone(), Vec::new(), self.at))?;
+        Ok(order)
     }
 }
 
@@ -280,17 +289,19 @@ struct CreateProduct {
     name: String,
     price: Decimal,
     quantity: i32,
+    at: Timestamp,
 }
 
 impl Change for CreateProduct {
     type Output = Product;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Product>> {
-        Box::pin(async move {
-            let at = Timestamp::now();
-            products::create(tx.batch(), &self.sku, &self.name, self.price, self.quantity, at)
-                .await?
-                .ok_or_else(|| CommerceError::BadInput(format!("a product with sku {:?} already exists", self.sku)))
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(products::create(&self.sku, &self.name, self.price, self.quantity, self.at))
+    }
+
+    fn finish(&self, changed: &Changed, _: &mut ChangeTx<'_>) -> Result<Product> {
+        products::created(changed)?
+            .ok_or_else(|| CommerceError::BadInput(format!("a product with sku {:?} already exists", self.sku)))
     }
 }
 
@@ -299,36 +310,38 @@ impl Change for CreateProduct {
 struct ChangeStock {
     id: i64,
     stock: Stock,
+    at: Timestamp,
 }
 
 impl Change for ChangeStock {
     type Output = Product;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Product>> {
-        Box::pin(async move {
-            let (id, at, topic) = (self.id, Timestamp::now(), Event::product_topic(self.id));
-            let change = products::change_stock(tx.batch(), id, self.stock, at, &topic)
-                .await?
-                .ok_or_else(|| not_found("Product", id))?;
-            let previous = change.before.quantity;
-            let Some((product, seq)) = change.after else {
-                return Err(CommerceError::BadInput(match self.stock {
-                    Stock::Add(delta) if previous.checked_add(delta).is_none() => "stock would overflow".into(),
-                    _ => format!("stock cannot go below zero (product {id} has {previous})"),
-                }));
-            };
-            tx.record(topic, seq, |stamp| {
-                EventBody::Inventory(InventoryChangePayload {
-                    product_id: async_graphql::ID(id.to_string()),
-                    new_quantity: product.quantity,
-                    previous_quantity: Some(previous),
-                    timestamp: at,
-                    product: product.clone(),
-                    cursor: stamp.cursor,
-                    sequence: stamp.sequence,
-                })
-            })?;
-            Ok(product)
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(products::change_stock(self.id, self.stock, self.at, &Event::product_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Product> {
+        let (id, topic) = (self.id, Event::product_topic(self.id));
+        let change = products::stock_changed(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Product", id))?;
+        let previous = change.before.quantity;
+        let Some((product, seq)) = change.after else {
+            return Err(CommerceError::BadInput(match self.stock {
+                Stock::Add(delta) if previous.checked_add(delta).is_none() => "stock would overflow".into(),
+                _ => format!("stock cannot go below zero (product {id} has {previous})"),
+            }));
+        };
+        tx.record(topic, seq, |stamp| {
+            EventBody::Inventory(InventoryChangePayload {
+                product_id: async_graphql::ID(id.to_string()),
+                new_quantity: product.quantity,
+                previous_quantity: Some(previous),
+                timestamp: self.at,
+                product: product.clone(),
+                cursor: stamp.cursor,
+                sequence: stamp.sequence,
+            })
+        })?;
+        Ok(product)
     }
 }
 
@@ -337,24 +350,28 @@ struct SendNotification {
     kind: String,
     title: String,
     message: String,
+    at: Timestamp,
 }
 
 impl Change for SendNotification {
     type Output = Notification;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Notification>> {
-        Box::pin(async move {
-            let topic = Event::user_topic(&self.user_id);
-            let new = notifications::NewNotification {
-                user_id: &self.user_id,
-                kind: &self.kind,
-                title: &self.title,
-                message: &self.message,
-                at: Timestamp::now(),
-            };
-            let (notification, seq) = notifications::create(tx.batch(), new, &topic).await?;
-            tx.record(topic, seq, |stamp| EventBody::Notification(NotificationPayload::new(&notification, stamp)))?;
-            Ok(notification)
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        let new = notifications::NewNotification {
+            user_id: &self.user_id,
+            kind: &self.kind,
+            title: &self.title,
+            message: &self.message,
+            at: self.at,
+        };
+        Some(notifications::create(&new, &Event::user_topic(&self.user_id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Notification> {
+        let topic = Event::user_topic(&self.user_id);
+        let (notification, seq) = notifications::created(tx.batch(), changed, &topic)?;
+        tx.record(topic, seq, |stamp| EventBody::Notification(NotificationPayload::new(&notification, stamp)))?;
+        Ok(notification)
     }
 }
 
@@ -364,20 +381,28 @@ struct MarkRead {
 
 impl Change for MarkRead {
     type Output = Notification;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Notification>> {
-        Box::pin(async move {
-            notifications::mark_read(tx.batch(), self.id).await?.ok_or_else(|| not_found("Notification", self.id))
-        })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(notifications::mark_read(self.id))
+    }
+
+    fn finish(&self, changed: &Changed, _: &mut ChangeTx<'_>) -> Result<Notification> {
+        notifications::marked(changed)?.ok_or_else(|| not_found("Notification", self.id))
     }
 }
 
 /// `/ready`'s write: it proves the store commits only if its batch commits.
-struct Probe;
+struct Probe(Timestamp);
 
 impl Change for Probe {
     type Output = ();
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { Ok(batch::probe(tx.batch()).await?) })
+
+    fn statement(&self) -> Option<Statement> {
+        Some(batch::probe(self.0))
+    }
+
+    fn finish(&self, _: &Changed, _: &mut ChangeTx<'_>) -> Result<()> {
+        Ok(())
     }
 }
 

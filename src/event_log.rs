@@ -337,7 +337,8 @@ mod tests {
         let mut batch = WriteBatch::begin(&log.store, Duration::from_secs(5)).await.expect("batch");
         let topic = Event::user_topic(user);
         let new = NewNotification { user_id: user, kind: "info", title: "t", message: "m", at: Timestamp::now() };
-        let (n, seq) = notifications::create(&mut batch, new, &topic).await.expect("stored");
+        let changed = batch.run(&notifications::create(&new, &topic)).await.expect("stored");
+        let (n, seq) = notifications::created(&mut batch, &changed, &topic).expect("stored");
         let event = log
             .record(&mut batch, topic, seq, |stamp| EventBody::Notification(NotificationPayload::new(&n, stamp)))
             .expect("recorded");

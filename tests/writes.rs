@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use switchboard::commerce::{Change, ChangeTx, CommerceError, WriterStats};
 use switchboard::model::Timestamp;
+use switchboard::store::Backend;
 use switchboard::store::notifications::{self, NewNotification};
 
 /// A change whose code panics after it has written.
@@ -38,7 +39,7 @@ impl Change for BreaksAConstraint {
         Box::pin(async move {
             ghost_notification(tx).await;
             sqlx::query("INSERT INTO store_probe (id, at) VALUES (7, 'a'), (7, 'b')")
-                .execute(tx.batch().statement())
+                .execute(tx.batch().conn())
                 .await?;
             Ok(())
         })
@@ -48,7 +49,7 @@ impl Change for BreaksAConstraint {
 /// Writes a notification for the user `ghost`, whom no test change writes to otherwise.
 async fn ghost_notification(tx: &mut ChangeTx<'_>) {
     let new = NewNotification { user_id: "ghost", kind: "info", title: "boo", message: "", at: Timestamp::now() };
-    notifications::create(tx.batch(), new, "user:ghost").await.expect("written");
+    tx.batch().run(&notifications::create(&new, "user:ghost")).await.expect("written");
 }
 
 const ADJUST: &str = "mutation($p: ID!, $d: Int!) { adjustInventory(productId: $p, delta: $d) { quantity } }";
@@ -71,6 +72,7 @@ fn stats_since(app: &TestApp, before: WriterStats) -> WriterStats {
         failed: now.failed - before.failed,
         restarts: now.restarts - before.restarts,
         statements: now.statements - before.statements,
+        round_trips: now.round_trips - before.round_trips,
         changes: now.changes - before.changes,
         largest_batch: now.largest_batch,
         queued: now.queued,
@@ -104,6 +106,12 @@ async fn changes_that_wait_together_commit_together_one_statement_each() {
     assert_eq!(stats.largest_batch, 50, "{stats:?}");
     // The gate's batch: BEGIN and COMMIT. The fifty: BEGIN, one statement each, the append, COMMIT.
     assert_eq!(stats.statements, 2 + 50 + 3, "one statement per change: {stats:?}");
+    // SQLite: a hand-off to its worker thread each; PostgreSQL: the fifty in one round trip.
+    let round_trips = match app.state.commerce.store().backend() {
+        Backend::Sqlite => 2 + 50 + 3,
+        Backend::Postgres => 2 + 4,
+    };
+    assert_eq!(stats.round_trips, round_trips, "{stats:?}");
 
     let mut events = Vec::new();
     for _ in 0..50 {
@@ -250,4 +258,52 @@ async fn a_change_whose_caller_went_away_is_made_and_published() {
     assert_eq!(ws.next_data("s").await["inventoryChanged"]["newQuantity"], 3);
     let body = app.gql(None, "query($p: ID!) { product(id: $p) { quantity } }", json!({ "p": product })).await;
     assert_eq!(body["data"]["product"]["quantity"], 3);
+}
+
+/// On PostgreSQL a batch's statements travel as `EXECUTE`s with their values written as literals:
+/// text that looks like SQL, quotes, backslashes and dollar quotes is stored exactly as given,
+/// beside other changes of the same batch, and a NUL (which PostgreSQL refuses) fails its change
+/// alone.
+#[tokio::test]
+async fn text_of_every_kind_is_stored_exactly_as_given_in_a_batch() {
+    let app = spawn_app().await;
+    let texts =
+        ["it's", "a\\'); DROP TABLE notifications; --", "$$ $tag$ E'x' \\\\ é 😀", "line\nbreak\ttab", "%s {0} ?1 $1"];
+    let gate = gate::close(&app).await;
+    let mut calls = Vec::new();
+    for text in texts.iter().chain(["nul\u{0}here"].iter()) {
+        let commerce = app.state.commerce.clone();
+        let text = text.to_string();
+        calls.push(tokio::spawn(async move { commerce.send_notification("texts", "info", &text, &text).await }));
+        // One after the other into the queue, so that the NUL comes last.
+        while app.state.commerce.writer_stats().queued < calls.len() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    gate.open_when_queued(&app, texts.len() + 1).await;
+    let mut stored = Vec::new();
+    for call in calls.drain(..texts.len()) {
+        let notification = call.await.unwrap().expect("stored");
+        assert_eq!(notification.title, notification.message);
+        stored.push(notification.title);
+    }
+    assert_eq!(stored, texts, "what the store returned");
+    let with_nul = calls.pop().unwrap().await.unwrap();
+    match app.state.commerce.store().backend() {
+        // PostgreSQL refuses a NUL in text, as it does when it is a parameter.
+        Backend::Postgres => assert!(with_nul.is_err(), "{with_nul:?}"),
+        Backend::Sqlite => assert_eq!(with_nul.expect("stored").title, "nul\u{0}here"),
+    }
+    let body = app
+        .gql(Some(&app.token("texts", TestRole::Customer)), "{ notifications(first: 10) { title message } }", json!({}))
+        .await;
+    let mut read: Vec<String> = body["data"]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap().to_owned())
+        .collect();
+    read.retain(|t| !t.starts_with("nul"));
+    read.reverse();
+    assert_eq!(read, texts, "what a later read returns");
 }

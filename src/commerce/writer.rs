@@ -53,7 +53,7 @@ use crate::cluster::Backplane;
 use crate::event_log::EventLog;
 use crate::pubsub::event::Stamp;
 use crate::pubsub::{Broker, Event, EventBody};
-use crate::store::batch::{self, WriteBatch};
+use crate::store::batch::{self, Changed, Statement, WriteBatch};
 use crate::store::{Store, StoreError};
 
 /// How the writer makes its batches (see the module docs).
@@ -73,15 +73,38 @@ impl Default for WriterSettings {
     }
 }
 
-/// A change the writer makes. `apply` runs inside a batch, with the batch's statements and the
-/// log; it may run more than once (when another change of its batch fails, the batch runs again
-/// without that one), so it keeps no state of its own between runs.
+/// A change the writer makes, inside a batch. It may run more than once (when another change of
+/// its batch fails, the batch runs again without that one), so it keeps no state between runs.
+///
+/// Most changes are one [`Statement`] ([`Change::statement`]) whose rows [`Change::finish`] turns
+/// into the output and the events: the writer then sends the statements of consecutive changes
+/// together (on PostgreSQL in one round trip). A change that needs more implements
+/// [`Change::apply`] instead, and runs with the batch to itself.
 ///
 /// A change that refuses (`NotFound`, `BadInput`) must do so before it writes, or with a
 /// statement that wrote nothing; any other error, and a panic, rolls its batch back.
 pub trait Change: Send + Sync + 'static {
     type Output: Send + 'static;
-    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Self::Output, CommerceError>>;
+
+    /// The change's one statement, if it is one.
+    fn statement(&self) -> Option<Statement> {
+        None
+    }
+
+    /// The output, and the events recorded in `tx`, from what [`Change::statement`] returned.
+    fn finish(&self, _changed: &Changed, _tx: &mut ChangeTx<'_>) -> Result<Self::Output, CommerceError> {
+        Err(CommerceError::Internal("a change without a statement was finished".into()))
+    }
+
+    /// Makes the change (by default: its statement, then [`Change::finish`]).
+    fn apply<'a>(&'a self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<Self::Output, CommerceError>> {
+        Box::pin(async move {
+            let statement =
+                self.statement().ok_or_else(|| CommerceError::Internal("a change without a statement".into()))?;
+            let changed = tx.batch().run(&statement).await?;
+            self.finish(&changed, tx)
+        })
+    }
 }
 
 /// What a change runs with: the batch (for its statements) and the event log (for its events).
@@ -116,6 +139,8 @@ pub struct WriterStats {
     pub restarts: u64,
     /// Statements sent to the store, `BEGIN` and `COMMIT` included.
     pub statements: u64,
+    /// Round trips to the store (on PostgreSQL a batch's changes share one).
+    pub round_trips: u64,
     /// Changes answered: done, refused or failed.
     pub changes: u64,
     /// The most changes one committed batch held.
@@ -130,6 +155,7 @@ struct Counters {
     failed: AtomicU64,
     restarts: AtomicU64,
     statements: AtomicU64,
+    round_trips: AtomicU64,
     changes: AtomicU64,
     largest_batch: AtomicU64,
 }
@@ -196,6 +222,7 @@ impl Writer {
             failed: c.failed.load(Ordering::Relaxed),
             restarts: c.restarts.load(Ordering::Relaxed),
             statements: c.statements.load(Ordering::Relaxed),
+            round_trips: c.round_trips.load(Ordering::Relaxed),
             changes: c.changes.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             queued: self.queue.max_capacity() - self.queue.capacity(),
@@ -205,6 +232,8 @@ impl Writer {
 
 /// A change with its caller's answer, its output type erased so that one queue takes them all.
 trait Job: Send {
+    fn statement(&self) -> Option<Statement>;
+    fn finish(&mut self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<(), CommerceError>;
     fn run<'a>(&'a mut self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<(), CommerceError>>;
     fn answer(self: Box<Self>, outcome: Result<(), CommerceError>);
 }
@@ -216,6 +245,15 @@ struct Pending<C: Change> {
 }
 
 impl<C: Change> Job for Pending<C> {
+    fn statement(&self) -> Option<Statement> {
+        self.change.statement()
+    }
+
+    fn finish(&mut self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<(), CommerceError> {
+        self.output = Some(self.change.finish(changed, tx)?);
+        Ok(())
+    }
+
     fn run<'a>(&'a mut self, tx: &'a mut ChangeTx<'_>) -> BoxFuture<'a, Result<(), CommerceError>> {
         Box::pin(async move {
             self.output = Some(self.change.apply(tx).await?);
@@ -335,55 +373,70 @@ impl Task {
         let mut batch = match WriteBatch::begin(&self.store, self.settings.timeout).await {
             Ok(batch) => batch,
             Err(error) => {
-                self.counters.statements.fetch_add(1, Ordering::Relaxed);
+                self.count_sent((1, 1));
                 return Err(Failure::Store(error));
             }
         };
         let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut at = 0;
         loop {
+            let at = outcomes.len();
             if at == jobs.len() && started.elapsed() < self.settings.window {
                 self.take_waiting(changes, jobs);
             }
-            let Some(job) = jobs.get_mut(at) else { break };
-            let appended = batch.events();
-            let mut tx = ChangeTx { batch: &mut batch, log: &self.log, events: Vec::new() };
-            let result = AssertUnwindSafe(job.run(&mut tx)).catch_unwind().await;
-            let events = tx.events;
-            match result {
-                Ok(Ok(())) => outcomes.push(Outcome::Done(events)),
-                Ok(Err(refusal @ (CommerceError::NotFound(_) | CommerceError::BadInput(_))))
-                    if batch.events() == appended =>
-                {
-                    outcomes.push(Outcome::Refused(refusal))
+            if at == jobs.len() {
+                break;
+            }
+            // The statements of the changes from here up to the next one that is not one
+            // statement go together (on PostgreSQL in one round trip).
+            let statements: Vec<Statement> = jobs[at..].iter().map_while(|job| job.statement()).collect();
+            if statements.is_empty() {
+                let mut tx = ChangeTx { batch: &mut batch, log: &self.log, events: Vec::new() };
+                let result = AssertUnwindSafe(jobs[at].run(&mut tx)).catch_unwind().await;
+                let events = tx.events;
+                match sort(at, result, events) {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(failure) => return Err(self.give_up(batch, failure).await),
                 }
-                Ok(Err(CommerceError::Store(error))) if !batch::is_change_error(&error) => {
-                    self.count_statements(&batch);
-                    batch.rollback().await;
-                    return Err(Failure::Store(error));
+                continue;
+            }
+            let results = match batch.run_all(&statements).await {
+                Ok(results) => results,
+                Err((failed, error)) => {
+                    let failure = if batch::is_change_error(&error) {
+                        Failure::Change(at + failed, CommerceError::Store(error))
+                    } else {
+                        Failure::Store(error)
+                    };
+                    return Err(self.give_up(batch, failure).await);
                 }
-                Ok(Err(error)) => {
-                    self.count_statements(&batch);
-                    batch.rollback().await;
-                    return Err(Failure::Change(at, error));
-                }
-                Err(panic) => {
-                    // The panic struck between statements or inside one; either way the
-                    // connection answers a ROLLBACK (and is closed if it does not).
-                    self.count_statements(&batch);
-                    batch.rollback().await;
-                    return Err(Failure::Change(at, CommerceError::Internal(panic_message(&panic))));
+            };
+            for (i, changed) in results.iter().enumerate() {
+                let mut tx = ChangeTx { batch: &mut batch, log: &self.log, events: Vec::new() };
+                let job = &mut jobs[at + i];
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.finish(changed, &mut tx)));
+                let events = tx.events;
+                match sort(at + i, result, events) {
+                    Ok(outcome) => outcomes.push(outcome),
+                    Err(failure) => return Err(self.give_up(batch, failure).await),
                 }
             }
-            at += 1;
         }
-        self.counters.statements.fetch_add(batch.statements() + batch.statements_to_commit(), Ordering::Relaxed);
+        self.count_sent(batch.sent_so_far());
+        self.count_sent((batch.to_commit(), batch.to_commit()));
         batch.commit().await.map_err(Failure::Store)?;
         Ok(outcomes)
     }
 
-    fn count_statements(&self, batch: &WriteBatch) {
-        self.counters.statements.fetch_add(batch.statements(), Ordering::Relaxed);
+    /// Rolls the batch back (a change failed, or the store did) and says why.
+    async fn give_up(&self, batch: WriteBatch, failure: Failure) -> Failure {
+        self.count_sent(batch.sent_so_far());
+        batch.rollback().await;
+        failure
+    }
+
+    fn count_sent(&self, (statements, round_trips): (u64, u64)) {
+        self.counters.statements.fetch_add(statements, Ordering::Relaxed);
+        self.counters.round_trips.fetch_add(round_trips, Ordering::Relaxed);
     }
 
     /// Publishes the batch's events in commit order, then answers its callers.
@@ -427,6 +480,26 @@ impl Task {
         self.counters.changes.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("switchboard_writer_changes_total", "outcome" => outcome).increment(1);
         job.answer(answer);
+    }
+}
+
+/// Sorts how the change at `at` ended (its `run` or `finish`, a panic caught), with the events it
+/// recorded. A refusal is one only if the change recorded nothing (a change refuses before it
+/// writes); anything else that is not done makes its batch run again without it, unless the store
+/// itself failed.
+fn sort(
+    at: usize,
+    result: Result<Result<(), CommerceError>, Box<dyn Any + Send>>,
+    events: Vec<Event>,
+) -> Result<Outcome, Failure> {
+    match result {
+        Ok(Ok(())) => Ok(Outcome::Done(events)),
+        Ok(Err(refusal @ (CommerceError::NotFound(_) | CommerceError::BadInput(_)))) if events.is_empty() => {
+            Ok(Outcome::Refused(refusal))
+        }
+        Ok(Err(CommerceError::Store(error))) if !batch::is_change_error(&error) => Err(Failure::Store(error)),
+        Ok(Err(error)) => Err(Failure::Change(at, error)),
+        Err(panic) => Err(Failure::Change(at, CommerceError::Internal(panic_message(&panic)))),
     }
 }
 

@@ -115,7 +115,7 @@ impl Store {
         };
         let pool = match backend {
             Backend::Sqlite => sqlite_pool(url, options, options.max_connections).await?,
-            Backend::Postgres => postgres_pool(url, options.max_connections).await?,
+            Backend::Postgres => postgres_pool(url, options.max_connections, false).await?,
         };
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
@@ -125,7 +125,7 @@ impl Store {
             // An in-memory database is its one connection: the writer shares it.
             Backend::Sqlite if sqlite_in_memory(url) => pool.clone(),
             Backend::Sqlite => sqlite_pool(url, options, 1).await?,
-            Backend::Postgres => postgres_pool(url, 1).await?,
+            Backend::Postgres => postgres_pool(url, 1, true).await?,
         };
         Ok(Self { pool, writer, backend })
     }
@@ -165,13 +165,19 @@ impl Store {
     }
 }
 
-async fn postgres_pool(url: &str, size: u32) -> Result<AnyPool, StoreError> {
+/// A PostgreSQL pool; `writer`: the writer's, whose connections prepare the writer's statements
+/// when they open (see [`batch::prepare_all`]).
+async fn postgres_pool(url: &str, size: u32, writer: bool) -> Result<AnyPool, StoreError> {
     let connect: AnyConnectOptions = url.parse()?;
-    AnyPoolOptions::new()
-        .max_connections(size.max(1))
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(connect)
-        .await
+    let options = AnyPoolOptions::new().max_connections(size.max(1)).acquire_timeout(Duration::from_secs(5));
+    let options = if writer {
+        options.after_connect(|conn, _| {
+            Box::pin(async move { conn.execute(batch::prepare_all().as_str()).await.map(drop) })
+        })
+    } else {
+        options
+    };
+    options.connect_with(connect).await
 }
 
 fn sqlite_in_memory(url: &str) -> bool {
