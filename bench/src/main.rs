@@ -1130,9 +1130,10 @@ impl Table {
             .as_ref()
             .map_or_else(|| "-".to_owned(), |c| format!("{}/{}/-/{}", c.missing, c.reordered, c.closed));
         let mut notes = format!(
-            "{} commits/mut, {} statements/mut, {} switches/mut, store {} µs/mut, {} errors",
+            "{} commits/mut, {} statements/mut, {} round trips/mut, {} switches/mut, store {} µs/mut, {} errors",
             opt(r.commits_per_mutation(), 3),
             opt(r.statements_per_mutation(), 2),
+            opt(r.round_trips_per_mutation(), 2),
             opt(r.switches_per_mutation(), 1),
             opt(r.store_us_per_mutation(), 0),
             r.errors

@@ -88,6 +88,7 @@ pub struct Run {
     /// Deltas of the nodes' writer metrics (`None` for a build without them).
     pub commits: Option<f64>,
     pub statements: Option<f64>,
+    pub round_trips: Option<f64>,
     pub wall: f64,
     pub checked: Option<Checked>,
 }
@@ -111,6 +112,10 @@ impl Run {
 
     pub fn statements_per_mutation(&self) -> Option<f64> {
         self.statements.filter(|_| self.ok > 0).map(|c| c / self.ok as f64)
+    }
+
+    pub fn round_trips_per_mutation(&self) -> Option<f64> {
+        self.round_trips.filter(|_| self.ok > 0).map(|c| c / self.ok as f64)
     }
 }
 
@@ -273,6 +278,7 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
         switches,
         commits: after.zip(before).map(|(a, b)| a.0 - b.0),
         statements: after.zip(before).map(|(a, b)| a.1 - b.1),
+        round_trips: after.zip(before).map(|(a, b)| a.2 - b.2),
         wall,
         checked,
     })
@@ -293,9 +299,10 @@ async fn wait_ready(node: &Server, redis: bool) -> anyhow::Result<()> {
     bail!("not ready within 30 s: {last}")
 }
 
-/// Commits and statements the nodes' writers counted so far (`None`: a build without them).
-async fn writer_metrics(nodes: &[Server]) -> Option<(f64, f64)> {
-    let mut totals = (0.0, 0.0);
+/// Commits, statements and round trips the nodes' writers counted so far (`None`: a build without
+/// them).
+async fn writer_metrics(nodes: &[Server]) -> Option<(f64, f64, f64)> {
+    let mut totals = (0.0, 0.0, 0.0);
     for node in nodes {
         let text = scenarios::http_get(node, "/metrics").await.ok()?;
         let sum = |name: &str, label: &str| -> Option<f64> {
@@ -308,6 +315,7 @@ async fn writer_metrics(nodes: &[Server]) -> Option<(f64, f64)> {
         };
         totals.0 += sum("switchboard_writer_batches_total{", "outcome=\"committed\"")?;
         totals.1 += sum("switchboard_writer_statements_total", "")?;
+        totals.2 += sum("switchboard_writer_round_trips_total", "").unwrap_or(totals.1);
     }
     Some(totals)
 }
