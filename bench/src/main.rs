@@ -200,14 +200,17 @@ struct Args {
     /// cluster: nodes (default 3); writes: node counts to run, comma-separated (default 1).
     #[arg(long, value_delimiter = ',')]
     nodes: Vec<usize>,
-    /// writes: a previous Switchboard build to run side by side, alternating (e.g.
-    /// /work/baseline/switchboard-f6bf47f).
+    /// writes: a previous Switchboard build to run side by side, alternating (e.g. main as it was
+    /// before the group commit, f6bf47f).
     #[arg(long)]
     baseline_bin: Option<PathBuf>,
     /// writes: concurrent clients of the saturated runs, comma-separated (the last one's rate sets
     /// the open-loop run's).
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     clients: Vec<usize>,
+    /// writes: with several nodes, --clients per node rather than in all.
+    #[arg(long)]
+    scale_clients: bool,
     /// writes: subscriber sets per node that check every change arrives once and in order.
     #[arg(long, default_value_t = 0)]
     watchers: usize,
@@ -726,6 +729,7 @@ async fn writes(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<boo
                 nodes,
                 redis_url: args.redis_url.clone().filter(|_| nodes > 1),
                 clients: args.clients.clone(),
+                scale_clients: args.scale_clients,
                 depth: args.depth,
                 seconds: args.seconds,
                 near: args.near,

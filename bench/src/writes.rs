@@ -50,6 +50,8 @@ pub struct Opts {
     pub redis_url: Option<String>,
     /// Client counts of the saturated runs; the last is also the open-loop run's.
     pub clients: Vec<usize>,
+    /// With several nodes, `clients` per node rather than in all.
+    pub scale_clients: bool,
     pub depth: usize,
     pub seconds: f64,
     pub near: f64,
@@ -148,6 +150,7 @@ pub struct Series {
 pub async fn series(env: &Env, kind: Kind, opts: &Opts) -> anyhow::Result<Series> {
     let mut saturated = Vec::new();
     for &clients in &opts.clients {
+        let clients = if opts.scale_clients { clients * opts.nodes } else { clients };
         saturated.push(run(env, kind, opts, clients, Load::Saturated { depth: opts.depth }).await?);
     }
     let near = match saturated.last() {
