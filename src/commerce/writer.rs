@@ -6,9 +6,13 @@
 //! and under load each flush serves as many changes as arrived while the previous one was on its
 //! way to disk. With `WRITE_BATCH_WINDOW` set, a batch also takes changes that arrive while it
 //! runs, for that long from its start (fewer commits, a longer wait for its first changes; off by
-//! default: at a steady rate it saved no CPU per change and made the p99 worse). A batch, `COMMIT` included, may hold its connection at
-//! most `WRITE_BATCH_TIMEOUT` (on PostgreSQL every statement is also stopped by the store after
-//! that long); past it the batch fails as a whole.
+//! default: at a steady rate it saved no CPU per change and made the p99 worse). A batch, `COMMIT`
+//! included, may hold its connection at most `WRITE_BATCH_TIMEOUT` (on PostgreSQL every statement
+//! is also stopped by the store after that long); past it the batch fails as a whole.
+//!
+//! **One statement per change.** Most changes are one statement ([`Change::statement`]); the
+//! statements of consecutive changes run together ([`WriteBatch::run_all`]: on PostgreSQL in one
+//! round trip), then each change turns its rows into its output and events ([`Change::finish`]).
 //!
 //! **One change alone.** A change that is *refused* (not found, bad input, stock below zero)
 //! decides so before it writes, or with a statement whose guard wrote nothing, so the batch goes
@@ -31,9 +35,9 @@
 //! waits (hyper drops a request's future when its client goes away): stored and published, or
 //! refused. At shutdown the writer stops taking new changes, makes those it has, and ends.
 //!
-//! **One connection, one function.** A batch takes its connection from the pool, uses it and
-//! gives it back within [`Writer::batch`], in this one task, never held by a future that might
-//! not be polled.
+//! **One connection, one function.** A batch takes the writer's connection from its pool of one
+//! ([`Store::writer_pool`]), uses it and gives it back within one call of the task's `batch`, in
+//! this one task, never held by a future that might not be polled.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
