@@ -118,7 +118,15 @@ impl Application {
             }
             None => None,
         };
-        let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
+        let commerce = Arc::new(Commerce::start(
+            store,
+            log,
+            broker,
+            backplane,
+            config.writer_settings(),
+            &tracker,
+            shutdown.clone(),
+        ));
         let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(

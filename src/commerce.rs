@@ -1,30 +1,33 @@
-//! The changes clients can make: each one stored in a transaction, then published.
+//! The changes clients can make: each one stored by the node's writer, then published.
 //!
 //! Callers have already decided *whether* the viewer may make the change (that is the GraphQL
-//! layer's job); this module decides whether the change is valid, stores it and publishes it.
+//! layer's job); this module decides whether the change is valid, and hands it to the
+//! [`writer`], which stores it with the other changes waiting (one transaction, one flush, a
+//! group commit), publishes its event once the batch has committed, in commit order, and only
+//! then answers. A refused or failed change publishes nothing and fails alone. Every change is
+//! one statement to the store where the engine allows it (see [`crate::store::batch`]).
 //!
-//! Writes are serialised by one async mutex held from `BEGIN` until the event is handed to the
-//! broker. SQLite admits one writer at a time anyway, so this costs no throughput, and it makes
-//! commit order and publish order the same: two concurrent `adjustInventory` calls can neither
-//! lose an update nor reach a subscriber in the wrong order. A refused or failed change rolls
-//! back (the transaction is dropped) and publishes nothing.
-//!
-//! Each change runs in a task of its own ([`detached`]): a client that disconnects while its
-//! mutation is committing drops the request's future, and a change cancelled between `COMMIT`
-//! and `publish` would be stored but never reach its subscribers. In its own task, a change that
-//! has started always finishes: committed and published, or rolled back.
+//! A change handed to the writer is made whether or not its caller still waits: a client that
+//! disconnects while its mutation commits drops the request's future, and a change cancelled
+//! between `COMMIT` and `publish` would be stored but never reach its subscribers.
 
-use std::sync::Arc;
+pub mod writer;
 
 use rand::Rng;
-use sqlx::AnyConnection;
-use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cluster::Backplane;
 use crate::event_log::EventLog;
-use crate::model::{Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
+use crate::model::{Decimal, Notification, Order, OrderEventKind, Product, Timestamp};
+use crate::pubsub::event::Stamp;
 use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
-use crate::store::{Store, StoreError, notifications, orders, products};
+use crate::store::batch::{Changed, Statement};
+pub use crate::store::orders::OrderChanges;
+use crate::store::products::Stock;
+use crate::store::{Store, StoreError, batch, notifications, orders, products};
+pub use writer::{Change, ChangeTx, WriterSettings, WriterStats};
+use writer::{Outlet, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommerceError {
@@ -34,44 +37,42 @@ pub enum CommerceError {
     BadInput(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The change's task failed without an answer (it panicked); nothing was published.
+    /// The change was not made: its code panicked, its batch could not be committed, or the
+    /// server is stopping. Nothing was published.
     #[error("the change failed: {0}")]
     Internal(String),
 }
 
 type Result<T> = std::result::Result<T, CommerceError>;
 
-/// What `updateOrder` may change; `None` leaves a field alone. `tracking_number: Some(None)`
-/// clears it.
-#[derive(Debug, Default, Clone)]
-pub struct OrderChanges {
-    pub status: Option<OrderStatus>,
-    pub payment_status: Option<PaymentStatus>,
-    pub tracking_number: Option<Option<String>>,
-}
-
 #[derive(Debug)]
 pub struct Commerce {
     store: Store,
     log: EventLog,
     broker: Broker,
-    /// With several nodes, events go through the backplane (which hands them to `broker` in the
-    /// store's commit order, with the other nodes' events); alone, straight to `broker`.
     backplane: Option<Backplane>,
-    writer: Mutex<()>,
+    writer: Writer,
 }
 
 impl Commerce {
-    pub fn new(store: Store, log: EventLog, broker: Broker, backplane: Option<Backplane>) -> Self {
-        Self { store, log, broker, backplane, writer: Mutex::new(()) }
-    }
-
-    /// Publishes a committed change (under the writer lock, so in commit order).
-    fn publish(&self, event: Event) {
-        match &self.backplane {
-            Some(backplane) => backplane.publish(event),
-            None => self.broker.publish(event),
-        }
+    /// Starts the node's writer (on `tracker`; it drains and stops when `shutdown` is cancelled).
+    /// With a backplane, events go through it (it hands them to `broker` in the store's commit
+    /// order, with the other nodes' events); alone, straight to `broker`.
+    pub fn start(
+        store: Store,
+        log: EventLog,
+        broker: Broker,
+        backplane: Option<Backplane>,
+        settings: WriterSettings,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let outlet = match &backplane {
+            Some(backplane) => Outlet::Backplane(backplane.clone()),
+            None => Outlet::Broker(broker.clone()),
+        };
+        let writer = Writer::start(store.clone(), log.clone(), outlet, settings, tracker, shutdown);
+        Self { store, log, broker, backplane, writer }
     }
 
     pub fn backplane(&self) -> Option<&Backplane> {
@@ -90,13 +91,22 @@ impl Commerce {
         &self.broker
     }
 
-    /// Proves the store can commit now (for `/ready`), in turn with the other writes.
-    pub async fn probe_write(&self) -> Result<()> {
-        let _writer = self.writer.lock().await;
-        Ok(self.store.probe_write().await?)
+    /// Makes `change` through the writer (see [`writer`]): the way every change is made.
+    pub async fn change<C: Change>(&self, change: C) -> Result<C::Output> {
+        self.writer.submit(change).await
     }
 
-    pub async fn create_order(self: &Arc<Self>, customer_id: &str, total: Decimal, currency: &str) -> Result<Order> {
+    /// What this node's writer has done so far.
+    pub fn writer_stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+
+    /// Proves the store can commit now (for `/ready`): a one-row write, in a batch like any change.
+    pub async fn probe_write(&self) -> Result<()> {
+        self.change(Probe(Timestamp::now())).await
+    }
+
+    pub async fn create_order(&self, customer_id: &str, total: Decimal, currency: &str) -> Result<Order> {
         let customer_id = customer_id.trim();
         if customer_id.is_empty() {
             return Err(CommerceError::BadInput("customerId must not be empty".into()));
@@ -108,91 +118,26 @@ impl Commerce {
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(CommerceError::BadInput("currency must be a 3-letter ISO 4217 code".into()));
         }
-        let (this, customer_id) = (self.clone(), customer_id.to_owned());
-        detached(async move {
-            let _writer = this.writer.lock().await;
-            let mut tx = this.store.write().await?;
-            let at = Timestamp::now();
-            let order_number = order_number(at);
-            let new = orders::NewOrder {
-                order_number: &order_number,
-                customer_id: &customer_id,
-                total,
-                currency: &currency,
-                at,
-            };
-            let order = orders::insert(tx.conn(), new).await?;
-            let event = this.order_event(tx.conn(), OrderEventKind::Created, order.clone(), Vec::new(), at).await?;
-            tx.commit().await?;
-            this.publish(event);
-            Ok(order)
-        })
-        .await
+        let at = Timestamp::now();
+        let order_number = order_number(at);
+        self.change(CreateOrder { customer_id: customer_id.to_owned(), total, currency, order_number, at }).await
     }
 
     /// Applies `changes`; when nothing actually changes, nothing is stored or published.
-    pub async fn update_order(self: &Arc<Self>, id: i64, changes: OrderChanges) -> Result<Order> {
+    pub async fn update_order(&self, id: i64, changes: OrderChanges) -> Result<Order> {
         if let Some(Some(tracking)) = &changes.tracking_number
             && tracking.len() > 128
         {
             return Err(CommerceError::BadInput("trackingNumber is longer than 128 characters".into()));
         }
-        let this = self.clone();
-        detached(async move { this.store_order_changes(id, changes).await }).await
+        self.change(UpdateOrder { id, changes, at: Timestamp::now() }).await
     }
 
-    async fn store_order_changes(&self, id: i64, changes: OrderChanges) -> Result<Order> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.write().await?;
-        let mut order = orders::get(tx.conn(), id).await?.ok_or_else(|| not_found("Order", id))?;
-        let mut changed = Vec::new();
-        if let Some(status) = changes.status.filter(|s| *s != order.status) {
-            order.status = status;
-            changed.push("status".to_owned());
-        }
-        if let Some(payment) = changes.payment_status.filter(|p| *p != order.payment_status) {
-            order.payment_status = payment;
-            changed.push("paymentStatus".to_owned());
-        }
-        if let Some(tracking) = changes.tracking_number.filter(|t| *t != order.tracking_number) {
-            order.tracking_number = tracking;
-            changed.push("trackingNumber".to_owned());
-        }
-        if changed.is_empty() {
-            return Ok(order);
-        }
-        let at = Timestamp::now();
-        order.updated_at = at;
-        orders::save(tx.conn(), &order).await?;
-        let event = self.order_event(tx.conn(), OrderEventKind::Updated, order.clone(), changed, at).await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(order)
+    pub async fn delete_order(&self, id: i64) -> Result<Order> {
+        self.change(DeleteOrder { id, at: Timestamp::now() }).await
     }
 
-    pub async fn delete_order(self: &Arc<Self>, id: i64) -> Result<Order> {
-        let this = self.clone();
-        detached(async move {
-            let _writer = this.writer.lock().await;
-            let mut tx = this.store.write().await?;
-            let order = orders::get(tx.conn(), id).await?.ok_or_else(|| not_found("Order", id))?;
-            orders::delete(tx.conn(), id).await?;
-            let at = Timestamp::now();
-            let event = this.order_event(tx.conn(), OrderEventKind::Deleted, order.clone(), Vec::new(), at).await?;
-            tx.commit().await?;
-            this.publish(event);
-            Ok(order)
-        })
-        .await
-    }
-
-    pub async fn create_product(
-        self: &Arc<Self>,
-        sku: &str,
-        name: &str,
-        price: Decimal,
-        quantity: i32,
-    ) -> Result<Product> {
+    pub async fn create_product(&self, sku: &str, name: &str, price: Decimal, quantity: i32) -> Result<Product> {
         let (sku, name) = (sku.trim(), name.trim());
         if sku.is_empty() || name.is_empty() {
             return Err(CommerceError::BadInput("sku and name must not be empty".into()));
@@ -203,72 +148,21 @@ impl Commerce {
         if quantity < 0 {
             return Err(CommerceError::BadInput("quantity must not be negative".into()));
         }
-        let (this, sku, name) = (self.clone(), sku.to_owned(), name.to_owned());
-        detached(async move {
-            let _writer = this.writer.lock().await;
-            let mut tx = this.store.write().await?;
-            if products::sku_exists(tx.conn(), &sku).await? {
-                return Err(CommerceError::BadInput(format!("a product with sku {sku:?} already exists")));
-            }
-            let product = products::insert(tx.conn(), &sku, &name, price, quantity, Timestamp::now()).await?;
-            tx.commit().await?;
-            Ok(product)
-        })
-        .await
+        let (sku, name, at) = (sku.to_owned(), name.to_owned(), Timestamp::now());
+        self.change(CreateProduct { sku, name, price, quantity, at }).await
     }
 
     /// Adds `delta` (which may be negative) to the stock; the result may not go below zero.
-    pub async fn adjust_inventory(self: &Arc<Self>, product_id: i64, delta: i32) -> Result<Product> {
-        let this = self.clone();
-        detached(async move {
-            this.change_stock(product_id, |current| {
-                current.checked_add(delta).ok_or_else(|| CommerceError::BadInput("stock would overflow".into()))
-            })
-            .await
-        })
-        .await
+    pub async fn adjust_inventory(&self, product_id: i64, delta: i32) -> Result<Product> {
+        self.change(ChangeStock { id: product_id, stock: Stock::Add(delta), at: Timestamp::now() }).await
     }
 
-    pub async fn set_inventory(self: &Arc<Self>, product_id: i64, quantity: i32) -> Result<Product> {
-        let this = self.clone();
-        detached(async move { this.change_stock(product_id, |_| Ok(quantity)).await }).await
-    }
-
-    /// Read, compute, write and publish under the writer lock: no concurrent change is lost.
-    async fn change_stock(&self, id: i64, new_quantity: impl FnOnce(i32) -> Result<i32>) -> Result<Product> {
-        let _writer = self.writer.lock().await;
-        let mut tx = self.store.write().await?;
-        let mut product = products::get(tx.conn(), id).await?.ok_or_else(|| not_found("Product", id))?;
-        let previous = product.quantity;
-        let quantity = new_quantity(previous)?;
-        if quantity < 0 {
-            return Err(CommerceError::BadInput(format!("stock cannot go below zero (product {id} has {previous})")));
-        }
-        let at = Timestamp::now();
-        products::set_quantity(tx.conn(), id, quantity, at).await?;
-        product.quantity = quantity;
-        product.updated_at = at;
-        let event = self
-            .log
-            .record(tx.conn(), Event::product_topic(id), |stamp| {
-                EventBody::Inventory(InventoryChangePayload {
-                    product_id: async_graphql::ID(id.to_string()),
-                    new_quantity: quantity,
-                    previous_quantity: Some(previous),
-                    timestamp: at,
-                    product: product.clone(),
-                    cursor: stamp.cursor,
-                    sequence: stamp.sequence,
-                })
-            })
-            .await?;
-        tx.commit().await?;
-        self.publish(event);
-        Ok(product)
+    pub async fn set_inventory(&self, product_id: i64, quantity: i32) -> Result<Product> {
+        self.change(ChangeStock { id: product_id, stock: Stock::Set(quantity), at: Timestamp::now() }).await
     }
 
     pub async fn send_notification(
-        self: &Arc<Self>,
+        &self,
         user_id: &str,
         kind: &str,
         title: &str,
@@ -278,60 +172,14 @@ impl Commerce {
         if user_id.is_empty() || kind.trim().is_empty() || title.trim().is_empty() {
             return Err(CommerceError::BadInput("userId, type and title must not be empty".into()));
         }
-        let this = self.clone();
         let (user_id, kind, title, message) =
             (user_id.to_owned(), kind.trim().to_owned(), title.to_owned(), message.to_owned());
-        detached(async move {
-            let _writer = this.writer.lock().await;
-            let mut tx = this.store.write().await?;
-            let new = notifications::NewNotification {
-                user_id: &user_id,
-                kind: &kind,
-                title: &title,
-                message: &message,
-                at: Timestamp::now(),
-            };
-            let notification = notifications::insert(tx.conn(), new).await?;
-            let event = this
-                .log
-                .record(tx.conn(), Event::user_topic(&user_id), |stamp| {
-                    EventBody::Notification(NotificationPayload::new(&notification, stamp))
-                })
-                .await?;
-            tx.commit().await?;
-            this.publish(event);
-            Ok(notification)
-        })
-        .await
+        self.change(SendNotification { user_id, kind, title, message, at: Timestamp::now() }).await
     }
 
     /// Marks one notification read. The caller has checked that it belongs to the viewer.
-    pub async fn mark_notification_read(self: &Arc<Self>, id: i64) -> Result<Notification> {
-        let this = self.clone();
-        detached(async move {
-            let _writer = this.writer.lock().await;
-            let mut tx = this.store.write().await?;
-            let mut notification =
-                notifications::get(tx.conn(), id).await?.ok_or_else(|| not_found("Notification", id))?;
-            if !notification.read {
-                notifications::mark_read(tx.conn(), id).await?;
-                tx.commit().await?;
-                notification.read = true;
-            }
-            Ok(notification)
-        })
-        .await
-    }
-}
-
-/// Runs a change in a task of its own, so that it finishes even if its caller stops waiting.
-async fn detached<T: Send + 'static>(change: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
-    match tokio::spawn(change).await {
-        Ok(result) => result,
-        Err(e) => {
-            tracing::error!(error = %e, "a change's task failed");
-            Err(CommerceError::Internal(e.to_string()))
-        }
+    pub async fn mark_notification_read(&self, id: i64) -> Result<Notification> {
+        self.change(MarkRead { id }).await
     }
 }
 
@@ -339,31 +187,222 @@ fn not_found(what: &str, id: i64) -> CommerceError {
     CommerceError::NotFound(format!("{what} {id}"))
 }
 
-impl Commerce {
-    /// Records an order event in the caller's transaction (see [`EventLog::record`]).
-    async fn order_event(
-        &self,
-        conn: &mut AnyConnection,
-        kind: OrderEventKind,
-        order: Order,
-        changed_fields: Vec<String>,
-        at: Timestamp,
-    ) -> Result<Event> {
-        let topic = Event::order_topic(order.id);
-        let event = self
-            .log
-            .record(conn, topic, |stamp| {
-                EventBody::Order(OrderEvent {
-                    kind,
-                    order,
-                    changed_fields,
-                    at,
-                    cursor: stamp.cursor,
-                    sequence: stamp.sequence,
-                })
+/// An order event's body.
+fn order_event(
+    kind: OrderEventKind,
+    order: Order,
+    changed_fields: Vec<String>,
+    at: Timestamp,
+) -> impl FnOnce(Stamp) -> EventBody {
+    move |stamp| {
+        EventBody::Order(OrderEvent { kind, order, changed_fields, at, cursor: stamp.cursor, sequence: stamp.sequence })
+    }
+}
+
+struct CreateOrder {
+    customer_id: String,
+    total: Decimal,
+    currency: String,
+    order_number: String,
+    at: Timestamp,
+}
+
+impl Change for CreateOrder {
+    type Output = Order;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::create(&orders::NewOrder {
+            order_number: &self.order_number,
+            customer_id: &self.customer_id,
+            total: self.total,
+            currency: &self.currency,
+            at: self.at,
+        }))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let (order, seq) = orders::created(tx.batch(), changed)?;
+        tx.record(
+            Event::order_topic(order.id),
+            seq,
+            order_event(OrderEventKind::Created, order.clone(), Vec::new(), self.at),
+        )?;
+        Ok(order)
+    }
+}
+
+struct UpdateOrder {
+    id: i64,
+    changes: OrderChanges,
+    at: Timestamp,
+}
+
+impl Change for UpdateOrder {
+    type Output = Order;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::update(self.id, &self.changes, self.at, &Event::order_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let topic = Event::order_topic(self.id);
+        let update = orders::updated(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Order", self.id))?;
+        let Some((order, seq)) = update.after else { return Ok(update.before) };
+        let before = &update.before;
+        let mut changed = Vec::new();
+        if order.status != before.status {
+            changed.push("status".to_owned());
+        }
+        if order.payment_status != before.payment_status {
+            changed.push("paymentStatus".to_owned());
+        }
+        if order.tracking_number != before.tracking_number {
+            changed.push("trackingNumber".to_owned());
+        }
+        tx.record(topic, seq, order_event(OrderEventKind::Updated, order.clone(), changed, self.at))?;
+        Ok(order)
+    }
+}
+
+struct DeleteOrder {
+    id: i64,
+    at: Timestamp,
+}
+
+impl Change for DeleteOrder {
+    type Output = Order;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(orders::delete(self.id, &Event::order_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Order> {
+        let topic = Event::order_topic(self.id);
+        let (order, seq) = orders::deleted(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Order", self.id))?;
+        tx.record(topic, seq, order_event(OrderEventKind::Deleted, order.clone(), Vec::new(), self.at))?;
+        Ok(order)
+    }
+}
+
+struct CreateProduct {
+    sku: String,
+    name: String,
+    price: Decimal,
+    quantity: i32,
+    at: Timestamp,
+}
+
+impl Change for CreateProduct {
+    type Output = Product;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(products::create(&self.sku, &self.name, self.price, self.quantity, self.at))
+    }
+
+    fn finish(&self, changed: &Changed, _: &mut ChangeTx<'_>) -> Result<Product> {
+        products::created(changed)?
+            .ok_or_else(|| CommerceError::BadInput(format!("a product with sku {:?} already exists", self.sku)))
+    }
+}
+
+/// `setInventory` and `adjustInventory`: read, compute and write in one statement, under the
+/// batch's write lock, so no concurrent change is lost.
+struct ChangeStock {
+    id: i64,
+    stock: Stock,
+    at: Timestamp,
+}
+
+impl Change for ChangeStock {
+    type Output = Product;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(products::change_stock(self.id, self.stock, self.at, &Event::product_topic(self.id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Product> {
+        let (id, topic) = (self.id, Event::product_topic(self.id));
+        let change = products::stock_changed(tx.batch(), changed, &topic)?.ok_or_else(|| not_found("Product", id))?;
+        let previous = change.before.quantity;
+        let Some((product, seq)) = change.after else {
+            return Err(CommerceError::BadInput(match self.stock {
+                Stock::Add(delta) if previous.checked_add(delta).is_none() => "stock would overflow".into(),
+                _ => format!("stock cannot go below zero (product {id} has {previous})"),
+            }));
+        };
+        tx.record(topic, seq, |stamp| {
+            EventBody::Inventory(InventoryChangePayload {
+                product_id: async_graphql::ID(id.to_string()),
+                new_quantity: product.quantity,
+                previous_quantity: Some(previous),
+                timestamp: self.at,
+                product: product.clone(),
+                cursor: stamp.cursor,
+                sequence: stamp.sequence,
             })
-            .await?;
-        Ok(event)
+        })?;
+        Ok(product)
+    }
+}
+
+struct SendNotification {
+    user_id: String,
+    kind: String,
+    title: String,
+    message: String,
+    at: Timestamp,
+}
+
+impl Change for SendNotification {
+    type Output = Notification;
+
+    fn statement(&self) -> Option<Statement> {
+        let new = notifications::NewNotification {
+            user_id: &self.user_id,
+            kind: &self.kind,
+            title: &self.title,
+            message: &self.message,
+            at: self.at,
+        };
+        Some(notifications::create(&new, &Event::user_topic(&self.user_id)))
+    }
+
+    fn finish(&self, changed: &Changed, tx: &mut ChangeTx<'_>) -> Result<Notification> {
+        let topic = Event::user_topic(&self.user_id);
+        let (notification, seq) = notifications::created(tx.batch(), changed, &topic)?;
+        tx.record(topic, seq, |stamp| EventBody::Notification(NotificationPayload::new(&notification, stamp)))?;
+        Ok(notification)
+    }
+}
+
+struct MarkRead {
+    id: i64,
+}
+
+impl Change for MarkRead {
+    type Output = Notification;
+
+    fn statement(&self) -> Option<Statement> {
+        Some(notifications::mark_read(self.id))
+    }
+
+    fn finish(&self, changed: &Changed, _: &mut ChangeTx<'_>) -> Result<Notification> {
+        notifications::marked(changed)?.ok_or_else(|| not_found("Notification", self.id))
+    }
+}
+
+/// `/ready`'s write: it proves the store commits only if its batch commits.
+struct Probe(Timestamp);
+
+impl Change for Probe {
+    type Output = ();
+
+    fn statement(&self) -> Option<Statement> {
+        Some(batch::probe(self.0))
+    }
+
+    fn finish(&self, _: &Changed, _: &mut ChangeTx<'_>) -> Result<()> {
+        Ok(())
     }
 }
 
@@ -378,6 +417,7 @@ fn order_number(at: Timestamp) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -390,7 +430,16 @@ mod tests {
     async fn a_change_whose_caller_stops_waiting_is_still_stored_and_published() {
         let store = Store::connect("sqlite::memory:").await.expect("store");
         let log = EventLog::open(store.clone(), Default::default()).await.expect("log");
-        let commerce = Arc::new(Commerce::new(store, log, Broker::new(), None));
+        let tracker = TaskTracker::new();
+        let commerce = Arc::new(Commerce::start(
+            store,
+            log,
+            Broker::new(),
+            None,
+            WriterSettings::default(),
+            &tracker,
+            CancellationToken::new(),
+        ));
         let price = "1.00".parse().expect("decimal");
         let product = commerce.create_product("A", "A", price, 1).await.expect("product");
         let mut events = commerce.broker().subscribe(Key::Product(product.id), 8, &SlowConsumer::new());

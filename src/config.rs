@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commerce::WriterSettings;
 use crate::event_log::LogSettings;
 use crate::store::{SqliteSynchronous, StoreOptions};
 
@@ -92,6 +93,20 @@ pub struct Config {
     /// a crash of the process but not of the machine).
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = SqliteSynchronous::Full, global = true)]
     pub sqlite_synchronous: SqliteSynchronous,
+
+    /// The most changes the node's writer puts in one batch (one transaction, one flush to disk).
+    #[arg(long, env = "WRITE_BATCH_MAX", default_value_t = 256, global = true)]
+    pub write_batch_max: usize,
+
+    /// Milliseconds, from a batch's start, during which it also takes changes that arrive while it
+    /// runs (0: only the changes already waiting when it starts).
+    #[arg(long, env = "WRITE_BATCH_WINDOW", default_value_t = 0, global = true)]
+    pub write_batch_window: u64,
+
+    /// Milliseconds a batch may hold its store connection, COMMIT included; past it every change
+    /// of the batch fails (on PostgreSQL each statement is also stopped by the store then).
+    #[arg(long, env = "WRITE_BATCH_TIMEOUT", default_value_t = 5_000, global = true)]
+    pub write_batch_timeout: u64,
 
     /// HS256 signing key. Unset: a random key for this run only, and sample tokens are printed.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
@@ -305,6 +320,14 @@ impl Config {
             max_connections: self.database_max_connections,
             sqlite_synchronous: self.sqlite_synchronous,
             timeout: Duration::from_millis(self.store_timeout.max(1)),
+        }
+    }
+
+    pub fn writer_settings(&self) -> WriterSettings {
+        WriterSettings {
+            max_changes: self.write_batch_max.max(1),
+            window: Duration::from_millis(self.write_batch_window),
+            timeout: Duration::from_millis(self.write_batch_timeout.max(1)),
         }
     }
 

@@ -1,8 +1,8 @@
 //! The durable event log and its cursors: the one seam through which anything resumes.
 //!
 //! Every published change is appended to the log in the transaction that stores it
-//! ([`EventLog::record`]), with a store-wide position that is gap-free and in commit order, and
-//! its entity's per-topic sequence number. A cursor names a position in one log: it is
+//! ([`EventLog::record`], in the writer's batch), with a store-wide position that is gap-free and
+//! in commit order, and its entity's per-topic sequence number. A cursor names a position in one log: it is
 //! `<epoch>.<position>`, where the epoch is a random name the log got when it was first opened, so
 //! that a cursor from another store, or from this one before it was recreated, is recognised
 //! rather than misread. Clients treat cursors as opaque.
@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use sqlx::AnyConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,8 +44,9 @@ use crate::budget::{PerAddressQueue, QueuedSlot};
 use crate::model::Timestamp;
 use crate::pubsub::event::Stamp;
 use crate::pubsub::{Event, EventBody, Key};
-use crate::store::events::{self, NewEvent, Selection};
-use crate::store::{self, Reader, Store, StoreError};
+use crate::store::batch::{EventRow, WriteBatch};
+use crate::store::events::{self, Selection};
+use crate::store::{Reader, Store, StoreError};
 
 /// How the log is kept and read.
 #[derive(Debug, Clone, Copy)]
@@ -186,30 +186,30 @@ impl EventLog {
         Ok(position)
     }
 
-    /// Appends the change made in the caller's transaction: assigns its log position and topic
-    /// sequence, builds its body with the resulting [`Stamp`], and stores it. The caller publishes
-    /// the returned event once the transaction has committed.
-    pub async fn record(
+    /// Records a change that `batch` has just made: gives it the batch's next log position,
+    /// builds its body with the resulting [`Stamp`] (that position's cursor and `seq`, the
+    /// sequence the change's statement took on `topic`), and buffers the row for the batch's
+    /// append. The caller publishes the returned event once the batch has committed.
+    pub fn record(
         &self,
-        conn: &mut AnyConnection,
+        batch: &mut WriteBatch,
         topic: String,
+        seq: u64,
         body: impl FnOnce(Stamp) -> EventBody,
     ) -> Result<Event, StoreError> {
-        let position = events::next_position(conn).await?;
-        let seq = store::next_seq(conn, &topic).await?;
+        let position = batch.next_position();
         let stamp = Stamp { cursor: self.cursor(position), sequence: seq as i64 };
         let event = Event { topic, seq, position, body: body(stamp) };
         let json = serde_json::to_string(&event.body).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let row = NewEvent {
+        batch.append(EventRow {
             position,
-            topic: &event.topic,
+            topic: event.topic.clone(),
             seq,
             kind: event.kind(),
-            audience: event.audience(),
-            body: &json,
-            created_at: &Timestamp::now().to_string(),
-        };
-        events::append(conn, row).await?;
+            audience: event.audience().map(str::to_owned),
+            body: json,
+            created_at: Timestamp::now().to_string(),
+        });
         Ok(event)
     }
 
@@ -397,8 +397,8 @@ fn decode(row: events::StoredEvent) -> Result<Event, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Notification;
     use crate::pubsub::NotificationPayload;
+    use crate::store::notifications::{self, NewNotification};
 
     async fn log_with(settings: LogSettings) -> EventLog {
         let store = Store::connect("sqlite::memory:").await.expect("store");
@@ -406,23 +406,15 @@ mod tests {
     }
 
     async fn notify(log: &EventLog, user: &str) -> Event {
-        let mut tx = log.store.write().await.expect("tx");
-        let n = Notification {
-            id: 1,
-            user_id: user.into(),
-            kind: "info".into(),
-            title: "t".into(),
-            message: "m".into(),
-            read: false,
-            created_at: Timestamp::now(),
-        };
+        let mut batch = WriteBatch::begin(&log.store, Duration::from_secs(5)).await.expect("batch");
+        let topic = Event::user_topic(user);
+        let new = NewNotification { user_id: user, kind: "info", title: "t", message: "m", at: Timestamp::now() };
+        let changed = batch.run(&notifications::create(&new, &topic)).await.expect("stored");
+        let (n, seq) = notifications::created(&mut batch, &changed, &topic).expect("stored");
         let event = log
-            .record(tx.conn(), Event::user_topic(user), |stamp| {
-                EventBody::Notification(NotificationPayload::new(&n, stamp))
-            })
-            .await
+            .record(&mut batch, topic, seq, |stamp| EventBody::Notification(NotificationPayload::new(&n, stamp)))
             .expect("recorded");
-        tx.commit().await.expect("commit");
+        batch.commit().await.expect("commit");
         event
     }
 
@@ -444,9 +436,9 @@ mod tests {
     async fn a_rolled_back_change_gives_its_position_back() {
         let log = log_with(LogSettings::default()).await;
         notify(&log, "a").await;
-        let mut tx = log.store.write().await.expect("tx");
-        assert_eq!(events::next_position(tx.conn()).await.expect("position"), 2);
-        tx.rollback().await;
+        let mut batch = WriteBatch::begin(&log.store, Duration::from_secs(5)).await.expect("batch");
+        assert_eq!(batch.next_position(), 2);
+        batch.rollback().await;
         assert_eq!(notify(&log, "a").await.position, 2);
     }
 

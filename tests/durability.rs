@@ -71,13 +71,28 @@ const COUNT: &str = "{ notifications(first: 1000) { id message } }";
 /// Sends one large notification; `Some(id)` when acknowledged, `None` when refused with
 /// INTERNAL_SERVER_ERROR (the only acceptable failure on a full disk).
 async fn notify(app: &TestApp, n: usize) -> Option<String> {
-    let message = format!("{n:06}-{}", "x".repeat(16 * 1024));
-    let (status, body) = app.post(Some(&app.staff()), NOTIFY, json!({ "u": "u1", "m": message })).await;
+    notify_in_task(app, n).await.expect("the request's task")
+}
+
+/// [`notify`] in a task of its own.
+fn notify_in_task(app: &TestApp, n: usize) -> tokio::task::JoinHandle<Option<String>> {
+    let (http, url, staff) = (app.http.clone(), app.url("/graphql"), app.staff());
+    tokio::spawn(async move {
+        let message = format!("{n:06}-{}", "x".repeat(16 * 1024));
+        let request = json!({ "query": NOTIFY, "variables": { "u": "u1", "m": message } });
+        let response = http.post(url).bearer_auth(staff).json(&request).send().await.expect("answered");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON");
+        refused_or_acknowledged(status, &body)
+    })
+}
+
+fn refused_or_acknowledged(status: u16, body: &Value) -> Option<String> {
     assert_eq!(status, 200, "{body}");
     match body["data"]["sendNotification"]["id"].as_str() {
         Some(id) => Some(id.to_owned()),
         None => {
-            assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+            assert_eq!(error_code(body), "INTERNAL_SERVER_ERROR", "{body}");
             let text = body.to_string();
             assert!(!text.contains("disk") && !text.contains("database"), "internals leaked: {text}");
             None
@@ -168,24 +183,94 @@ async fn a_full_disk_loses_no_acknowledged_write_and_the_server_recovers_by_itse
     app.stop().await;
 }
 
-/// The real binary, on a file store, killed with SIGKILL while clients write: after a restart,
-/// every write that was acknowledged is there.
+/// A batch of twenty changes whose `COMMIT` fails for want of disk: none of them is answered as
+/// done or published, `/ready` says 503, and writes recover by themselves once there is room.
 #[tokio::test]
-async fn kill_9_loses_no_acknowledged_write() {
+async fn a_batch_whose_commit_fails_is_neither_acknowledged_nor_published() {
+    let Some(disk) = SmallDisk::mount("3m") else { return };
+    let url = format!("sqlite://{}", disk.path("store.db").display());
+    let app = spawn_app_with(|c| c.database_url = url.clone()).await;
+    let mut subscriber = app.graphql_ws(Some(&app.token("u1", TestRole::Customer))).await;
+    subscriber.subscribe_live(&app, "n", "subscription { notificationCreated { id } }", json!({})).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..3 {
+        acknowledged.push(notify(&app, n).await.expect("the disk has room"));
+    }
+    assert_eq!(drain_events(&mut subscriber, Duration::from_millis(300)).await, acknowledged);
+
+    // Twenty writes wait behind a gate while the disk fills; then one batch takes them all.
+    let gate = gate::close(&app).await;
+    let before = app.state.commerce.writer_stats();
+    let writes: Vec<_> = (3..23).map(|n| notify_in_task(&app, n)).collect();
+    disk.fill("filler");
+    gate.open_when_queued(&app, 20).await;
+    for write in writes {
+        assert_eq!(write.await.expect("task"), None, "a change of the failed batch was acknowledged");
+    }
+    let stats = app.state.commerce.writer_stats();
+    assert_eq!((stats.commits - before.commits, stats.failed - before.failed), (1, 1), "{stats:?}");
+    let (status, body) = ready_status(&app).await;
+    assert_eq!(status, 503, "/ready must notice a store that cannot commit: {body}");
+    assert_eq!(drain_events(&mut subscriber, Duration::from_millis(500)).await, Vec::<String>::new());
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    assert_eq!(stored_ids(&app).await, expected, "a change of the failed batch was stored");
+
+    // Room again: the writer recovers by itself, without a restart.
+    std::fs::remove_file(disk.path("filler")).expect("filler removed");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ready_status(&app).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "/ready never recovered: {:?}", ready_status(&app).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes: Vec<_> = (23..33).map(|n| notify_in_task(&app, n)).collect();
+    for write in writes {
+        acknowledged.push(write.await.expect("task").expect("the disk has room again"));
+    }
+    let mut published = drain_events(&mut subscriber, Duration::from_millis(500)).await;
+    published.sort();
+    let mut expected = acknowledged[3..].to_vec();
+    expected.sort();
+    assert_eq!(published, expected, "after recovering, exactly the acknowledged writes are published");
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    assert_eq!(stored_ids(&app).await, expected);
+    app.stop().await;
+}
+
+/// The real binary, on a file store, killed with SIGKILL while sixteen clients write at once (so
+/// that its writer commits them in batches): after a restart, every write that was acknowledged is
+/// there, and resuming from any cursor a subscriber saw before the kill gives exactly the stored
+/// events after it, in order.
+#[tokio::test]
+async fn kill_9_in_the_middle_of_batches_loses_no_acknowledged_write() {
     let dir = std::env::temp_dir().join(format!("switchboard-kill-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let url = format!("sqlite://{}", dir.join("store.db").display());
 
     let server = Server::start(&url);
     let staff = server.token("staff-1", "staff");
+    let customer = server.token("u1", "customer");
     let http = reqwest::Client::new();
+    // A subscriber keeps every (id, cursor) it is sent until the server dies.
+    let mut watcher = server.graphql_ws(&customer).await;
+    watcher.subscribe("n", "subscription { notificationCreated { id cursor } }", json!({})).await;
+    wait_until_live(&http, &server, &staff, &mut watcher).await;
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Next::Json(message) = watcher.next_within(Duration::from_secs(30)).await {
+            let event = &message["payload"]["data"]["notificationCreated"];
+            seen.push((id_number(&event["id"]), event["cursor"].as_str().expect("cursor").to_owned()));
+        }
+        seen
+    });
     // At most 800 writes in all, so that one page of `notifications` (1000) reads them all back.
-    let writers: Vec<_> = (0..4)
+    let writers: Vec<_> = (0..16)
         .map(|w| {
             let (http, url, staff) = (http.clone(), server.url("/graphql"), staff.clone());
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
-                for n in 0..200 {
+                for n in 0..50 {
                     let body = json!({ "query": NOTIFY, "variables": { "u": "u1", "m": format!("{w}-{n}") } });
                     let Ok(response) = http.post(&url).bearer_auth(&staff).json(&body).send().await else { break };
                     let Ok(body) = response.json::<Value>().await else { break };
@@ -198,29 +283,88 @@ async fn kill_9_loses_no_acknowledged_write() {
         })
         .collect();
 
-    // Let the writers get going, then kill the server in the middle of their writes.
+    // Let the writers get going, then kill the server in the middle of their batches.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let stored = count_notifications(&http, &server).await;
-        if stored >= 100 {
+        if stored >= 200 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the writers never got going ({stored} stored)");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let metrics = http.get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     server.kill9();
     let mut acknowledged = Vec::new();
     for writer in writers {
         acknowledged.extend(writer.await.expect("writer"));
     }
-    assert!(acknowledged.len() >= 100, "only {} writes were acknowledged", acknowledged.len());
+    // At least 200 were stored before the kill; all but the sixteen in flight were answered.
+    assert!(acknowledged.len() >= 200 - 16, "only {} writes were acknowledged", acknowledged.len());
+    let commits = metric(&metrics, "switchboard_writer_batches_total{", "outcome=\"committed\"");
+    let changes = metric(&metrics, "switchboard_writer_changes_total{", "outcome=\"committed\"");
+    assert!(commits < changes, "the writes were not batched: {commits} commits for {changes} changes");
+    let seen = seen.await.expect("watcher");
+    assert!(seen.len() >= 100, "the subscriber saw only {} events", seen.len());
 
     let server = Server::start(&url);
-    let stored: std::collections::HashSet<String> = all_notification_ids(&http, &server).await.into_iter().collect();
-    let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    let stored = all_notification_ids(&http, &server).await;
+    let stored_set: std::collections::HashSet<&String> = stored.iter().collect();
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !stored_set.contains(id)).collect();
     assert!(lost.is_empty(), "{} acknowledged writes lost after kill -9: {lost:?}", lost.len());
+    let mut stored: Vec<u64> = stored.iter().map(|id| id.parse().expect("numeric id")).collect();
+    stored.sort();
+    for (id, _) in &seen {
+        assert!(stored.binary_search(id).is_ok(), "notification {id} was published but not stored");
+    }
+    // Resuming from a cursor seen before the kill replays exactly what is stored after it.
+    let customer = server.token("u1", "customer");
+    for (seen_id, cursor) in [&seen[0], &seen[seen.len() / 2], &seen[seen.len() - 1]] {
+        let mut ws = server.graphql_ws(&customer).await;
+        ws.subscribe("r", "subscription($a: String) { notificationCreated(after: $a) { id } }", json!({ "a": cursor }))
+            .await;
+        let mut replayed = Vec::new();
+        while let Next::Json(message) = ws.next_within(Duration::from_millis(500)).await {
+            assert_eq!(message["type"], "next", "{message}");
+            replayed.push(id_number(&message["payload"]["data"]["notificationCreated"]["id"]));
+        }
+        let expected: Vec<u64> = stored.iter().copied().filter(|id| id > seen_id).collect();
+        assert_eq!(replayed, expected, "resuming after notification {seen_id}");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn id_number(id: &Value) -> u64 {
+    id.as_str().and_then(|id| id.parse().ok()).unwrap_or_else(|| panic!("a numeric id, not {id}"))
+}
+
+/// The sum of a metric's samples in Prometheus text whose line starts with `name` and contains
+/// `label`.
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Sends notifications to someone else until the subscription of `ws` is certainly live (a
+/// `ping` answered after the subscribe), then one more to `u1` that it must see; drops that one.
+async fn wait_until_live(http: &reqwest::Client, server: &Server, staff: &str, ws: &mut GqlWs) {
+    ws.send(json!({ "type": "ping" })).await;
+    loop {
+        match ws.next_within(WAIT).await {
+            Next::Json(message) if message["type"] == "pong" => break,
+            Next::Json(_) => continue,
+            other => panic!("no pong: {other:?}"),
+        }
+    }
+    let body = json!({ "query": NOTIFY, "variables": { "u": "u1", "m": "first" } });
+    http.post(server.url("/graphql")).bearer_auth(staff).json(&body).send().await.expect("sent");
+    match ws.next_within(WAIT).await {
+        Next::Json(message) => assert_eq!(message["type"], "next", "{message}"),
+        other => panic!("the subscription is not live: {other:?}"),
+    }
 }
 
 /// The release or debug binary of this build, run as a child process on a free port.
@@ -257,6 +401,18 @@ impl Server {
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A graphql-transport-ws connection, initialised with `token` and acknowledged.
+    async fn graphql_ws(&self, token: &str) -> GqlWs {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/graphql", self.addr).into_client_request().expect("request");
+        request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().expect("header"));
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+        let mut ws = GqlWs(ws);
+        ws.send(json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } })).await;
+        assert_eq!(ws.recv().await["type"], "connection_ack");
+        ws
     }
 
     fn token(&self, sub: &str, role: &str) -> String {

@@ -11,6 +11,7 @@ mod resume;
 mod scenarios;
 mod sys;
 mod target;
+mod writes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,12 @@ enum Scenario {
     /// value), the cross-node hop at -r/s, Redis commands per publish, CPU of an unwatched event
     /// (also republished at 1k, 5k and 20k/s).
     Cluster,
+    /// Issue 17: an open-loop mix of setInventory, adjustInventory, updateOrder, createOrder and
+    /// sendNotification from --clients concurrent clients (half pipelined HTTP, half graphql-ws):
+    /// saturated mutations/s, CPU, context switches, commits and statements per mutation, then
+    /// latency at --near of that rate; with --baseline-bin the same on that build, alternating;
+    /// with --nodes 1,3 and --redis-url, several nodes on one store (--watchers check order).
+    Writes,
     /// Internal: run the baseline server (started by the harness itself).
     #[value(hide = true)]
     BaselineServer,
@@ -190,9 +197,27 @@ struct Args {
     /// cluster: PostgreSQL's postmaster pid, whose processes' CPU is reported as the store's.
     #[arg(long)]
     pg_pid: Option<u32>,
-    /// cluster: nodes.
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
+    /// cluster: nodes (default 3); writes: node counts to run, comma-separated (default 1).
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// writes: a previous Switchboard build to run side by side, alternating (e.g. main as it was
+    /// before the group commit, f6bf47f).
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
+    /// writes: concurrent clients of the saturated runs, comma-separated (the last one's rate sets
+    /// the open-loop run's).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    clients: Vec<usize>,
+    /// writes: with several nodes, --clients per node rather than in all.
+    #[arg(long)]
+    scale_clients: bool,
+    /// writes: subscriber sets per node that check every change arrives once and in order.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
+    /// writes: the store's own ceiling for one change at a time (pgbench's tps, measured by
+    /// bench/cluster.sh), to compare the cluster's mutations/s with.
+    #[arg(long)]
+    ceiling: Option<f64>,
     /// cluster: subscribers per node watching every product.
     #[arg(long, default_value_t = 10)]
     per_node: usize,
@@ -248,6 +273,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         settings: SpawnSettings {
             switchboard_bin: args.spawn.clone().unwrap_or_else(|| default_binary("release")),
             prelog_bin: args.without_log.clone().unwrap_or_else(|| default_binary("prelog")),
+            previous_bin: args.baseline_bin.clone(),
             node_dir: args.node_dir.clone(),
             jwt_secret: args.jwt_secret.clone(),
             database_url: args.database_url.clone(),
@@ -377,6 +403,7 @@ async fn run(args: Args, fd_limit: u64) -> anyhow::Result<bool> {
         }
         Scenario::Console => clean &= console(&env, sb, &args, &mut table).await?,
         Scenario::Cluster => clean &= cluster(&env, &args, &mut table).await?,
+        Scenario::Writes => clean &= writes(&env, &args, &mut table).await?,
         Scenario::BaselineServer => unreachable!("handled in main"),
     }
     table.print();
@@ -532,7 +559,7 @@ async fn cluster(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bo
         redis_url,
         database_url: args.database_url.clone(),
         pg_pid: args.pg_pid,
-        nodes: args.nodes.max(2),
+        nodes: args.nodes.last().copied().unwrap_or(3).max(2),
         rate: args.rate.unwrap_or(5000.0),
         seconds: args.seconds,
         subscribers: args.per_node,
@@ -680,6 +707,123 @@ async fn cluster(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bo
         table.target("CPU µs per event a node does not watch (node-3, no clients)", us, "(as low as may be)", true);
     }
     Ok(r.fanout_with.clean() && r.fanout_without.clean() && s.checked.clean() && h.checked.clean())
+}
+
+/// `writes`: every run as a row, then the figures of issue 17 as ratios taken in this run.
+async fn writes(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<bool> {
+    table.issue = Some("issue 17");
+    let node_counts = if args.nodes.is_empty() { vec![1] } else { args.nodes.clone() };
+    if node_counts.iter().any(|&n| n > 1) && args.redis_url.is_none() {
+        anyhow::bail!("writes with several nodes needs --redis-url (bench/cluster.sh starts Redis and PostgreSQL)");
+    }
+    let kinds: Vec<Kind> = match &args.baseline_bin {
+        Some(bin) if bin.exists() => vec![Kind::Switchboard, Kind::Previous],
+        Some(bin) => anyhow::bail!("--baseline-bin {} not found", bin.display()),
+        None => vec![Kind::Switchboard],
+    };
+    let mut clean = true;
+    let mut results: Vec<(Kind, usize, writes::Series)> = Vec::new();
+    for repeat in 0..args.repeats.max(1) {
+        for &nodes in &node_counts {
+            let opts = writes::Opts {
+                nodes,
+                redis_url: args.redis_url.clone().filter(|_| nodes > 1),
+                clients: args.clients.clone(),
+                scale_clients: args.scale_clients,
+                depth: args.depth,
+                seconds: args.seconds,
+                near: args.near,
+                rate: args.rate,
+                watchers: args.watchers,
+                store_pid: args.pg_pid,
+            };
+            // Alternate which server goes first, so that drifting load weighs on both alike.
+            let mut order = kinds.clone();
+            if repeat % 2 == 1 {
+                order.reverse();
+            }
+            for kind in order {
+                let series = writes::series(env, kind, &opts).await?;
+                for run in series.saturated.iter().chain(&series.near) {
+                    table.writes(run);
+                    clean &= run.errors == 0 && run.checked.as_ref().is_none_or(writes::Checked::clean);
+                }
+                results.push((kind, nodes, series));
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    let saturated = |kind: Kind, nodes: usize, f: &dyn Fn(&writes::Run) -> Option<f64>| {
+        median(
+            results
+                .iter()
+                .filter(|(k, n, _)| *k == kind && *n == nodes)
+                .filter_map(|(_, _, s)| s.saturated.last().and_then(f))
+                .collect(),
+        )
+    };
+    let near = |kind: Kind, nodes: usize, f: &dyn Fn(&writes::Run) -> Option<f64>| {
+        median(
+            results
+                .iter()
+                .filter(|(k, n, _)| *k == kind && *n == nodes)
+                .filter_map(|(_, _, s)| s.near.as_ref().and_then(f))
+                .collect(),
+        )
+    };
+    let ours = Kind::Switchboard;
+    for &nodes in &node_counts {
+        let at = format!("{nodes} node{}", if nodes > 1 { "s" } else { "" });
+        let rate = saturated(ours, nodes, &|r| Some(r.per_s));
+        if kinds.contains(&Kind::Previous) {
+            table.ratio(
+                &format!("{at}: saturated mutations/s vs the previous build (medians)"),
+                rate,
+                saturated(Kind::Previous, nodes, &|r| Some(r.per_s)),
+                "≥ 5",
+            );
+        }
+        if let Some(us) = saturated(ours, nodes, &|r| r.cpu_us_per_mutation()) {
+            table.target(&format!("{at}: server CPU µs per mutation, saturated (median)"), us, "≤ 120", us <= 120.0);
+        }
+        if let Some(p99) = near(ours, nodes, &|r| Some(r.latency.p99)) {
+            let asked = format!("{at}: p99 ms at {:.0} % of the saturated rate (median)", args.near * 100.0);
+            table.target(&asked, p99, "≤ 20", p99 <= 20.0);
+        }
+        if let Some(commits) = saturated(ours, nodes, &|r| r.commits_per_mutation()) {
+            table.target(&format!("{at}: commits per mutation, saturated (median)"), commits, "≤ 0.1", commits <= 0.1);
+        }
+        if let Some(ceiling) = args.ceiling.filter(|_| nodes > 1) {
+            table.ratio(&format!("{at}: mutations/s vs pgbench one at a time"), rate, Some(ceiling), "≥ 3");
+        }
+        if nodes > 1 && node_counts.contains(&1) {
+            table.ratio(
+                &format!("{at} vs 1 node: saturated mutations/s"),
+                rate,
+                saturated(ours, 1, &|r| Some(r.per_s)),
+                "≥ 1.5",
+            );
+        }
+        if args.watchers > 0 {
+            let checked: Vec<&writes::Checked> = results
+                .iter()
+                .filter(|(k, n, _)| *k == ours && *n == nodes)
+                .flat_map(|(_, _, s)| s.saturated.iter().chain(&s.near))
+                .filter_map(|r| r.checked.as_ref())
+                .collect();
+            let lost: u64 = checked.iter().map(|c| c.missing + c.reordered + c.closed).sum();
+            table.target(
+                &format!("{at}: events lost or out of order, subscribers closed, on every node"),
+                lost as f64,
+                "0",
+                lost == 0,
+            );
+        }
+    }
+    Ok(clean)
 }
 
 /// `logcost`: rows for every run, then the ratios of issue 9 (with ÷ without).
@@ -977,6 +1121,49 @@ impl Table {
                 }
                 note
             },
+        ]);
+    }
+
+    fn writes(&mut self, r: &writes::Run) {
+        let label = match r.kind {
+            Kind::Previous => "previous build",
+            kind => kind.label(),
+        };
+        let checked = r
+            .checked
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |c| format!("{}/{}/-/{}", c.missing, c.reordered, c.closed));
+        let mut notes = format!(
+            "{} commits/mut, {} statements/mut, {} round trips/mut, {} switches/mut, store {} µs/mut, {} errors",
+            opt(r.commits_per_mutation(), 3),
+            opt(r.statements_per_mutation(), 2),
+            opt(r.round_trips_per_mutation(), 2),
+            opt(r.switches_per_mutation(), 1),
+            opt(r.store_us_per_mutation(), 0),
+            r.errors
+        );
+        if let Some(c) = &r.checked {
+            notes += &format!("; {} subscribers got {} events", c.subscribers, c.events);
+        }
+        if let Some(e) = &r.first_error {
+            notes += &format!("; {e}");
+        }
+        self.rows.push([
+            format!("writes, {} node{}", r.nodes, if r.nodes > 1 { "s" } else { "" }),
+            label.into(),
+            match r.load {
+                writes::Load::Saturated { depth } => {
+                    format!("saturated: {} clients × {depth} in flight, n={}", r.clients, r.sent)
+                }
+                writes::Load::Open { rate } => format!("open loop R={rate:.0}/s, {} clients, n={}", r.clients, r.sent),
+            },
+            format!("{:.0} mut/s", r.per_s),
+            format!("{} µs/mut", opt(r.cpu_us_per_mutation(), 1)),
+            format!("{} mut/s", opt(r.cpu_us_per_mutation().map(|us| 1e6 / us), 0)),
+            format!("{:.2}/{:.2}/{:.2}", r.latency.p50, r.latency.p99, r.latency.p999),
+            checked,
+            format!("{}/-", pct(r.cpu.map(|c| c / r.wall / r.nodes as f64))),
+            notes,
         ]);
     }
 

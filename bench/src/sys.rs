@@ -79,6 +79,42 @@ pub fn storage_written(pid: u32) -> Option<u64> {
     io.lines().find_map(|l| l.strip_prefix("write_bytes:")).and_then(|v| v.trim().parse().ok())
 }
 
+/// Voluntary and involuntary context switches of every live thread of `pid`.
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        for line in status.lines() {
+            if let Some(n) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += n.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+/// CPU of a process and its children (PostgreSQL: the postmaster and its backends and workers).
+/// A child that exits between two readings takes its time with it: the phases keep their
+/// connections open, so only short-lived workers are missed.
+pub fn tree_cpu(root: u32) -> Duration {
+    let mut total = cpu_time_fine(root).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else { continue };
+        // Fields after the name: state, ppid, …
+        if rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(root) {
+            total += cpu_time_fine(pid).unwrap_or_default();
+        }
+    }
+    total
+}
+
 /// CPU time of a process between two instants, as a tiny helper for reports.
 #[derive(Clone, Copy)]
 pub struct CpuMark {

@@ -17,6 +17,9 @@ pub enum Kind {
     /// Switchboard as it was before the event log (commit `d182529`, or whatever binary
     /// `--without-log` names): the "without" side of `logcost` and `logidle`.
     PreLog,
+    /// A previous build of Switchboard (`--baseline-bin`, e.g. main before the group commit): the
+    /// other side of `writes`.
+    Previous,
     /// Started by someone else.
     External,
 }
@@ -28,6 +31,7 @@ impl Kind {
             Kind::Baseline => "baseline",
             Kind::Node => "node-peer",
             Kind::PreLog => "pre-log",
+            Kind::Previous => "previous",
             Kind::External => "external",
         }
     }
@@ -39,6 +43,8 @@ pub struct SpawnSettings {
     pub switchboard_bin: PathBuf,
     /// The pre-event-log Switchboard binary ([`Kind::PreLog`]).
     pub prelog_bin: PathBuf,
+    /// A previous Switchboard build ([`Kind::Previous`]).
+    pub previous_bin: Option<PathBuf>,
     pub node_dir: PathBuf,
     pub jwt_secret: String,
     /// `None`: a fresh SQLite file under /tmp per server.
@@ -80,8 +86,12 @@ impl Server {
         let log = PathBuf::from(format!("/tmp/switchboard-bench-{tag}.log"));
         let mut db_file = None;
         let mut command = match kind {
-            Kind::Switchboard | Kind::PreLog => {
-                let bin = if kind == Kind::PreLog { &settings.prelog_bin } else { &settings.switchboard_bin };
+            Kind::Switchboard | Kind::PreLog | Kind::Previous => {
+                let bin = match kind {
+                    Kind::PreLog => &settings.prelog_bin,
+                    Kind::Previous => settings.previous_bin.as_ref().context("no --baseline-bin given")?,
+                    _ => &settings.switchboard_bin,
+                };
                 if !bin.exists() {
                     bail!("{} not found (see BENCHMARKS.md: bench/build-prelog.sh builds it)", bin.display());
                 }

@@ -59,42 +59,6 @@ pub async fn state<'c>(db: impl Executor<'c, Database = Any>) -> Result<LogState
     })
 }
 
-/// Assigns the next position, inside the caller's write transaction. On PostgreSQL the row lock
-/// this takes is held until the transaction ends, so positions are assigned and committed in one
-/// order across every node; a rolled-back transaction gives its position back.
-pub async fn next_position(conn: &mut AnyConnection) -> Result<u64, StoreError> {
-    let position: i64 =
-        sqlx::query_scalar("UPDATE log_state SET head = head + 1 WHERE id = 1 RETURNING head").fetch_one(conn).await?;
-    Ok(position as u64)
-}
-
-pub struct NewEvent<'a> {
-    pub position: u64,
-    pub topic: &'a str,
-    pub seq: u64,
-    pub kind: &'a str,
-    pub audience: Option<&'a str>,
-    pub body: &'a str,
-    pub created_at: &'a str,
-}
-
-pub async fn append(conn: &mut AnyConnection, event: NewEvent<'_>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO event_log (position, topic, seq, kind, audience, body, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(event.position as i64)
-    .bind(event.topic)
-    .bind(event.seq as i64)
-    .bind(event.kind)
-    .bind(event.audience)
-    .bind(event.body)
-    .bind(event.created_at)
-    .execute(conn)
-    .await
-    .map(drop)
-}
-
 fn from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         position: row.try_get::<i64, _>("position")? as u64,

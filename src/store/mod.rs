@@ -7,24 +7,27 @@
 //! backend has its own migrations (`migrations/sqlite`, `migrations/postgres`) for the DDL that
 //! differs.
 //!
-//! Reads go through [`Store::read`], writes through [`Store::write`], whose [`WriteTx`] never lets
+//! Reads go through [`Store::read`]. Changes go through [`batch::WriteBatch`]: many in one
+//! transaction, each in one statement where the engine allows it, committed once (the writer in
+//! [`crate::commerce`] makes the batches, and publishes their events in commit order). Under it,
+//! and under the few other writes ([`Store::write`]: retention, demo data), [`WriteTx`] never lets
 //! a connection go back to the pool in the middle of a transaction (see `tx.rs` for why that lost
-//! acknowledged writes on a full disk). [`crate::commerce`] serialises writes so that the order
-//! events are published in is the order they were committed in.
+//! acknowledged writes on a full disk).
 //!
 //! # The rule for pooled connections
 //!
 //! A pooled connection is taken, used and given back inside one task that nothing but the store
-//! work itself keeps waiting: [`Store::read`] runs each read in a task of its own, and writes run
-//! in detached tasks (`commerce`). Never inside a stream or a future that its owner may stop
+//! work itself keeps waiting: [`Store::read`] runs each read in a task of its own, and the writer
+//! runs its batches in its own task. Never inside a stream or a future that its owner may stop
 //! polling: a subscription's resolver runs inside a stream that its connection polls only between
 //! messages, so a read started there and then left unpolled (the connection busy handling its next
 //! message, which itself waits for a connection) held the pool's only connection until the pool's
 //! timeout, and froze every request on the node meanwhile. And nothing holds one for long: every
 //! statement has a deadline, `STORE_TIMEOUT` (PostgreSQL's `statement_timeout` on the server, the
-//! same bound on the wait for a connection, and on each read as the caller sees it); SQLite reads
-//! are bounded by their `LIMIT`s.
+//! same bound on the wait for a connection, and on each read as the caller sees it; a batch has
+//! `WRITE_BATCH_TIMEOUT`); SQLite reads are bounded by their `LIMIT`s.
 
+pub mod batch;
 pub mod events;
 pub mod notifications;
 pub mod orders;
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
+use sqlx::{Any, AnyPool, Executor, Row};
 use tokio::sync::Semaphore;
 
 pub use tx::WriteTx;
@@ -63,11 +66,13 @@ impl Backend {
     ///
     /// SQLite's `IMMEDIATE` takes its one write lock at once (two writers never both read and then
     /// fail to upgrade). PostgreSQL locks the event log's state row, which every write then holds
-    /// until it commits or rolls back.
-    fn begin(self) -> &'static [&'static str] {
+    /// until it commits or rolls back. Either way the statements also read the log's head, in the
+    /// same round trip (sent as one string, without parameters: PostgreSQL's simple protocol
+    /// takes several statements at once).
+    fn begin(self) -> &'static str {
         match self {
-            Backend::Sqlite => &["BEGIN IMMEDIATE"],
-            Backend::Postgres => &["BEGIN", "SELECT head FROM log_state WHERE id = 1 FOR UPDATE"],
+            Backend::Sqlite => "BEGIN IMMEDIATE; SELECT head FROM log_state WHERE id = 1",
+            Backend::Postgres => "BEGIN; SELECT head FROM log_state WHERE id = 1 FOR UPDATE",
         }
     }
 }
@@ -98,8 +103,8 @@ impl StoreOptions {
 }
 
 /// Whom a read is for. Anonymous reads together take at most half of the pool's connections at
-/// once ([`Store::read`]): however many strangers query at once, signed-in users' reads and every
-/// write find a connection.
+/// once ([`Store::read`]): however many strangers query at once, signed-in users' reads find a
+/// connection (and the writer has its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reader {
     /// A client without a token, from this address.
@@ -116,6 +121,8 @@ pub enum SqliteSynchronous {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// The writer's own connection (see [`Store::writer_pool`]).
+    writer: AnyPool,
     backend: Backend,
     timeout: Duration,
     /// The connections anonymous reads may hold at once (see [`Reader`]).
@@ -142,34 +149,37 @@ impl Store {
             ));
         };
         let pool = match backend {
-            Backend::Sqlite => sqlite_pool(url, options).await?,
-            Backend::Postgres => {
-                let connect: AnyConnectOptions = url.parse()?;
-                // The server itself ends a statement that runs past the timeout (waiting for a
-                // lock included), so that no request holds a connection longer than that.
-                let statement_timeout = format!("SET statement_timeout = {}", options.timeout.as_millis().max(1));
-                AnyPoolOptions::new()
-                    .max_connections(options.max_connections.max(1))
-                    .acquire_timeout(options.timeout)
-                    .after_connect(move |conn, _| {
-                        let statement_timeout = statement_timeout.clone();
-                        Box::pin(async move { conn.execute(statement_timeout.as_str()).await.map(drop) })
-                    })
-                    .connect_with(connect)
-                    .await?
-            }
+            Backend::Sqlite => sqlite_pool(url, options, options.max_connections).await?,
+            Backend::Postgres => postgres_pool(url, options, options.max_connections, false).await?,
         };
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
         }
+        let writer = match backend {
+            // An in-memory database is its one connection: the writer shares it.
+            Backend::Sqlite if sqlite_in_memory(url) => pool.clone(),
+            Backend::Sqlite => sqlite_pool(url, options, 1).await?,
+            Backend::Postgres => postgres_pool(url, options, 1, true).await?,
+        };
         let size = pool.options().get_max_connections() as usize;
         let anonymous = Arc::new(Semaphore::new((size / 2).max(1)));
-        Ok(Self { pool, backend, timeout: options.timeout, anonymous })
+        Ok(Self { pool, writer, backend, timeout: options.timeout, anonymous })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// A pool of one connection for the node's writer, so that every batch runs on the same
+    /// connection: SQLite drops a connection's whole page cache when another connection has
+    /// committed since it last read, so a writer that took any pooled connection re-read its pages
+    /// from the file at almost every batch (measured: 2.6 % of the server's CPU in `read` calls
+    /// at saturation). It also means reads never keep the writer waiting for a connection. Its
+    /// connection is used, and given back, within one function per batch, and closed after a
+    /// failed `COMMIT` like any other ([`WriteTx`]); the pool then opens a fresh one.
+    pub fn writer_pool(&self) -> &AnyPool {
+        &self.writer
     }
 
     pub fn backend(&self) -> Backend {
@@ -225,7 +235,7 @@ impl Store {
 
     /// Opens a write transaction (see [`WriteTx`]).
     pub async fn write(&self) -> Result<WriteTx, StoreError> {
-        WriteTx::begin(&self.pool, self.backend.begin()).await
+        Ok(WriteTx::begin(&self.pool, self.backend.begin()).await?.0)
     }
 
     /// True when the database answers a trivial query.
@@ -233,28 +243,38 @@ impl Store {
         self.read(Reader::SignedIn, |db| async move { sqlx::query("SELECT 1").execute(&db).await.map(drop) }).await
     }
 
-    /// Proves that the store can durably write right now: one tiny transaction on a row kept for
-    /// it. A store that answers reads but cannot commit (a full disk, a read-only mount) fails
-    /// here; `/ready` reports that. Callers serialise it with the other writes.
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO store_probe (id, at) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-        )
-        .bind(crate::model::Timestamp::now().to_string())
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await
-    }
-
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }
 
-async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, StoreError> {
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+/// A PostgreSQL pool; `writer`: the writer's, whose connections prepare the writer's statements
+/// when they open (see [`batch::prepare_all`]). The server itself ends a statement that runs past
+/// `STORE_TIMEOUT` (waiting for a lock included), so that no request holds a connection longer.
+async fn postgres_pool(url: &str, options: &StoreOptions, size: u32, writer: bool) -> Result<AnyPool, StoreError> {
+    let connect: AnyConnectOptions = url.parse()?;
+    let mut setup = format!("SET statement_timeout = {};\n", options.timeout.as_millis().max(1));
+    if writer {
+        setup.push_str(&batch::prepare_all());
+    }
+    AnyPoolOptions::new()
+        .max_connections(size.max(1))
+        .acquire_timeout(options.timeout)
+        .after_connect(move |conn, _| {
+            let setup = setup.clone();
+            Box::pin(async move { conn.execute(setup.as_str()).await.map(drop) })
+        })
+        .connect_with(connect)
+        .await
+}
+
+fn sqlite_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+async fn sqlite_pool(url: &str, options: &StoreOptions, size: u32) -> Result<AnyPool, StoreError> {
+    let in_memory = sqlite_in_memory(url);
     // `mode=rwc` creates the file when it is missing, as a first `cargo run` needs.
     let url = if in_memory || url.contains("mode=") {
         url.to_owned()
@@ -272,7 +292,7 @@ async fn sqlite_pool(url: &str, options: &StoreOptions) -> Result<AnyPool, Store
     let pool_options = if in_memory {
         AnyPoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
     } else {
-        AnyPoolOptions::new().max_connections(options.max_connections.max(1))
+        AnyPoolOptions::new().max_connections(size.max(1))
     };
     pool_options
         .acquire_timeout(options.timeout)
@@ -304,18 +324,6 @@ fn redact(url: &str) -> String {
         Some((scheme, (_, host))) => format!("{scheme}://…@{host}"),
         None => url.to_owned(),
     }
-}
-
-/// Bumps and returns the sequence number of an event stream, inside the caller's transaction.
-pub async fn next_seq(conn: &mut AnyConnection, topic: &str) -> Result<u64, StoreError> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO topic_sequences (topic, seq) VALUES ($1, 1)
-         ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq",
-    )
-    .bind(topic)
-    .fetch_one(conn)
-    .await?;
-    Ok(seq as u64)
 }
 
 /// The row of `table` with this id, decoded by `from_row`.

@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
+use super::batch::{Changed, Sql, Statement, WriteBatch};
 use super::{StoreError, by_id, decode};
 use crate::model::{Decimal, Product, Timestamp};
 
@@ -34,11 +35,6 @@ pub async fn list(db: impl Executor<'_, Database = Any>, limit: i64) -> Result<V
         .collect()
 }
 
-pub async fn sku_exists(db: impl Executor<'_, Database = Any>, sku: &str) -> Result<bool, StoreError> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products WHERE sku = $1").bind(sku).fetch_one(db).await?;
-    Ok(count > 0)
-}
-
 pub async fn insert(
     conn: &mut AnyConnection,
     sku: &str,
@@ -60,12 +56,93 @@ pub async fn insert(
     from_row(&row)
 }
 
-pub async fn set_quantity(conn: &mut AnyConnection, id: i64, quantity: i32, at: Timestamp) -> Result<(), StoreError> {
-    sqlx::query("UPDATE products SET quantity = $2, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(quantity)
-        .bind(at.to_string())
-        .execute(conn)
-        .await
-        .map(drop)
+/// Creates a product (in a batch); [`created`] reads the outcome.
+pub fn create(sku: &str, name: &str, price: Decimal, quantity: i32, at: Timestamp) -> Statement {
+    let values = vec![sku.into(), name.into(), price.to_string().into(), quantity.into(), at.to_string().into()];
+    Statement::new(&CREATE, values)
 }
+
+/// The product [`create`] made; `None` when the sku is taken (nothing was written then).
+pub fn created(changed: &Changed) -> Result<Option<Product>, StoreError> {
+    changed.after.as_ref().map(from_row).transpose()
+}
+
+pub const CREATE: Sql = Sql {
+    name: "sb_product_create",
+    types: "text, text, text, integer, text",
+    sqlite: "INSERT INTO products (sku, name, price, quantity, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (sku) DO NOTHING
+             RETURNING 1 AS is_after, id, sku, name, price, quantity, updated_at, NULL AS seq",
+    postgres: "INSERT INTO products (sku, name, price, quantity, updated_at) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (sku) DO NOTHING
+               RETURNING 1::BIGINT AS is_after, id, sku, name, price, quantity, updated_at, NULL::BIGINT AS seq",
+};
+
+/// How a stock change sets the quantity.
+#[derive(Debug, Clone, Copy)]
+pub enum Stock {
+    Set(i32),
+    Add(i32),
+}
+
+/// What a stock change found and did.
+#[derive(Debug)]
+pub struct StockChange {
+    pub before: Product,
+    /// The product after the change and the sequence its event takes on the product's topic;
+    /// `None` when the new quantity would leave `0..=i32::MAX` (then nothing was written).
+    pub after: Option<(Product, u64)>,
+}
+
+/// Sets or adjusts a product's stock in one statement, which reads the product, writes it only
+/// if the new quantity stays in `0..=i32::MAX`, and takes the next sequence on `topic` (see
+/// [`WriteBatch`]); [`stock_changed`] reads the outcome.
+pub fn change_stock(id: i64, stock: Stock, at: Timestamp, topic: &str) -> Statement {
+    let (add, value) = match stock {
+        Stock::Set(q) => (false, q),
+        Stock::Add(d) => (true, d),
+    };
+    Statement::new(&CHANGE_STOCK, vec![id.into(), add.into(), value.into(), at.to_string().into(), topic.into()])
+}
+
+/// What [`change_stock`] did; `None` when there is no such product.
+pub fn stock_changed(
+    batch: &mut WriteBatch,
+    changed: &Changed,
+    topic: &str,
+) -> Result<Option<StockChange>, StoreError> {
+    let Some(before) = changed.before.as_ref().map(from_row).transpose()? else { return Ok(None) };
+    let after = match changed.after.as_ref().map(from_row).transpose()? {
+        Some(product) => Some((product, batch.sequence(topic, changed)?)),
+        None => None,
+    };
+    Ok(Some(StockChange { before, after }))
+}
+
+pub const CHANGE_STOCK: Sql = Sql {
+    name: "sb_product_change_stock",
+    types: "bigint, boolean, integer, text, text",
+    // The product before (with its topic's stored sequence), then the guarded update: two
+    // statements in one hand-off to SQLite's worker thread, under the batch's write lock.
+    sqlite: "\
+SELECT 0 AS is_after, id, sku, name, price, quantity, updated_at,
+       (SELECT seq FROM topic_sequences WHERE topic = $5) AS seq
+FROM products WHERE id = $1;
+UPDATE products SET quantity = CASE WHEN $2 THEN quantity + $3 ELSE $3 END, updated_at = $4
+WHERE id = $1 AND CASE WHEN $2 THEN quantity + $3 ELSE $3 END BETWEEN 0 AND 2147483647
+RETURNING 1 AS is_after, id, sku, name, price, quantity, updated_at, NULL AS seq",
+    // The same as one statement, which also bumps the topic's sequence when the update happened.
+    postgres: "\
+WITH cur AS (SELECT id, sku, name, price, quantity, updated_at FROM products WHERE id = $1),
+upd AS (
+    UPDATE products SET quantity = CASE WHEN $2 THEN products.quantity + $3 ELSE $3 END, updated_at = $4
+    WHERE id = $1 AND CASE WHEN $2 THEN products.quantity + $3 ELSE $3 END BETWEEN 0 AND 2147483647
+    RETURNING id, sku, name, price, quantity, updated_at
+),
+seq AS (
+    INSERT INTO topic_sequences (topic, seq) SELECT $5, 1 FROM upd
+    ON CONFLICT (topic) DO UPDATE SET seq = topic_sequences.seq + 1 RETURNING seq
+)
+SELECT 0::BIGINT AS is_after, cur.*, NULL::BIGINT AS seq FROM cur
+UNION ALL SELECT 1::BIGINT, upd.*, seq.seq FROM upd LEFT JOIN seq ON TRUE",
+};

@@ -11,7 +11,14 @@
 //! back to the pool only after a successful `COMMIT` or `ROLLBACK`; after any failure it is rolled
 //! back where possible and closed, never reused, and the pool opens a fresh one when needed. That
 //! is also what lets the server recover by itself once the disk has room again.
+//!
+//! A rollback that does not answer within [`ROLLBACK_WITHIN`] (a connection whose last statement
+//! was abandoned mid-flight, a server that stopped answering) closes the connection instead, so
+//! that a stuck connection never sits outside the pool for good.
 
+use std::time::Duration;
+
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
@@ -29,22 +36,26 @@ impl std::fmt::Debug for WriteTx {
     }
 }
 
+/// The longest a rollback may take before its connection is closed instead.
+const ROLLBACK_WITHIN: Duration = Duration::from_secs(5);
+
 impl WriteTx {
-    /// Takes a pooled connection and opens the transaction on it. The connection is held until
-    /// `commit`, `rollback` or drop: call it only from a task that does nothing but this write
-    /// (see the module docs of `store`: the writes of `commerce` run detached), never from a
-    /// stream or a future that its owner might stop polling.
-    pub(super) async fn begin(pool: &AnyPool, begin: &[&str]) -> Result<Self, StoreError> {
+    /// Takes a connection and runs `begin` on it: the statements that open the transaction (one
+    /// round trip, however many statements), returning the rows they read. The connection is
+    /// held until `commit`, `rollback` or drop: call it only from a task that does nothing but
+    /// this write (the writer's, see `commerce::writer`), never from a stream or a future that
+    /// its owner might stop polling.
+    pub(super) async fn begin(pool: &AnyPool, begin: &str) -> Result<(Self, Vec<AnyRow>), StoreError> {
         let mut conn = pool.acquire().await?;
-        for statement in begin {
-            if let Err(e) = conn.execute(*statement).await {
+        match conn.fetch_all(begin).await {
+            Ok(rows) => Ok((Self { conn: Some(conn) }, rows)),
+            Err(e) => {
                 // Whatever failed may fail again on this connection: roll back and close it.
-                let _ = conn.execute("ROLLBACK").await;
+                let _ = tokio::time::timeout(ROLLBACK_WITHIN, conn.execute("ROLLBACK")).await;
                 conn.close_on_drop();
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(Self { conn: Some(conn) })
     }
 
     /// The connection, for the statements of this transaction.
@@ -59,7 +70,7 @@ impl WriteTx {
         match conn.execute("COMMIT").await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let _ = conn.execute("ROLLBACK").await;
+                let _ = tokio::time::timeout(ROLLBACK_WITHIN, conn.execute("ROLLBACK")).await;
                 conn.close_on_drop();
                 Err(e)
             }
@@ -75,7 +86,7 @@ impl WriteTx {
 }
 
 async fn rollback(mut conn: PoolConnection<Any>) {
-    if conn.execute("ROLLBACK").await.is_err() {
+    if !matches!(tokio::time::timeout(ROLLBACK_WITHIN, conn.execute("ROLLBACK")).await, Ok(Ok(_))) {
         conn.close_on_drop();
     }
 }

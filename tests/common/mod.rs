@@ -7,6 +7,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod raw;
 pub mod redis;
 pub mod sse;
