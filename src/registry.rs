@@ -159,7 +159,7 @@ struct Inner {
     /// are per process).
     by_channel: [AtomicUsize; 4],
     by_field: [AtomicUsize; SUBSCRIPTION_FIELDS.len() + 1],
-    /// Events handed to subscribers' queues (GraphQL results and relayed entity events; see
+    /// Events handed to subscribers' transports (GraphQL results and relayed entity events; see
     /// [`Registry::count_delivered`]).
     delivered: AtomicU64,
     /// This node's name, as in metrics and the cluster.
@@ -411,10 +411,11 @@ impl Registry {
             .collect()
     }
 
-    /// Counts `n` events handed to subscribers' queues. Called where the delivered metric is
-    /// counted for subscription results (once per shared group and event, with its member
-    /// count) and relayed entity events, so it costs one relaxed add per batch.
-    pub fn count_delivered(&self, n: u64) {
+    /// Counts `n` events handed to a transport on `channel` (`graphql`, `sse`, `rooms`): the one
+    /// place deliveries are counted, for `/metrics` and for the console. Called where a
+    /// connection hands an event's result or relay to its transport, never when it is queued.
+    pub fn count_delivered(&self, channel: &'static str, n: u64) {
+        metrics::counter!("switchboard_events_delivered_total", "channel" => channel).increment(n);
         self.inner.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -435,6 +436,13 @@ impl Registry {
 
     pub fn subscription_count(&self) -> usize {
         self.inner.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Counts a live GraphQL subscription of root field `name` (a field not in
+    /// [`SUBSCRIPTION_FIELDS`] counts as [`OTHER_FIELD`]) for as long as the guard lives.
+    pub fn subscription_of(&self, name: &str) -> SubscriptionGuard {
+        let field = SUBSCRIPTION_FIELDS.iter().find(|f| **f == name).copied().unwrap_or(OTHER_FIELD);
+        self.subscription(field)
     }
 
     /// Counts a live GraphQL subscription for as long as the returned guard lives.
@@ -576,13 +584,6 @@ pub struct SubscriptionGuard {
     field: &'static str,
 }
 
-impl SubscriptionGuard {
-    /// The registry that counts it (a shared group counts its deliveries there).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-}
-
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
         self.registry.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -661,8 +662,8 @@ mod tests {
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD), field("orderEvents")), (1, 1, 0));
         drop((order, unknown));
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD)), (0, 0));
-        registry.count_delivered(3);
-        registry.count_delivered(2);
+        registry.count_delivered("sse", 3);
+        registry.count_delivered("rooms", 2);
         assert_eq!(registry.delivered(), 5);
     }
 

@@ -253,6 +253,53 @@ async fn identical_sse_subscriptions_share_one_execution_per_event() {
     assert_eq!(app.state.fanout.executions() - before, 2, "two events, one execution each");
 }
 
+/// An SSE subscriber that resumes with `Last-Event-ID` joins the shared group of its subscription,
+/// as a graphql-ws one does: its replay is read once for everyone resuming from the same place,
+/// and each live event is executed once for all of them.
+#[tokio::test]
+async fn sse_subscribers_that_resume_join_their_shared_group() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let mut first = app.graphql_ws(None).await;
+    first.subscribe_live(&app, "s", INVENTORY_WITH_CURSOR, json!({ "p": product })).await;
+    app.set_stock(&product, 1).await;
+    let cursor = first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
+    app.set_stock(&product, 2).await;
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    while app.state.registry.subscription_count() > 0 || app.state.fanout.group_count() > 0 {
+        assert!(Instant::now() < deadline, "the first subscriber never left");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Three clients resume from the same place, with no live subscriber left.
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        let before = app.state.registry.subscription_count();
+        let response = app
+            .sse_request(Method::POST, None)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", &cursor)
+            .json(&json!({ "query": INVENTORY, "variables": { "p": product } }))
+            .send()
+            .await
+            .unwrap();
+        let mut stream = Stream::new(response);
+        app.await_subscriptions(before, 1).await;
+        assert_eq!(data(&mut stream).await["inventoryChanged"]["newQuantity"], 2, "the missed event first");
+        resumed.push(stream);
+    }
+    assert_eq!(app.state.fanout.group_count(), 1, "the three resumed subscribers are one group");
+    assert_eq!(app.state.fanout.replays_read(), 1, "one replay read for the three");
+    let before = app.state.fanout.executions();
+    app.set_stock(&product, 3).await;
+    for stream in &mut resumed {
+        let event = stream.next().await;
+        assert_eq!(event.json()["data"]["inventoryChanged"]["newQuantity"], 3);
+        assert!(event.id.is_some(), "live events carry their cursor");
+    }
+    assert_eq!(app.state.fanout.executions() - before, 1, "one execution for the three");
+}
+
 #[tokio::test]
 async fn keep_alive_comments_flow_while_the_stream_is_quiet() {
     let app = spawn_app_with(|c| c.sse_keepalive_interval = 100).await;
@@ -332,7 +379,10 @@ async fn a_slow_sse_subscriber_gets_a_final_slow_consumer_next_and_can_resume() 
     }
     assert_eq!(error_code(&ending.expect("a final next")), "SLOW_CONSUMER");
     assert!(!text.contains("event: complete"), "not completed: the client resumes");
-    assert!(past.is_some_and(|at| last < at), "the subscriber was ended at the gap, before the event that found it slow");
+    assert!(
+        past.is_some_and(|at| last < at),
+        "the subscriber was ended at the gap, before the event that found it slow"
+    );
     assert!(app.metric("switchboard_deliveries_lagged_total", &[]).await >= 1.0);
 
     // Resuming from the last id received brings the rest.

@@ -14,7 +14,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use super::counters::NodeCounters;
 use crate::model::{PresenceUser, Timestamp};
 use crate::pubsub::Broker;
-use crate::registry::{Registry, RemoteView, SubscriptionGuard};
+use crate::registry::{Registry, RemoteView};
 use crate::rooms::Rooms;
 
 /// The shortest interval between snapshots: faster is not readable, and each costs a pass over
@@ -117,8 +117,6 @@ pub struct Source {
     pub broker: Broker,
     /// How many rooms to list.
     pub rooms_shown: usize,
-    /// Counts this subscription for as long as it lives.
-    pub counted: SubscriptionGuard,
 }
 
 impl Source {

@@ -2,8 +2,8 @@
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 
+use super::context::{commerce, page_size, reader, require_staff, require_user, viewer};
 use super::error::{ApiError, ApiResult};
-use super::{commerce, page_size, reader, require_staff, require_user, viewer};
 use crate::auth::Role;
 use crate::model::{Notification, Order, OrderStatus, PresenceUser, Product, parse_id};
 use crate::registry::Registry;

@@ -23,7 +23,7 @@ use super::access::{self, Denied};
 use super::protocol::{ClientMessage, ErrorCode, FEATURES, MAX_TYPING_FIELD, ServerMessage, Typing};
 use super::rate::RateLimiter;
 use super::registry::{JoinRefused, Membership};
-use crate::app::AppState;
+use super::state::RoomsState;
 use crate::auth::User;
 use crate::event_log::ResumeError;
 use crate::model::{OrderEventKind, parse_id};
@@ -34,8 +34,11 @@ use crate::socket::close::{self, Close};
 use crate::socket::{self, Connection, Handler, Incoming, Out};
 use crate::store::Reader;
 
+/// What relayed events are counted under when they are handed to the socket.
+const CHANNEL: &str = "rooms";
+
 pub struct RoomChannel {
-    state: AppState,
+    state: RoomsState,
     user: User,
     client_id: String,
     /// The token's expiry (`exp` + leeway): the socket closes with 1008 then.
@@ -59,7 +62,7 @@ pub struct RoomChannel {
 ///
 /// The arguments after the socket come as one tuple so that `socket::task_size` can name this
 /// function's future in the size test below.
-pub fn start(socket: WebSocket, (state, permit, user): (AppState, Permit, User)) -> impl Future<Output = ()> + Send {
+pub fn start(socket: WebSocket, (state, permit, user): (RoomsState, Permit, User)) -> impl Future<Output = ()> + Send {
     let client_id = uuid::Uuid::new_v4().to_string();
     let span = debug_span!("rooms_ws", user = %user.id, client = %client_id);
     let connection = Connection::new(socket, permit, socket::Settings::new(&state.config, state.shutdown.clone()));
@@ -132,13 +135,13 @@ impl Handler for RoomChannel {
         while !self.relays.is_empty() {
             let Poll::Ready(Some((_, event))) = self.relays.poll_next_unpin(cx) else { break };
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(1);
+                self.state.registry.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
         while let Poll::Ready(Some(event)) = self.notifications.poll_next_unpin(cx) {
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(1);
+                self.state.registry.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
@@ -278,7 +281,6 @@ impl RoomChannel {
             EventBody::Inventory(change) => ServerMessage::InventoryUpdate(change),
             EventBody::Notification(notification) => ServerMessage::Notification(notification),
         };
-        metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1);
         Some(Message::Text(message.to_text()))
     }
 }

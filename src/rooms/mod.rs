@@ -12,25 +12,34 @@ mod connection;
 pub mod protocol;
 mod rate;
 mod registry;
+pub mod state;
 
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Deserialize;
 
 pub use registry::{
     JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, RoomView, Rooms, RoomsOverview,
 };
 
-use crate::app::AppState;
+pub use state::RoomsState;
+
 use crate::auth::AuthError;
 use crate::budget::ClientAddr;
 use crate::http_error::HttpError;
 use crate::registry::{Channel, Identity};
 use crate::socket;
+
+/// `/ws`.
+pub fn router(state: RoomsState) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(state)
+}
 
 #[derive(Debug, Deserialize)]
 pub struct Params {
@@ -41,7 +50,7 @@ pub struct Params {
 /// a missing, invalid or expired one is a plain `401` and no socket is ever opened for it; so are
 /// the limits: `503` past `MAX_CONNECTIONS`, `429` past the user's `MAX_CONNECTIONS_PER_USER`.
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(state): State<RoomsState>,
     client: ClientAddr,
     params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,

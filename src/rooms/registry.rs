@@ -37,7 +37,7 @@ use super::protocol::ServerMessage;
 use crate::config::Config;
 use crate::lock;
 use crate::model::{PresenceUser, Timestamp};
-use crate::slow_consumer::{self, Feed, Offer, SlowConsumer};
+use crate::slow_consumer::{self, Feed, SlowConsumer};
 
 /// The limits and timings the registry applies.
 #[derive(Debug, Clone)]
@@ -501,10 +501,9 @@ fn broadcast(
 }
 
 /// Queues a message for one connection without waiting; a full queue marks it too slow.
+/// Presence and typing messages are not events: they are not counted as delivered.
 fn enqueue(conn: &Conn, text: Utf8Bytes) {
-    if conn.outbox.offer(text) == Offer::Queued {
-        metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1);
-    }
+    conn.outbox.offer(text);
 }
 
 /// One connection's place in the rooms. Dropping it leaves every room the connection is in.

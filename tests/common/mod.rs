@@ -28,6 +28,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+#[allow(unused_imports)]
 pub use switchboard::auth::Role as TestRole;
 
 /// How long a test waits for something that should happen.

@@ -24,11 +24,11 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::operations::{Json, Operation, Operations, Output};
 use super::protocol;
 use super::stream::{SLOW_CONSUMER, Source, ending_errors};
-use crate::app::AppState;
-use crate::graphql::error::{code, too_many_operations};
+use crate::graphql::error::code;
+use crate::graphql::operations::{Channel, Json, Operations, Output, Start};
+use crate::graphql::state::GraphqlState;
 use crate::lock;
 use crate::registry::Permit;
 use crate::slow_consumer::SlowConsumer;
@@ -57,7 +57,7 @@ pub struct Reservation {
 enum Command {
     Start {
         id: Arc<str>,
-        operation: Operation,
+        operation: Start,
         reply: oneshot::Sender<Started>,
     },
     Stop {
@@ -140,7 +140,7 @@ impl Outbox {
 impl Reservations {
     /// Makes a reservation for `owner`, admitted with `permit`, whose operations end when
     /// `expires` (the owner's token) passes. Returns its token.
-    pub fn create(&self, state: &AppState, owner: Owner, permit: Permit, expires: Option<Instant>) -> Arc<str> {
+    pub fn create(&self, state: &GraphqlState, owner: Owner, permit: Permit, expires: Option<Instant>) -> Arc<str> {
         let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let (commands, receiver) = mpsc::unbounded_channel();
         let outbox = Outbox {
@@ -190,7 +190,7 @@ impl Reservations {
 
 impl Reservation {
     /// Hands an operation to the pump.
-    pub async fn start(&self, id: Arc<str>, operation: Operation) -> Started {
+    pub async fn start(&self, id: Arc<str>, operation: Start) -> Started {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Start { id, operation, reply }).is_err() {
             return Started::Gone;
@@ -319,12 +319,12 @@ async fn pump(
     reservations: Reservations,
     reservation: Arc<Reservation>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    state: AppState,
+    state: GraphqlState,
     _permit: Permit,
     expires: Option<Instant>,
 ) {
     let consumer = SlowConsumer::new();
-    let mut operations = Operations::new(state.clone(), consumer.clone());
+    let mut operations = Operations::new(state.runner.clone(), Channel::Sse, consumer.clone());
     let ttl = state.config.sse_reservation_ttl();
     let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     let ending = loop {
@@ -352,22 +352,18 @@ async fn pump(
                     continue;
                 }
                 let _ = reply.send(Started::Accepted);
-                // The same bound as on a graphql-ws connection, answered the same way (an error
-                // for that operation alone), here as the `next` the protocol sends refusals in.
-                let limit = state.config.max_operations(operation.viewer.is_some());
-                if operations.len() >= limit {
-                    operations.refuse(id, vec![too_many_operations(limit, operation.viewer.is_some())]);
-                } else {
-                    operations.start(id, operation).await;
-                }
+                // Past the operation limit the runner refuses it, as the `next` the protocol
+                // sends refusals in.
+                operations.start(id, operation);
             }
             Step::Command(Command::Stop { id }) => {
                 operations.stop(&id);
             }
             Step::Command(Command::ResumeLost) => break Some(Ending::ResumeLost),
             Step::Output(output) => {
-                let frame = frame(&operations, output);
-                reservation.push(frame, &consumer, true);
+                for frame in frames(&operations, output) {
+                    reservation.push(frame, &consumer, true);
+                }
             }
         }
     };
@@ -412,21 +408,23 @@ async fn pump(
     outbox.wake();
 }
 
-/// The outbox frame of an operation's output.
-fn frame(operations: &Operations, output: Output) -> Frame {
+/// The outbox frames of an operation's output: one, or for a refusal its `next` and `complete`.
+fn frames(operations: &Operations, output: Output) -> Vec<Frame> {
     match output {
         Output::Next { id, result, position } => {
             let id_json = serde_json::to_string(&*id).expect("strings serialise");
-            let cursor = operations.cursor(position);
-            if cursor.is_some() {
-                metrics::counter!("switchboard_events_delivered_total", "channel" => "sse").increment(1);
-            }
+            let cursor = (position > 0).then(|| operations.runner().cursor(position));
             let bytes = protocol::next(cursor.as_deref(), Some(&id_json), result.as_str());
-            Frame { position, bytes }
+            vec![Frame { position, bytes }]
+        }
+        Output::Refused { id, errors } => {
+            let id_json = serde_json::to_string(&*id).expect("strings serialise");
+            let next = protocol::next(None, Some(&id_json), Json::errors(errors).as_str());
+            vec![Frame { position: 0, bytes: next }, Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }]
         }
         Output::Complete { id } => {
             let id_json = serde_json::to_string(&*id).expect("strings serialise");
-            Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }
+            vec![Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }]
         }
     }
 }

@@ -20,9 +20,9 @@ use futures::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::operations::{Operations, Output};
 use super::protocol;
 use crate::graphql::error::{code, refusal};
+use crate::graphql::operations::{Json, Operations, Output};
 use crate::registry::Permit;
 
 /// What feeds an event stream.
@@ -140,7 +140,7 @@ impl Distinct {
 
     fn end_with(&mut self, code: &'static str, complete: bool) {
         self.ending = true;
-        let errors = super::operations::Json::errors(ending_errors(code));
+        let errors = Json::errors(ending_errors(code));
         self.tail.push_back(protocol::next(None, None, errors.as_str()));
         if complete {
             self.tail.push_back(protocol::complete(None));
@@ -171,11 +171,13 @@ impl Source for Distinct {
             }
             return match self.operations.poll_next(cx) {
                 Poll::Ready(Output::Next { result, position, .. }) => {
-                    let cursor = self.operations.cursor(position);
-                    if cursor.is_some() {
-                        metrics::counter!("switchboard_events_delivered_total", "channel" => "sse").increment(1);
-                    }
+                    let cursor = (position > 0).then(|| self.operations.runner().cursor(position));
                     Poll::Ready(Some(protocol::next(cursor.as_deref(), None, result.as_str())))
+                }
+                Poll::Ready(Output::Refused { errors, .. }) => {
+                    self.ending = true;
+                    self.tail.push_back(protocol::complete(None));
+                    Poll::Ready(Some(protocol::next(None, None, Json::errors(errors).as_str())))
                 }
                 Poll::Ready(Output::Complete { .. }) => {
                     self.ending = true;

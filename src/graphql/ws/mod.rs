@@ -15,7 +15,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use super::state::GraphqlState;
 use crate::budget::ClientAddr;
 use crate::http_error::HttpError;
 use crate::registry::{Channel, Identity};
@@ -29,7 +29,7 @@ pub const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 /// address's anonymous connections); the user's own limit waits for the token in
 /// `connection_init`.
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     client: ClientAddr,
     headers: HeaderMap,
     ws: WebSocketUpgrade,

@@ -1,0 +1,44 @@
+//! What the room channel is served with; one pointer, because every connection holds it.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::registry::Rooms;
+use crate::auth::Keys;
+use crate::commerce::Commerce;
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// The state of `/ws`; cheap to clone.
+#[derive(Clone)]
+pub struct RoomsState(Arc<Parts>);
+
+pub struct Parts {
+    pub keys: Arc<Keys>,
+    pub config: Arc<Config>,
+    /// Who may connect, and the delivered count.
+    pub registry: Registry,
+    pub rooms: Rooms,
+    /// The store (who may join an entity room), the log (joins with `after`) and the broker.
+    pub commerce: Arc<Commerce>,
+    /// Cancelled at shutdown; every socket loop watches it.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl RoomsState {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl Deref for RoomsState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
