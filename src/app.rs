@@ -137,7 +137,13 @@ impl Application {
         let documents = Documents::new(Limits::from_config(&config));
         let runner = Runner::new(schema, documents, fanout.clone(), commerce.clone(), registry.clone(), &config);
         let config = Arc::new(config);
-        let sse = graphql::sse::Reservations::default();
+        let sse = graphql::sse::Reservations::new(
+            runner.clone(),
+            config.subscriber_queue,
+            config.sse_reservation_ttl(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
         let graphql = GraphqlState::new(graphql::state::Parts {
             runner,
             keys: keys.clone(),
@@ -189,7 +195,9 @@ pub fn router(state: AppState) -> Router {
         config: state.config.clone(),
         registry: state.registry.clone(),
         rooms: state.rooms.clone(),
-        commerce: state.commerce.clone(),
+        store: state.commerce.store().clone(),
+        log: state.commerce.log().clone(),
+        broker: state.commerce.broker().clone(),
         shutdown: state.shutdown.clone(),
         tracker: state.tracker.clone(),
     });

@@ -37,9 +37,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::console::counters::NodeCounters;
 use crate::model::Timestamp;
 use crate::pubsub::Broker;
+use crate::registry::NodeCounters;
 use crate::registry::{OnlineChange, Registry};
 use crate::rooms::{LocalEntry, PresenceChange, Rooms};
 

@@ -1,5 +1,5 @@
 //! `serverStats`: snapshots of the server for the operator console, taken from the numbers the
-//! server keeps anyway (see [`super::counters`] and [`crate::rooms::Rooms::overview`]), never from
+//! server keeps anyway (see [`crate::registry::NodeCounters`] and [`crate::rooms::Rooms::overview`]), never from
 //! the Prometheus text, and never by taking a lock the delivery path holds.
 //!
 //! Counts of events are totals; the rates are taken between two readings: for this node between
@@ -11,10 +11,9 @@ use async_graphql::SimpleObject;
 use futures::Stream;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::counters::NodeCounters;
 use crate::model::{PresenceUser, Timestamp};
 use crate::pubsub::Broker;
-use crate::registry::{Registry, RemoteView};
+use crate::registry::{NodeCounters, Registry, RemoteView};
 use crate::rooms::Rooms;
 
 /// The shortest interval between snapshots: faster is not readable, and each costs a pass over

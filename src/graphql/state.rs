@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::operations::Runner;
-use super::sse::Reservations;
+use super::sse::reservations::Reservations;
 use crate::auth::Keys;
 use crate::config::Config;
 use crate::registry::Registry;

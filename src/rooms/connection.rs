@@ -68,8 +68,7 @@ pub fn start(socket: WebSocket, (state, permit, user): (RoomsState, Permit, User
     let connection = Connection::new(socket, permit, socket::Settings::new(&state.config, state.shutdown.clone()));
     let consumer = connection.consumer().clone();
     let membership = state.rooms.connect(&user.id, user.name.clone(), &consumer);
-    let notifications =
-        state.commerce.broker().subscribe(Key::User(user.id.clone()), state.config.subscriber_queue, &consumer);
+    let notifications = state.broker.subscribe(Key::User(user.id.clone()), state.config.subscriber_queue, &consumer);
     let limiter = RateLimiter::new(state.config.ws_rate_limit, state.config.ws_rate_burst);
     let handler = RoomChannel {
         expires: user.expiry_deadline(),
@@ -181,7 +180,7 @@ impl RoomChannel {
     }
 
     async fn join(&mut self, out: &mut Out<'_>, room_id: String, after: Option<String>) {
-        if let Err(denied) = access::check(&self.user, &room_id, self.state.commerce.store()).await {
+        if let Err(denied) = access::check(&self.user, &room_id, &self.state.store).await {
             return self.refuse_denied(out, denied);
         }
         // Subscribe to the entity's events before the join is announced, so that nothing
@@ -189,11 +188,10 @@ impl RoomChannel {
         // cursor come first (see `event_log`: live first, then the log, then live past its head).
         let relay = match entity_key(&room_id) {
             Some(key) if !self.relays.contains_key(&room_id) => {
-                let commerce = &self.state.commerce;
-                let live = commerce.broker().subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
+                let live = self.state.broker.subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
                 match after {
                     None => Some(live.boxed()),
-                    Some(after) => match commerce.log().replay(&key, &after, Reader::SignedIn).await {
+                    Some(after) => match self.state.log.replay(&key, &after, Reader::SignedIn).await {
                         Ok(replay) => {
                             let through = replay.through;
                             let live = live.filter(move |event| future::ready(event.position > through));

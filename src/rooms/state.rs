@@ -8,9 +8,11 @@ use tokio_util::task::TaskTracker;
 
 use super::registry::Rooms;
 use crate::auth::Keys;
-use crate::commerce::Commerce;
 use crate::config::Config;
+use crate::event_log::EventLog;
+use crate::pubsub::Broker;
 use crate::registry::Registry;
+use crate::store::Store;
 
 /// The state of `/ws`; cheap to clone.
 #[derive(Clone)]
@@ -22,8 +24,12 @@ pub struct Parts {
     /// Who may connect, and the delivered count.
     pub registry: Registry,
     pub rooms: Rooms,
-    /// The store (who may join an entity room), the log (joins with `after`) and the broker.
-    pub commerce: Arc<Commerce>,
+    /// Who may join an entity room.
+    pub store: Store,
+    /// Joins with `after` replay from the log.
+    pub log: EventLog,
+    /// Entity rooms relay their entity's events, every connection its user's notifications.
+    pub broker: Broker,
     /// Cancelled at shutdown; every socket loop watches it.
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,

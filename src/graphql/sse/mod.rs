@@ -51,9 +51,7 @@ pub use reservations::Reservations;
 use reservations::{AttachError, Reservation, Started};
 use stream::{Distinct, EventStream};
 
-/// How long a stream that its client stopped reading has, once it is too slow, to write its
-/// last events before its connection is closed.
-pub const STALLED_STREAM_GRACE: Duration = Duration::from_secs(5);
+pub use stream::STALLED_STREAM_GRACE;
 
 /// Who sent a request, and the connection it came on.
 struct Caller {
@@ -185,7 +183,7 @@ async fn serve(
         }
         let permit = admit(state, caller.client, &viewer)?;
         let expires = viewer.as_ref().map(|user| user.expiry_deadline());
-        let token = state.sse.create(state, owner, permit, expires);
+        let token = state.sse.create(owner, permit, expires);
         let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
         return Ok((StatusCode::CREATED, headers, token.to_string()).into_response());
     }

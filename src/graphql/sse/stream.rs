@@ -25,6 +25,10 @@ use crate::graphql::error::{code, refusal};
 use crate::graphql::operations::{Json, Operations, Output};
 use crate::registry::Permit;
 
+/// How long a stream that its client stopped reading has, once it is too slow, to write its
+/// last events before its connection is closed.
+pub const STALLED_STREAM_GRACE: Duration = Duration::from_secs(5);
+
 /// What feeds an event stream.
 pub trait Source: Send + Unpin + 'static {
     /// The next event to write; `None` ends the stream.
