@@ -13,24 +13,26 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
-use crate::budget::{self, TrustedProxies};
 use crate::cluster::{self, Backplane};
 use crate::commerce::Commerce;
+use crate::commerce::demo;
 use crate::config::Config;
+use crate::connections::Connections;
+use crate::connections::budget::{self, TrustedProxies};
 use crate::console::pages::PagesState;
-use crate::event_log::EventLog;
+use crate::events::Broker;
+use crate::events::log::EventLog;
 use crate::graphql::documents::Documents;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
 use crate::graphql::operations::Runner;
 use crate::graphql::{self, GraphqlState};
-use crate::ops::OpsState;
-use crate::origins::AllowedOrigins;
-use crate::pubsub::Broker;
-use crate::registry::Registry;
+use crate::http::ops::OpsState;
+use crate::http::origins::AllowedOrigins;
+use crate::http::{body_limit, ops, origins};
 use crate::rooms::{RoomSettings, Rooms, RoomsState};
 use crate::store::Store;
-use crate::{body_limit, console, demo, ops, origins, rooms, server, telemetry};
+use crate::{console, rooms, server, telemetry};
 
 /// What the application is made of. Each module's routes are served with the part of it they
 /// need ([`GraphqlState`], [`RoomsState`], [`PagesState`], [`OpsState`]); nothing outside this
@@ -41,7 +43,7 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub commerce: Arc<Commerce>,
     /// Who is connected, and who may connect.
-    pub registry: Registry,
+    pub connections: Connections,
     pub rooms: Rooms,
     pub graphql: GraphqlState,
     /// Shared subscriptions (one execution per event per audience).
@@ -89,8 +91,8 @@ impl Application {
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
         broker.start_after(log.head().await?);
-        let registry = Registry::new(crate::registry::Limits::from_config(&config));
-        registry.set_node(&node_id);
+        let connections = Connections::new(crate::connections::Limits::from_config(&config));
+        connections.set_node(&node_id);
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let backplane = match &config.redis_url {
             Some(url) => {
@@ -101,7 +103,7 @@ impl Application {
                     log.clone(),
                     broker.clone(),
                     rooms.clone(),
-                    registry.clone(),
+                    connections.clone(),
                     &tracker,
                     shutdown.clone(),
                 )
@@ -111,7 +113,7 @@ impl Application {
             None => None,
         };
         let commerce = Arc::new(Commerce::new(store, log, broker, backplane));
-        let schema = graphql::schema::build(&config, commerce.clone(), registry.clone(), rooms.clone());
+        let schema = graphql::schema::build(&config, commerce.clone(), connections.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(
                 [Role::Customer, Role::Staff, Role::Admin]
@@ -135,7 +137,7 @@ impl Application {
             shutdown.clone(),
         );
         let documents = Documents::new(Limits::from_config(&config));
-        let runner = Runner::new(schema, documents, fanout.clone(), commerce.clone(), registry.clone(), &config);
+        let runner = Runner::new(schema, documents, fanout.clone(), commerce.clone(), connections.clone(), &config);
         let config = Arc::new(config);
         let sse = graphql::sse::Reservations::new(
             runner.clone(),
@@ -148,7 +150,7 @@ impl Application {
             runner,
             keys: keys.clone(),
             config: config.clone(),
-            registry: registry.clone(),
+            connections: connections.clone(),
             sse: sse.clone(),
             graphiql_token: graphiql_token.clone(),
             shutdown: shutdown.clone(),
@@ -158,7 +160,7 @@ impl Application {
             config,
             keys,
             commerce,
-            registry,
+            connections,
             rooms,
             graphql,
             fanout,
@@ -193,7 +195,7 @@ pub fn router(state: AppState) -> Router {
     let rooms = RoomsState::new(rooms::state::Parts {
         keys: state.keys.clone(),
         config: state.config.clone(),
-        registry: state.registry.clone(),
+        connections: state.connections.clone(),
         rooms: state.rooms.clone(),
         store: state.commerce.store().clone(),
         log: state.commerce.log().clone(),

@@ -41,7 +41,7 @@ async fn one_event_to_n_members_of_a_group_counts_n_per_channel() {
             assert_eq!(client.next_data("s").await["inventoryChanged"]["newQuantity"], 2, "replayed");
         }
         ws.push(client);
-        let before = app.state.registry.subscription_count();
+        let before = app.state.connections.subscription_count();
         let mut request = app.sse_request(Method::POST, None).header("accept", "text/event-stream");
         if resumed {
             request = request.header("last-event-id", &cursor);

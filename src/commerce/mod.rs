@@ -14,6 +14,9 @@
 //! and `publish` would be stored but never reach its subscribers. In its own task, a change that
 //! has started always finishes: committed and published, or rolled back.
 
+pub mod demo;
+pub mod model;
+
 use std::sync::Arc;
 
 use rand::Rng;
@@ -21,9 +24,11 @@ use sqlx::AnyConnection;
 use tokio::sync::Mutex;
 
 use crate::cluster::Backplane;
-use crate::event_log::EventLog;
-use crate::model::{Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
-use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
+use crate::commerce::model::{
+    Decimal, Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp,
+};
+use crate::events::log::EventLog;
+use crate::events::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
 use crate::store::{Store, StoreError, notifications, orders, products};
 
 #[derive(Debug, thiserror::Error)]
@@ -381,8 +386,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pubsub::Key;
-    use crate::slow_consumer::SlowConsumer;
+    use crate::events::Key;
+    use crate::events::slow_consumer::SlowConsumer;
 
     /// hyper drops a request's future when its client goes away. A change that had started must
     /// still finish: stored *and* published, never one without the other.

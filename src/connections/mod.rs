@@ -2,7 +2,7 @@
 //! the connection gauges in `/metrics`, and the connection limits.
 //!
 //! Every connection (a WebSocket on any channel; an event stream later) is admitted by
-//! [`Registry::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
+//! [`Connections::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
 //! close handshake included: past `MAX_CONNECTIONS` there is no permit (`503`). Once the
 //! connection knows its user, [`Permit::sign_in`] counts it against that user's share
 //! (`MAX_CONNECTIONS_PER_USER`, across channels) and puts the user online.
@@ -18,6 +18,8 @@
 //! wait on a peer that never answers; its place is given back when the permit drops, however the
 //! connection ended, so the counts cannot drift from the sockets.
 
+pub mod budget;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,11 +29,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::budget::{AddressSlot, PerAddress};
 use crate::config::Config;
+use crate::connections::budget::{AddressSlot, PerAddress};
+use crate::events::Broker;
+use crate::events::slow_consumer;
 use crate::lock;
-use crate::pubsub::Broker;
-use crate::slow_consumer;
 
 /// The channels (WebSocket subprotocols, and GraphQL over SSE), as labelled in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +164,7 @@ struct Inner {
     by_channel: [AtomicUsize; 4],
     by_field: [AtomicUsize; SUBSCRIPTION_FIELDS.len() + 1],
     /// Events handed to subscribers' transports (GraphQL results and relayed entity events; see
-    /// [`Registry::count_delivered`]).
+    /// [`Connections::count_delivered`]).
     delivered: AtomicU64,
     /// This node's name, as in metrics and the cluster.
     node: OnceLock<String>,
@@ -223,11 +225,11 @@ struct UserCount {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct Connections {
     inner: Arc<Inner>,
 }
 
-impl Registry {
+impl Connections {
     pub fn new(limits: Limits) -> Self {
         Self { inner: Arc::new(Inner { limits, ..Inner::default() }) }
     }
@@ -249,7 +251,7 @@ impl Registry {
         self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
         // From here on, a refusal drops the permit, which gives back whatever it took.
-        let mut permit = Permit { registry: self.clone(), channel, user: None, live: true, anonymous: None };
+        let mut permit = Permit { connections: self.clone(), channel, user: None, live: true, anonymous: None };
         match identity {
             Identity::User(user) => permit.sign_in(user)?,
             Identity::Anonymous | Identity::Unknown => {
@@ -452,12 +454,12 @@ impl Registry {
         self.inner.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.inner.by_field[field_slot(field)].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => field).increment(1.0);
-        SubscriptionGuard { registry: self.clone(), field }
+        SubscriptionGuard { connections: self.clone(), field }
     }
 }
 
 /// A node's counters as the console shows them, taken from what the server keeps anyway: this
-/// registry's atomics, the broker's count of published events, the slow-consumer counts. The
+/// the connection counts' atomics, the broker's count of published events, the slow-consumer counts. The
 /// same numbers travel in a cluster node's heartbeat, so that every node's console shows every
 /// node.
 /// One node's counters at one moment. Counts of events are totals since the node started (the
@@ -479,12 +481,12 @@ pub struct NodeCounters {
 impl NodeCounters {
     /// This node's counters now, from `registry` and `broker`. Atomics only: no lock the
     /// delivery path takes.
-    pub fn collect(registry: &Registry, broker: &Broker) -> Self {
+    pub fn collect(connections: &Connections, broker: &Broker) -> Self {
         Self {
-            connections: registry.connections_by_channel().iter().map(|(c, n)| (c.label().to_owned(), *n)).collect(),
-            subscriptions: registry.subscriptions_by_field().into_iter().map(|(f, n)| (f.to_owned(), n)).collect(),
+            connections: connections.connections_by_channel().iter().map(|(c, n)| (c.label().to_owned(), *n)).collect(),
+            subscriptions: connections.subscriptions_by_field().into_iter().map(|(f, n)| (f.to_owned(), n)).collect(),
             published: broker.published(),
-            delivered: registry.delivered(),
+            delivered: connections.delivered(),
             lagged: slow_consumer::lagged_total(),
             dropped: slow_consumer::dropped_total(),
         }
@@ -502,7 +504,7 @@ impl NodeCounters {
 /// One admitted connection: counted until dropped, online from `sign_in` to `go_offline`.
 #[derive(Debug)]
 pub struct Permit {
-    registry: Registry,
+    connections: Connections,
     channel: Channel,
     user: Option<Box<str>>,
     /// Not closing yet.
@@ -529,8 +531,8 @@ impl Permit {
             return Ok(());
         }
         self.leave_anonymous();
-        let max = self.registry.inner.limits.max_per_user;
-        let mut users = lock::lock(&self.registry.inner.users);
+        let max = self.connections.inner.limits.max_per_user;
+        let mut users = lock::lock(&self.connections.inner.users);
         let users = &mut *users;
         if users.by_id.get(user_id).map_or(0, |count| count.admitted) >= max {
             return Err(Refused::TooManyForUser(max));
@@ -550,7 +552,7 @@ impl Permit {
         }
         self.user = Some(user_id.into());
         if came_online {
-            self.registry.replicate(user_id, true);
+            self.connections.replicate(user_id, true);
         }
         Ok(())
     }
@@ -558,10 +560,10 @@ impl Permit {
     /// A connection admitted as [`Identity::Unknown`] turns out to have no user: it keeps its
     /// address's place, and needs one in the anonymous share if it was admitted on probation.
     pub fn stay_anonymous(&mut self) -> Result<(), Refused> {
-        let registry = self.registry.clone();
+        let connections = self.connections.clone();
         match &mut self.anonymous {
             Some(anonymous) if !anonymous.counted => {
-                anonymous.counted = registry.count_anonymous();
+                anonymous.counted = connections.count_anonymous();
                 if anonymous.counted { Ok(()) } else { Err(Refused::AnonymousFull) }
             }
             _ => Ok(()),
@@ -572,7 +574,7 @@ impl Permit {
         if let Some(anonymous) = self.anonymous.take()
             && anonymous.counted
         {
-            self.registry.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
+            self.connections.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -582,7 +584,7 @@ impl Permit {
         if !std::mem::replace(&mut self.live, false) {
             return;
         }
-        let inner = &self.registry.inner;
+        let inner = &self.connections.inner;
         inner.connections.fetch_sub(1, Ordering::Relaxed);
         inner.by_channel[self.channel.index()].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => self.channel.label()).decrement(1.0);
@@ -598,7 +600,7 @@ impl Permit {
                 }
             }
             if went_offline {
-                self.registry.replicate(user, false);
+                self.connections.replicate(user, false);
             }
         }
     }
@@ -608,7 +610,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.go_offline();
         self.leave_anonymous();
-        let inner = &self.registry.inner;
+        let inner = &self.connections.inner;
         inner.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(user) = self.user.take() {
             let mut users = lock::lock(&inner.users);
@@ -625,16 +627,16 @@ impl Drop for Permit {
 /// One live subscription; uncounts on drop.
 #[derive(Debug)]
 pub struct SubscriptionGuard {
-    registry: Registry,
+    connections: Connections,
     field: &'static str,
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
-        self.registry.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.connections.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
         // The slot is found again rather than kept: a guard lives in every shared membership,
         // whose size a connection's operation table pays for, and six comparisons are nothing.
-        self.registry.inner.by_field[field_slot(self.field)].fetch_sub(1, Ordering::Relaxed);
+        self.connections.inner.by_field[field_slot(self.field)].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => self.field).decrement(1.0);
     }
 }
@@ -655,93 +657,96 @@ mod tests {
         }
     }
 
-    fn admit(registry: &Registry, channel: Channel) -> Result<Permit, Refused> {
-        registry.admit(channel, HOME, Identity::Unknown)
+    fn admit(connections: &Connections, channel: Channel) -> Result<Permit, Refused> {
+        connections.admit(channel, HOME, Identity::Unknown)
     }
 
     #[test]
     fn the_node_and_each_user_have_a_limit_and_a_dropped_permit_frees_its_place() {
-        let registry = Registry::new(limits(3, 2));
-        let mut a1 = admit(&registry, Channel::Rooms).unwrap();
-        let mut a2 = admit(&registry, Channel::GraphqlWs).unwrap();
-        let mut a3 = admit(&registry, Channel::Rooms).unwrap();
-        assert_eq!(admit(&registry, Channel::Rooms).unwrap_err(), Refused::Full(3));
+        let connections = Connections::new(limits(3, 2));
+        let mut a1 = admit(&connections, Channel::Rooms).unwrap();
+        let mut a2 = admit(&connections, Channel::GraphqlWs).unwrap();
+        let mut a3 = admit(&connections, Channel::Rooms).unwrap();
+        assert_eq!(admit(&connections, Channel::Rooms).unwrap_err(), Refused::Full(3));
         a1.sign_in("a").unwrap();
         a2.sign_in("a").unwrap();
         assert_eq!(a3.sign_in("a"), Err(Refused::TooManyForUser(2)));
         a3.sign_in("b").unwrap();
-        assert_eq!((registry.user_count(), registry.connection_count()), (2, 3));
+        assert_eq!((connections.user_count(), connections.connection_count()), (2, 3));
         drop(a1);
-        let mut again = admit(&registry, Channel::Rooms).expect("a place came back");
+        let mut again = admit(&connections, Channel::Rooms).expect("a place came back");
         again.sign_in("a").expect("and a's share with it");
     }
 
     #[test]
     fn a_closing_connection_is_offline_but_keeps_its_place() {
-        let registry = Registry::new(limits(1, 1));
-        let mut permit = admit(&registry, Channel::Rooms).unwrap();
+        let connections = Connections::new(limits(1, 1));
+        let mut permit = admit(&connections, Channel::Rooms).unwrap();
         permit.sign_in("a").unwrap();
-        assert!(registry.is_online("a"));
+        assert!(connections.is_online("a"));
         permit.go_offline();
-        assert!(!registry.is_online("a"));
-        assert_eq!((registry.user_count(), registry.connection_count()), (0, 0));
-        assert!(admit(&registry, Channel::Rooms).is_err(), "still counted until dropped");
+        assert!(!connections.is_online("a"));
+        assert_eq!((connections.user_count(), connections.connection_count()), (0, 0));
+        assert!(admit(&connections, Channel::Rooms).is_err(), "still counted until dropped");
         drop(permit);
-        assert!(admit(&registry, Channel::Rooms).is_ok());
+        assert!(admit(&connections, Channel::Rooms).is_ok());
     }
 
     #[test]
     fn the_console_counts_follow_channels_fields_and_guards() {
-        let registry = Registry::new(limits(10, 10));
-        let count = |channel| registry.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
-        let field = |name| registry.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
-        let mut sse = admit(&registry, Channel::Sse).unwrap();
-        let _rooms = admit(&registry, Channel::Rooms).unwrap();
+        let connections = Connections::new(limits(10, 10));
+        let count = |channel| connections.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
+        let field = |name| connections.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
+        let mut sse = admit(&connections, Channel::Sse).unwrap();
+        let _rooms = admit(&connections, Channel::Rooms).unwrap();
         assert_eq!((count(Channel::Sse), count(Channel::Rooms), count(Channel::GraphqlWs)), (1, 1, 0));
         sse.go_offline();
         assert_eq!(count(Channel::Sse), 0, "a closing connection no longer counts");
         drop(sse);
         assert_eq!(count(Channel::Sse), 0, "nor twice");
-        let order = registry.subscription("orderUpdated");
-        let unknown = registry.subscription("somethingNew");
+        let order = connections.subscription("orderUpdated");
+        let unknown = connections.subscription("somethingNew");
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD), field("orderEvents")), (1, 1, 0));
         drop((order, unknown));
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD)), (0, 0));
-        registry.count_delivered("sse", 3);
-        registry.count_delivered("rooms", 2);
-        assert_eq!(registry.delivered(), 5);
+        connections.count_delivered("sse", 3);
+        connections.count_delivered("rooms", 2);
+        assert_eq!(connections.delivered(), 5);
     }
 
     #[test]
     fn strangers_have_a_share_per_address_and_together_and_signed_in_users_the_rest() {
         let limits = Limits { anonymous_per_address: 2, max_anonymous: 3, ..limits(6, 10) };
-        let registry = Registry::new(limits);
+        let connections = Connections::new(limits);
         let (a, b, c): (IpAddr, IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap());
-        let a1 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
-        let _a2 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
-        assert_eq!(registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap_err(), Refused::TooManyFromAddress(2));
-        assert_eq!(registry.admit(Channel::Sse, a, Identity::Unknown).unwrap_err(), Refused::TooManyFromAddress(2));
-        let _b1 = registry.admit(Channel::Sse, b, Identity::Anonymous).unwrap();
-        assert_eq!(registry.anonymous_count(), (3, 2));
+        let a1 = connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        let _a2 = connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        assert_eq!(
+            connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap_err(),
+            Refused::TooManyFromAddress(2)
+        );
+        assert_eq!(connections.admit(Channel::Sse, a, Identity::Unknown).unwrap_err(), Refused::TooManyFromAddress(2));
+        let _b1 = connections.admit(Channel::Sse, b, Identity::Anonymous).unwrap();
+        assert_eq!(connections.anonymous_count(), (3, 2));
         // The anonymous share is spent: another stranger is refused...
-        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        assert_eq!(connections.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
         // ...a signed-in user is not, even from a full address...
-        let _user = registry.admit(Channel::Rooms, a, Identity::User("u1")).unwrap();
+        let _user = connections.admit(Channel::Rooms, a, Identity::User("u1")).unwrap();
         // ...and a connection that does not know yet is admitted on probation: it may sign in,
         // or stay anonymous once there is room again.
-        let mut maybe = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
-        let mut stranger = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        let mut maybe = connections.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        let mut stranger = connections.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
         assert_eq!(stranger.stay_anonymous(), Err(Refused::AnonymousFull));
         maybe.sign_in("u2").unwrap();
-        assert_eq!(registry.anonymous_from(c), 1, "signing in gave the address's place back");
+        assert_eq!(connections.anonymous_from(c), 1, "signing in gave the address's place back");
         drop(a1);
         assert_eq!(stranger.stay_anonymous(), Ok(()), "a place in the share came back");
-        assert_eq!(registry.anonymous_count(), (3, 3));
-        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
-        let _u3 = registry.admit(Channel::Rooms, b, Identity::User("u3")).unwrap();
-        assert_eq!(registry.admit(Channel::Rooms, b, Identity::User("u4")).unwrap_err(), Refused::Full(6));
+        assert_eq!(connections.anonymous_count(), (3, 3));
+        assert_eq!(connections.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        let _u3 = connections.admit(Channel::Rooms, b, Identity::User("u3")).unwrap();
+        assert_eq!(connections.admit(Channel::Rooms, b, Identity::User("u4")).unwrap_err(), Refused::Full(6));
         drop(stranger);
-        assert_eq!(registry.anonymous_from(c), 0);
+        assert_eq!(connections.anonymous_from(c), 0);
     }
 }

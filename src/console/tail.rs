@@ -18,8 +18,8 @@ use async_graphql::{Enum, SimpleObject};
 use futures::Stream;
 use tokio::time::Instant;
 
-use crate::model::{OrderEventKind, Timestamp};
-use crate::pubsub::{Event, EventBody, Tap};
+use crate::commerce::model::{OrderEventKind, Timestamp};
+use crate::events::{Event, EventBody, Tap};
 
 /// The most events a tail sends per second; a person reads far fewer.
 pub const MAX_PER_SECOND: u32 = 100;

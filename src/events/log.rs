@@ -41,10 +41,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{PerAddressQueue, QueuedSlot};
-use crate::model::Timestamp;
-use crate::pubsub::event::Stamp;
-use crate::pubsub::{Event, EventBody, Key};
+use crate::commerce::model::Timestamp;
+use crate::connections::budget::{PerAddressQueue, QueuedSlot};
+use crate::events::event::Stamp;
+use crate::events::{Event, EventBody, Key};
 use crate::store::events::{self, NewEvent, Selection};
 use crate::store::{self, Reader, Store, StoreError};
 
@@ -397,8 +397,8 @@ fn decode(row: events::StoredEvent) -> Result<Event, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Notification;
-    use crate::pubsub::NotificationPayload;
+    use crate::commerce::model::Notification;
+    use crate::events::NotificationPayload;
 
     async fn log_with(settings: LogSettings) -> EventLog {
         let store = Store::connect("sqlite::memory:").await.expect("store");

@@ -7,8 +7,8 @@ use async_graphql::Context;
 
 use super::error::{ApiError, ApiResult};
 use crate::auth::{User, Viewer};
-use crate::budget::ClientAddr;
 use crate::commerce::Commerce;
+use crate::connections::budget::ClientAddr;
 use crate::store::Reader;
 
 pub fn viewer<'a>(ctx: &'a Context<'_>) -> Option<&'a User> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_graphql::{ErrorExtensions, Pos, Response, ServerError};
 
 use crate::commerce::CommerceError;
-use crate::event_log::ResumeError;
+use crate::events::log::ResumeError;
 use crate::rooms::access::Denied;
 use crate::store::StoreError;
 

@@ -39,10 +39,10 @@ pub use replay::{MemberReplay, ReplaySlot};
 use super::documents::RootField;
 use super::error::{add_codes, to_json};
 use super::source::EventSource;
-use crate::event_log::EventLog;
+use crate::events::log::EventLog;
+use crate::events::slow_consumer::{Feed, SlowConsumer};
+use crate::events::{Broker, Key};
 use crate::lock;
-use crate::pubsub::{Broker, Key};
-use crate::slow_consumer::{Feed, SlowConsumer};
 use crate::store::Reader;
 
 /// What a connection receives from the groups it belongs to. Sixteen bytes, because every

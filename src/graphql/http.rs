@@ -18,8 +18,8 @@ use super::guard::OperationKind;
 use super::operations::Start;
 use super::state::GraphqlState;
 use crate::auth::Viewer;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
+use crate::connections::budget::ClientAddr;
+use crate::http::error::HttpError;
 
 /// The viewer named by the `Authorization` header: none when absent, `401` when bad.
 pub fn viewer_from_headers(state: &GraphqlState, headers: &HeaderMap) -> Result<Viewer, HttpError> {
@@ -117,7 +117,7 @@ async fn execute(
     // (within the anonymous half of the pool) and a task.
     let _in_flight = match viewer {
         Some(_) => None,
-        None => Some(state.registry.admit_request(client.0).ok_or_else(|| {
+        None => Some(state.connections.admit_request(client.0).ok_or_else(|| {
             HttpError::TooManyRequests(format!(
                 "too many requests without a token in flight from this address (at most {}); sign in or wait for \
                  the ones in flight",

@@ -33,10 +33,10 @@ use super::fanout::{Delivery, Execution, Fanout, GroupKey, MemberReplay, Members
 use super::schema::AppSchema;
 use super::source::EventSource;
 use crate::auth::Viewer;
-use crate::budget::ClientAddr;
 use crate::commerce::Commerce;
-use crate::registry::{Registry, SubscriptionGuard};
-use crate::slow_consumer::{self, Feed, SlowConsumer};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Connections, SubscriptionGuard};
+use crate::events::slow_consumer::{self, Feed, SlowConsumer};
 use crate::store::Reader;
 
 /// What every transport runs operations with; one per server, cheap to clone.
@@ -48,7 +48,7 @@ struct Inner {
     documents: Documents,
     fanout: Fanout,
     commerce: Arc<Commerce>,
-    registry: Registry,
+    connections: Connections,
     /// Room in each connection's queue of shared results, and in a resuming member's buffer.
     queue: usize,
     /// `WS_MAX_OPERATIONS`, and `WS_MAX_OPERATIONS_ANONYMOUS`.
@@ -148,13 +148,13 @@ impl Runner {
         documents: Documents,
         fanout: Fanout,
         commerce: Arc<Commerce>,
-        registry: Registry,
+        connections: Connections,
         config: &crate::config::Config,
     ) -> Self {
         let max_operations = (config.max_operations(true), config.max_operations(false));
         let queue = config.subscriber_queue.max(1);
         let event_fields = event_fields(&schema.sdl());
-        Self(Arc::new(Inner { schema, documents, fanout, commerce, registry, queue, max_operations, event_fields }))
+        Self(Arc::new(Inner { schema, documents, fanout, commerce, connections, queue, max_operations, event_fields }))
     }
 
     pub fn schema(&self) -> &AppSchema {
@@ -180,7 +180,7 @@ impl Runner {
     }
 
     /// The log position of a cursor this log wrote.
-    pub fn position_of(&self, cursor: &str) -> Result<u64, crate::event_log::ResumeError> {
+    pub fn position_of(&self, cursor: &str) -> Result<u64, crate::events::log::ResumeError> {
         self.0.commerce.log().position_of(cursor)
     }
 
@@ -333,7 +333,7 @@ impl Operations {
         let operation = match start.prepared.root_field() {
             Some(field) => {
                 let events = self.runner.0.event_fields.iter().any(|f| *f == field.name.as_str());
-                let counted = (!events).then(|| self.runner.0.registry.subscription_of(&field.name));
+                let counted = (!events).then(|| self.runner.0.connections.subscription_of(&field.name));
                 let Execution { results, source } = self.runner.execution(&start);
                 let subscription = Some((source, Box::new(start)));
                 Operation::Own { results, subscription, started: false, _counted: counted }
@@ -380,7 +380,7 @@ impl Operations {
         if let Output::Next { position, .. } = &output
             && *position > 0
         {
-            self.runner.0.registry.count_delivered(self.channel.label(), 1);
+            self.runner.0.connections.count_delivered(self.channel.label(), 1);
         }
         Poll::Ready(output)
     }
@@ -559,7 +559,7 @@ impl Operations {
         let joined = runner.0.fanout.join(key, Execution { results, source }, self.feed.clone(), resuming);
         let resume =
             joined.replay.map(|slot| Box::new(Resume { slot, replay: None, held: VecDeque::new(), ended: false }));
-        let counted = self.runner.0.registry.subscription_of(&field.name);
+        let counted = self.runner.0.connections.subscription_of(&field.name);
         let shared = Operation::Shared { membership: joined.membership, seam: 0, resume, _counted: counted };
         self.operations.push((id, shared));
         let last = self.operations.len() - 1;

@@ -11,16 +11,16 @@ use super::subscription::Subscription;
 use super::{guard, phases};
 use crate::commerce::Commerce;
 use crate::config::Config;
-use crate::registry::Registry;
+use crate::connections::Connections;
 use crate::rooms::Rooms;
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema once.
-pub fn build(config: &Config, commerce: Arc<Commerce>, registry: Registry, rooms: Rooms) -> AppSchema {
+pub fn build(config: &Config, commerce: Arc<Commerce>, connections: Connections, rooms: Rooms) -> AppSchema {
     Schema::build(Query, Mutation, Subscription)
         .data(commerce)
-        .data(registry)
+        .data(connections)
         .data(rooms)
         .limit_depth(config.query_max_depth)
         .limit_complexity(config.query_max_complexity)

@@ -13,8 +13,8 @@ use std::task::{Context, Poll, Waker};
 use futures::Stream;
 use futures::stream::BoxStream;
 
+use crate::events::{Event, Key};
 use crate::lock;
-use crate::pubsub::{Event, Key};
 
 /// What a resolver asked for: the events of `key`, after `after` when resuming.
 #[derive(Debug, Clone, PartialEq, Eq)]

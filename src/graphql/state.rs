@@ -12,7 +12,7 @@ use super::operations::Runner;
 use super::sse::reservations::Reservations;
 use crate::auth::Keys;
 use crate::config::Config;
-use crate::registry::Registry;
+use crate::connections::Connections;
 
 /// The state of the GraphQL routes; cheap to clone.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub struct Parts {
     pub keys: Arc<Keys>,
     pub config: Arc<Config>,
     /// Who may connect: every socket and stream is admitted there.
-    pub registry: Registry,
+    pub connections: Connections,
     /// Single-connection reservations of GraphQL over SSE.
     pub sse: Reservations,
     /// Pre-filled into GraphiQL in `--demo` mode.

@@ -11,13 +11,13 @@ use futures::{Stream, StreamExt, future};
 use super::context::{commerce, reader, require_staff, require_user};
 use super::error::ApiError;
 use super::source::EventSource;
+use crate::commerce::model::{OrderEventKind, OrderStatus, parse_id};
+use crate::connections::Connections;
 use crate::console::snapshot::{self, ServerSnapshot};
 use crate::console::tail::{self, TailEvent};
-use crate::model::{OrderEventKind, OrderStatus, parse_id};
-use crate::pubsub::{
+use crate::events::{
     Event, EventBody, InventoryChangePayload, Key, NotificationPayload, OrderEvent, OrderUpdatePayload,
 };
-use crate::registry::Registry;
 use crate::rooms::Rooms;
 
 pub struct Subscription;
@@ -152,7 +152,7 @@ impl Subscription {
             .filter(|n| *n <= snapshot::MAX_ROOMS)
             .ok_or_else(|| ApiError::BadInput(format!("rooms must be between 0 and {}", snapshot::MAX_ROOMS)))?;
         let source = snapshot::Source {
-            registry: ctx.data_unchecked::<Registry>().clone(),
+            connections: ctx.data_unchecked::<Connections>().clone(),
             rooms: ctx.data_unchecked::<Rooms>().clone(),
             broker: commerce(ctx).broker().clone(),
             rooms_shown,

@@ -7,7 +7,7 @@
 //! - anything else: any signed-in user.
 
 use crate::auth::User;
-use crate::model::parse_id;
+use crate::commerce::model::parse_id;
 use crate::store::{Reader, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! One `/ws` connection's protocol: client messages in; replies, the connection's outbox
-//! (presence and typing from the room registry), broker events for the entity rooms it joined and
+//! (presence and typing from [`super::presence`]), broker events for the entity rooms it joined and
 //! the user's notifications out; its close codes. The socket itself (liveness, pings, the timer,
 //! batched writes, the close handshake) is [`crate::socket::Connection`]'s.
 //!
 //! Ordering: messages about rooms (`room_joined`, `room_left`, `user_*_room`, `typing_indicator`)
-//! reach the socket through the outbox, in the order the registry decided them. Every other frame
+//! reach the socket through the outbox, in the order [`super::presence`] decided them. Every other frame
 //! is sent after whatever the outbox holds, so a client sees the answers to its messages in the
 //! order it sent them.
 
@@ -20,16 +20,16 @@ use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, debug_span};
 
 use super::access::{self, Denied};
+use super::presence::{JoinRefused, Membership};
 use super::protocol::{ClientMessage, ErrorCode, FEATURES, MAX_TYPING_FIELD, ServerMessage, Typing};
 use super::rate::RateLimiter;
-use super::registry::{JoinRefused, Membership};
 use super::state::RoomsState;
 use crate::auth::User;
-use crate::event_log::ResumeError;
-use crate::model::{OrderEventKind, parse_id};
-use crate::pubsub::{Event, EventBody, Key, Subscription};
-use crate::registry::Permit;
-use crate::slow_consumer::SlowConsumer;
+use crate::commerce::model::{OrderEventKind, parse_id};
+use crate::connections::Permit;
+use crate::events::log::ResumeError;
+use crate::events::slow_consumer::SlowConsumer;
+use crate::events::{Event, EventBody, Key, Subscription};
 use crate::socket::close::{self, Close};
 use crate::socket::{self, Connection, Handler, Incoming, Out};
 use crate::store::Reader;
@@ -134,13 +134,13 @@ impl Handler for RoomChannel {
         while !self.relays.is_empty() {
             let Poll::Ready(Some((_, event))) = self.relays.poll_next_unpin(cx) else { break };
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(CHANNEL, 1);
+                self.state.connections.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
         while let Poll::Ready(Some(event)) = self.notifications.poll_next_unpin(cx) {
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(CHANNEL, 1);
+                self.state.connections.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
@@ -164,7 +164,7 @@ impl Handler for RoomChannel {
 }
 
 impl RoomChannel {
-    /// Sends a direct reply, after whatever the registry queued for this connection before it.
+    /// Sends a direct reply, after whatever the rooms queued for this connection before it.
     fn reply(&mut self, out: &mut Out<'_>, message: &ServerMessage<'_>) {
         while let Some(text) = self.membership.try_recv() {
             out.text(text);

@@ -2,16 +2,16 @@
 //! relays.
 //!
 //! - [`protocol`]: the client and server messages;
-//! - [`registry`]: rooms, members and typing state, shared with the GraphQL `roomPresence` and
+//! - [`presence`]: rooms, members and typing state, shared with the GraphQL `roomPresence` and
 //!   `stats` queries;
 //! - [`access`]: who may join which room, shared with `roomPresence`;
 //! - `connection`: the socket loop.
 
 pub mod access;
 mod connection;
+mod presence;
 pub mod protocol;
 mod rate;
-mod registry;
 pub mod state;
 
 use axum::Router;
@@ -24,16 +24,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-pub use registry::{
+pub use presence::{
     JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, RoomView, Rooms, RoomsOverview,
 };
 
 pub use state::RoomsState;
 
 use crate::auth::AuthError;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity};
+use crate::http::error::HttpError;
 use crate::socket;
 
 /// `/ws`.
@@ -73,7 +73,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let permit = match state.registry.admit(Channel::Rooms, client.0, Identity::User(&user.id)) {
+    let permit = match state.connections.admit(Channel::Rooms, client.0, Identity::User(&user.id)) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };

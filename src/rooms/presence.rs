@@ -9,7 +9,7 @@
 //!
 //! Each connection has an outbox, a bounded queue its socket loop drains. A connection whose outbox
 //! is full is too slow to follow the room: rather than skip messages (a missed `user_left_room`
-//! leaves a ghost in its member list for good), it is marked slow (see [`crate::slow_consumer`])
+//! leaves a ghost in its member list for good), it is marked slow (see [`crate::events::slow_consumer`])
 //! and its socket is closed with 1013, which clients retry; on reconnecting they get fresh member
 //! lists.
 //!
@@ -34,12 +34,12 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::protocol::ServerMessage;
+use crate::commerce::model::{PresenceUser, Timestamp};
 use crate::config::Config;
+use crate::events::slow_consumer::{self, Feed, SlowConsumer};
 use crate::lock;
-use crate::model::{PresenceUser, Timestamp};
-use crate::slow_consumer::{self, Feed, SlowConsumer};
 
-/// The limits and timings the registry applies.
+/// The limits and timings the rooms apply.
 #[derive(Debug, Clone)]
 pub struct RoomSettings {
     /// After the last `isTyping: true`, the server stops the indicator itself.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::registry::Rooms;
+use super::presence::Rooms;
 use crate::auth::Keys;
 use crate::config::Config;
-use crate::event_log::EventLog;
-use crate::pubsub::Broker;
-use crate::registry::Registry;
+use crate::connections::Connections;
+use crate::events::Broker;
+use crate::events::log::EventLog;
 use crate::store::Store;
 
 /// The state of `/ws`; cheap to clone.
@@ -22,7 +22,7 @@ pub struct Parts {
     pub keys: Arc<Keys>,
     pub config: Arc<Config>,
     /// Who may connect, and the delivered count.
-    pub registry: Registry,
+    pub connections: Connections,
     pub rooms: Rooms,
     /// Who may join an entity room.
     pub store: Store,

@@ -214,12 +214,16 @@ impl Store {
     }
 
     /// The order with this id, read for `reader`.
-    pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Order>, StoreError> {
+    pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::commerce::model::Order>, StoreError> {
         self.read(reader, move |db| async move { orders::get(&db, id).await }).await
     }
 
     /// The product with this id, read for `reader`.
-    pub async fn product(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Product>, StoreError> {
+    pub async fn product(
+        &self,
+        reader: Reader,
+        id: i64,
+    ) -> Result<Option<crate::commerce::model::Product>, StoreError> {
         self.read(reader, move |db| async move { products::get(&db, id).await }).await
     }
 
@@ -242,7 +246,7 @@ impl Store {
             "INSERT INTO store_probe (id, at) VALUES (1, $1)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
         )
-        .bind(crate::model::Timestamp::now().to_string())
+        .bind(crate::commerce::model::Timestamp::now().to_string())
         .execute(tx.conn())
         .await?;
         tx.commit().await

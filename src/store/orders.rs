@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::{StoreError, by_id, decode};
-use crate::model::{Decimal, Order, OrderStatus, Timestamp};
+use crate::commerce::model::{Decimal, Order, OrderStatus, Timestamp};
 
 const COLUMNS: &str = "id, order_number, customer_id, status, payment_status, total, currency, tracking_number, \
                        created_at, updated_at";

@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::{StoreError, by_id, decode};
-use crate::model::{Decimal, Product, Timestamp};
+use crate::commerce::model::{Decimal, Product, Timestamp};
 
 const COLUMNS: &str = "id, sku, name, price, quantity, updated_at";
 

@@ -25,10 +25,10 @@ use futures::task::AtomicWaker;
 use tokio::time::Instant;
 
 use super::{Execution, Fanout, Group, Payload, Serialized};
+use crate::events::Key;
 use crate::graphql::documents::RootField;
 use crate::graphql::error::{ApiError, add_codes, failed_before_execution};
 use crate::lock;
-use crate::pubsub::Key;
 use crate::store::Reader;
 
 /// How long after it was read a replay still takes members resuming from its place.

@@ -43,9 +43,9 @@ use super::http::viewer_from_headers;
 use super::operations::{self, Operations, Start};
 use super::state::GraphqlState;
 use crate::auth::Viewer;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity, Permit};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity, Permit};
+use crate::http::error::HttpError;
 use crate::server::ConnectionHandle;
 pub use reservations::Reservations;
 use reservations::{AttachError, Reservation, Started};
@@ -237,7 +237,7 @@ fn admit(state: &GraphqlState, client: ClientAddr, viewer: &Viewer) -> Result<Pe
         Some(user) => Identity::User(&user.id),
         None => Identity::Anonymous,
     };
-    Ok(state.registry.admit(Channel::Sse, client.0, identity)?)
+    Ok(state.connections.admit(Channel::Sse, client.0, identity)?)
 }
 
 /// The cursor in `Last-Event-ID`, if any.

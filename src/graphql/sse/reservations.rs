@@ -27,11 +27,11 @@ use tokio_util::task::TaskTracker;
 
 use super::protocol;
 use super::stream::{SLOW_CONSUMER, STALLED_STREAM_GRACE, Source, ending_errors};
+use crate::connections::Permit;
+use crate::events::slow_consumer::SlowConsumer;
 use crate::graphql::error::code;
 use crate::graphql::operations::{Channel, Json, Operations, Output, Runner, Start};
 use crate::lock;
-use crate::registry::Permit;
-use crate::slow_consumer::SlowConsumer;
 
 /// Every reservation on this node, by token, and what their pumps run with; cheap to clone.
 #[derive(Clone)]

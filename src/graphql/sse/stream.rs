@@ -21,9 +21,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::protocol;
+use crate::connections::Permit;
 use crate::graphql::error::{code, refusal};
 use crate::graphql::operations::{Json, Operations, Output};
-use crate::registry::Permit;
 
 /// How long a stream that its client stopped reading has, once it is too slow, to write its
 /// last events before its connection is closed.

@@ -13,11 +13,11 @@ use tracing::{Instrument, debug_span};
 
 use super::protocol::{ClientMessage, Dialect, ServerMessage, SubscribePayload};
 use crate::auth::{self, User};
-use crate::budget::ClientAddr;
+use crate::connections::Permit;
+use crate::connections::budget::ClientAddr;
 use crate::graphql::error::add_codes;
 use crate::graphql::operations::{Channel, Operations, Output, Start};
 use crate::graphql::state::GraphqlState;
-use crate::registry::Permit;
 use crate::socket::close::{self, Close};
 use crate::socket::{self, Connection, Handler, Incoming, Out};
 

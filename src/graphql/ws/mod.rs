@@ -16,9 +16,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::state::GraphqlState;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity};
+use crate::http::error::HttpError;
 use crate::socket;
 use protocol::Dialect;
 
@@ -44,7 +44,7 @@ pub async fn upgrade(
     };
     // Who it is for is known from `connection_init` only (a token in the header is checked there
     // too): until then it counts as anonymous, or is on probation (see `registry`).
-    let permit = match state.registry.admit(channel, client.0, Identity::Unknown) {
+    let permit = match state.connections.admit(channel, client.0, Identity::Unknown) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };
