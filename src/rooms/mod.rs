@@ -2,17 +2,21 @@
 //! relays.
 //!
 //! - [`protocol`]: the client and server messages;
-//! - [`presence`]: rooms, members and typing state, shared with the GraphQL `roomPresence` and
-//!   `stats` queries;
+//! - `presence`: rooms and their members (joining, leaving, the member lists), shared with the
+//!   GraphQL `roomPresence` and `stats` queries; `typing`: typing indicators and their timeout;
+//!   `replica`: the other nodes' part of the presence, merged in; `overview`: the console's view;
 //! - [`access`]: who may join which room, shared with `roomPresence`;
-//! - `connection`: the socket loop.
+//! - `connection`: the socket loop; [`state`]: what it is served with.
 
 pub mod access;
 mod connection;
+mod overview;
 mod presence;
 pub mod protocol;
 mod rate;
+mod replica;
 pub mod state;
+mod typing;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -24,9 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-pub use presence::{
-    JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, RoomView, Rooms, RoomsOverview,
-};
+pub use overview::{RoomView, RoomsOverview};
+pub use presence::{JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, Rooms};
 
 pub use state::RoomsState;
 
