@@ -166,6 +166,9 @@ struct Inner {
     /// Events handed to subscribers' transports (GraphQL results and relayed entity events; see
     /// [`Connections::count_delivered`]).
     delivered: AtomicU64,
+    /// `switchboard_events_delivered_total` by channel, looked up once: counting is per
+    /// delivery, and a lookup by name and label costs a hash of both each time.
+    delivered_metric: OnceLock<[(&'static str, metrics::Counter); 3]>,
     /// This node's name, as in metrics and the cluster.
     node: OnceLock<String>,
     users: Mutex<Users>,
@@ -419,7 +422,14 @@ impl Connections {
     /// place deliveries are counted, for `/metrics` and for the console. Called where a
     /// connection hands an event's result or relay to its transport, never when it is queued.
     pub fn count_delivered(&self, channel: &'static str, n: u64) {
-        metrics::counter!("switchboard_events_delivered_total", "channel" => channel).increment(n);
+        let counters = self.inner.delivered_metric.get_or_init(|| {
+            ["graphql", "sse", "rooms"]
+                .map(|label| (label, metrics::counter!("switchboard_events_delivered_total", "channel" => label)))
+        });
+        match counters.iter().find(|(label, _)| *label == channel) {
+            Some((_, counter)) => counter.increment(n),
+            None => metrics::counter!("switchboard_events_delivered_total", "channel" => channel).increment(n),
+        }
         self.inner.delivered.fetch_add(n, Ordering::Relaxed);
     }
 

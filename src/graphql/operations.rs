@@ -323,8 +323,10 @@ impl Operations {
     }
 
     /// Starts an operation under `id` (which the caller made sure is free), or refuses it past
-    /// the connection's limit.
-    pub fn start(&mut self, id: Arc<str>, start: Start) {
+    /// the connection's limit. A subscription to events is settled before this returns: its
+    /// resolver has checked the viewer and it has joined its group (or been refused), so that
+    /// the next message the transport handles finds it live, as it finds a query started.
+    pub async fn start(&mut self, id: Arc<str>, start: Start) {
         let signed_in = start.viewer.is_some();
         let limit = self.runner.max_operations(signed_in);
         if self.operations.len() >= limit {
@@ -348,14 +350,47 @@ impl Operations {
         if self.operations.capacity() == 0 {
             self.operations.reserve_exact(1);
         }
-        self.operations.push((id, operation));
-        // A first turn now: a resolver that needs no store read has asked for its key by the end
-        // of it, and joins its group before the transport handles another message. Whatever this
-        // turn produces waits in `ready`; the transport polls again, with its own waker, before
-        // it waits.
-        let mut noop = Context::from_waker(futures::task::noop_waker_ref());
-        if let Poll::Ready(output) = self.poll_own(&mut noop) {
-            self.ready.push_back(output);
+        self.operations.push((id.clone(), operation));
+        std::future::poll_fn(|cx| self.settle(&id, cx)).await;
+    }
+
+    /// Runs a new operation until it is settled: a subscription to events until its resolver
+    /// has asked for its key (it then joins its group) or refused; anything else for one turn.
+    /// What it produces meanwhile waits in `ready`.
+    fn settle(&mut self, id: &str, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.operations.iter().position(|(i, _)| &**i == id) else { return Poll::Ready(()) };
+        let (id, Operation::Own { results, subscription, started, _counted }) = &mut self.operations[at] else {
+            return Poll::Ready(());
+        };
+        let awaits_key = subscription.is_some() && _counted.is_none();
+        match results.poll_next_unpin(cx) {
+            Poll::Ready(Some(mut response)) => {
+                add_codes(&mut response);
+                let id = id.clone();
+                let first = !std::mem::replace(started, true);
+                let output = if first && failed_before_execution(&response, subscription.is_some()) {
+                    self.operations.swap_remove(at);
+                    Output::Refused { id, errors: response.errors }
+                } else {
+                    Output::Next { id, result: Json::Own(to_json(&response)), position: 0 }
+                };
+                self.ready.push_back(output);
+                Poll::Ready(())
+            }
+            Poll::Ready(None) => {
+                let id = id.clone();
+                self.operations.swap_remove(at);
+                self.ready.push_back(Output::Complete { id });
+                Poll::Ready(())
+            }
+            Poll::Pending if subscription.as_ref().is_some_and(|(source, _)| source.asked().is_some()) => {
+                if let Some(refusal) = self.share(at) {
+                    self.ready.push_back(refusal);
+                }
+                Poll::Ready(())
+            }
+            Poll::Pending if awaits_key => Poll::Pending,
+            Poll::Pending => Poll::Ready(()),
         }
     }
 

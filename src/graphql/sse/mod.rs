@@ -284,7 +284,7 @@ async fn distinct(
     let mut operations = Operations::new(state.runner.clone(), operations::Channel::Sse, Default::default());
     let id: Arc<str> = Arc::from("");
     match checked {
-        Checked::Run(start) => operations.start(id, start),
+        Checked::Run(start) => operations.start(id, start).await,
         // Errors before execution travel on the stream, which `EventSource` can read (it hides
         // the body of a failed response).
         Checked::Invalid(errors) => operations.refuse(id, errors),

@@ -376,7 +376,7 @@ async fn pump(
                 let _ = reply.send(Started::Accepted);
                 // Past the operation limit the runner refuses it, as the `next` the protocol
                 // sends refusals in.
-                operations.start(id, operation);
+                operations.start(id, operation).await;
             }
             Step::Command(Command::Stop { id }) => {
                 operations.stop(&id);

@@ -235,7 +235,7 @@ impl GraphqlWs {
         };
         let variables = payload.variables.unwrap_or(serde_json::Value::Null);
         let start = Start { prepared, variables, viewer: self.viewer.clone(), client: self.client, resume_from: None };
-        self.operations.start(Arc::from(id), start);
+        self.operations.start(Arc::from(id), start).await;
         Ok(())
     }
 
