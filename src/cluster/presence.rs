@@ -127,7 +127,7 @@ impl Keys {
     }
 }
 
-/// Keeps this node's presence in Redis and the other nodes' in `rooms` and `registry`.
+/// Keeps this node's presence in Redis and the other nodes' in `rooms` and `connections`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     mut redis: ConnectionManager,

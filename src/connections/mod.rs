@@ -489,7 +489,7 @@ pub struct NodeCounters {
 }
 
 impl NodeCounters {
-    /// This node's counters now, from `registry` and `broker`. Atomics only: no lock the
+    /// This node's counters now, from `connections` and `broker`. Atomics only: no lock the
     /// delivery path takes.
     pub fn collect(connections: &Connections, broker: &Broker) -> Self {
         Self {

@@ -43,7 +43,7 @@ pub async fn upgrade(
         _ => Channel::GraphqlTransportWs,
     };
     // Who it is for is known from `connection_init` only (a token in the header is checked there
-    // too): until then it counts as anonymous, or is on probation (see `registry`).
+    // too): until then it counts as anonymous, or is on probation (see `crate::connections`).
     let permit = match state.connections.admit(channel, client.0, Identity::Unknown) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
