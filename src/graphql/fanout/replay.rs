@@ -177,6 +177,9 @@ impl Replays {
         for waiting in std::mem::take(&mut batch.waiting) {
             waiting.slot.put(batch.replay_for(&outcome, waiting.joined_at));
         }
+        // A refusal goes to those who waited for it, not to later ones: a store that failed once
+        // may answer the next read, and refusing a cursor costs no more than an index walk.
+        batch.full |= matches!(outcome, Outcome::Refused(_));
         batch.done = Some((Arc::new(outcome), Instant::now()));
     }
 }
