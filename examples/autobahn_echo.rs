@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use switchboard::registry::{Channel, Identity, Limits, Registry};
+use switchboard::connections::{Channel, Connections, Identity, Limits};
 use switchboard::socket::{self, Close, Connection, Handler, Incoming, Out, Settings};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -43,14 +43,14 @@ impl Handler for Echo {
 
 #[derive(Clone)]
 struct Echoes {
-    registry: Registry,
+    connections: Connections,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
 async fn upgrade(State(echoes): State<Echoes>, ws: WebSocketUpgrade) -> Response {
     // The conformance suite's many connections come from one address and sign in as nobody.
-    let permit = match echoes.registry.admit(Channel::Rooms, [127, 0, 0, 1].into(), Identity::User("autobahn")) {
+    let permit = match echoes.connections.admit(Channel::Rooms, [127, 0, 0, 1].into(), Identity::User("autobahn")) {
         Ok(permit) => permit,
         Err(refused) => return (axum::http::StatusCode::SERVICE_UNAVAILABLE, refused.to_string()).into_response(),
     };
@@ -69,7 +69,7 @@ async fn main() -> std::io::Result<()> {
         }
     };
     let echoes = Echoes {
-        registry: Registry::new(Limits::default()),
+        connections: Connections::new(Limits::default()),
         tracker: TaskTracker::new(),
         shutdown: CancellationToken::new(),
     };

@@ -5,11 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::extract::{DefaultBodyLimit, Request};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,31 +13,43 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Keys, Role};
-use crate::budget::{self, ClientAddr, TrustedProxies};
 use crate::cluster::{self, Backplane};
 use crate::commerce::Commerce;
+use crate::commerce::demo;
 use crate::config::Config;
-use crate::event_log::EventLog;
+use crate::connections::Connections;
+use crate::connections::budget::{self, TrustedProxies};
+use crate::console::pages::PagesState;
+use crate::events::Broker;
+use crate::events::log::EventLog;
+use crate::graphql::documents::Documents;
 use crate::graphql::fanout::Fanout;
 use crate::graphql::guard::Limits;
-use crate::graphql::{self, AppSchema};
-use crate::origins::AllowedOrigins;
-use crate::pubsub::Broker;
-use crate::registry::Registry;
-use crate::rooms::{RoomSettings, Rooms};
+use crate::graphql::operations::Runner;
+use crate::graphql::{self, GraphqlState};
+use crate::http::ops::OpsState;
+use crate::http::origins::AllowedOrigins;
+use crate::http::{body_limit, ops, origins};
+use crate::rooms::{RoomSettings, Rooms, RoomsState};
 use crate::store::Store;
-use crate::{body_limit, console, demo, ops, origins, rooms, server, telemetry};
+use crate::{console, rooms, server, telemetry};
 
-/// Everything a request handler or socket loop needs; cheap to clone.
+/// What the application is made of. Each module's routes are served with the part of it they
+/// need ([`GraphqlState`], [`RoomsState`], [`PagesState`], [`OpsState`]); nothing outside this
+/// file sees the whole, which tests read.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub keys: Arc<Keys>,
-    pub schema: AppSchema,
     pub commerce: Arc<Commerce>,
-    pub registry: Registry,
+    /// Who is connected, and who may connect.
+    pub connections: Connections,
     pub rooms: Rooms,
-    pub query_limits: Limits,
+    pub graphql: GraphqlState,
+    /// Shared subscriptions (one execution per event per audience).
+    pub fanout: Fanout,
+    /// Single-connection reservations of GraphQL over SSE.
+    pub sse: graphql::sse::Reservations,
     /// Pre-filled into GraphiQL in `--demo` mode.
     pub graphiql_token: Option<String>,
     /// Cancelled at shutdown; every socket loop watches it (axum's graceful shutdown does not
@@ -50,20 +58,6 @@ pub struct AppState {
     /// Tracks socket tasks so that shutdown can wait for their close handshakes.
     pub tracker: TaskTracker,
     pub metrics: PrometheusHandle,
-    /// Shared subscriptions (one execution per event per audience).
-    pub fanout: Fanout,
-    /// Single-connection reservations of GraphQL over SSE.
-    pub sse: graphql::sse::Reservations,
-}
-
-impl AppState {
-    /// `--demo` mode, where the rooms demo is served and the pages offer demo tokens. Read from
-    /// the demo token, which exists in that mode only, rather than kept in a field of its own:
-    /// every connection holds a clone of this state, so each byte here is paid per connection
-    /// (see the size test of an idle SSE stream).
-    pub fn demo(&self) -> bool {
-        self.graphiql_token.is_some()
-    }
 }
 
 /// A built application: state ready, port bound.
@@ -97,8 +91,8 @@ impl Application {
         let log = EventLog::open(store.clone(), config.log_settings()).await?;
         let broker = Broker::new();
         broker.start_after(log.head().await?);
-        let registry = Registry::new(crate::registry::Limits::from_config(&config));
-        registry.set_node(&node_id);
+        let connections = Connections::new(crate::connections::Limits::from_config(&config));
+        connections.set_node(&node_id);
         let rooms = Rooms::new(RoomSettings::from_config(&config));
         let backplane = match &config.redis_url {
             Some(url) => {
@@ -109,7 +103,7 @@ impl Application {
                     log.clone(),
                     broker.clone(),
                     rooms.clone(),
-                    registry.clone(),
+                    connections.clone(),
                     &tracker,
                     shutdown.clone(),
                 )
@@ -127,7 +121,7 @@ impl Application {
             &tracker,
             shutdown.clone(),
         ));
-        let schema = graphql::build_schema(&config, commerce.clone(), registry.clone(), rooms.clone());
+        let schema = graphql::schema::build(&config, commerce.clone(), connections.clone(), rooms.clone());
         let samples = samples_needed.then(|| {
             SampleTokens(
                 [Role::Customer, Role::Staff, Role::Admin]
@@ -143,20 +137,46 @@ impl Application {
         let graphiql_token = demo_data.then(|| keys.sign("staff-1", Role::Staff, Some("Demo staff"), 86_400));
         let listener = TcpListener::bind(config.bind_addr).await?;
         commerce.log().spawn_retention(&tracker, shutdown.clone());
+        let fanout = Fanout::new(
+            commerce.broker().clone(),
+            commerce.log().clone(),
+            config.subscriber_queue,
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        let documents = Documents::new(Limits::from_config(&config));
+        let runner = Runner::new(schema, documents, fanout.clone(), commerce.clone(), connections.clone(), &config);
+        let config = Arc::new(config);
+        let sse = graphql::sse::Reservations::new(
+            runner.clone(),
+            config.subscriber_queue,
+            config.sse_reservation_ttl(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        let graphql = GraphqlState::new(graphql::state::Parts {
+            runner,
+            keys: keys.clone(),
+            config: config.clone(),
+            connections: connections.clone(),
+            sse: sse.clone(),
+            graphiql_token: graphiql_token.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        });
         let state = AppState {
-            fanout: Fanout::new(tracker.clone(), shutdown.clone()),
-            query_limits: Limits::from_config(&config),
-            config: Arc::new(config),
+            config,
             keys,
-            schema,
             commerce,
-            registry,
+            connections,
             rooms,
+            graphql,
+            fanout,
+            sse,
             graphiql_token,
             shutdown,
             tracker,
             metrics,
-            sse: Default::default(),
         };
         Ok((Self { listener, state }, samples))
     }
@@ -175,22 +195,29 @@ impl Application {
     }
 }
 
+/// Every module's routes, each served with its own state, behind the layers every request
+/// passes.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let allowed_origins = AllowedOrigins::new(&state.config.allowed_origins);
+    let rooms = RoomsState::new(rooms::state::Parts {
+        keys: state.keys.clone(),
+        config: state.config.clone(),
+        connections: state.connections.clone(),
+        rooms: state.rooms.clone(),
+        store: state.commerce.store().clone(),
+        log: state.commerce.log().clone(),
+        broker: state.commerce.broker().clone(),
+        shutdown: state.shutdown.clone(),
+        tracker: state.tracker.clone(),
+    });
+    let pages = PagesState { keys: state.keys.clone(), demo_token: state.graphiql_token.clone() };
+    let ops = OpsState { commerce: state.commerce.clone(), metrics: state.metrics.clone() };
     Router::new()
-        .route("/graphql", get(graphql_get).post(graphql::http::post))
-        .route("/graphql/stream", any(graphql::sse::handle))
-        .route("/graphiql/{file}", get(graphql::http::asset))
-        .route("/console", get(console::pages::console))
-        .route("/console/{file}", get(console::pages::asset))
-        .route("/console/lib/{file}", get(console::pages::library))
-        .route("/console/vendor/{file}", get(console::pages::vendor))
-        .route("/demo/rooms", get(console::pages::rooms_demo))
-        .route("/ws", get(rooms::upgrade))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
+        .merge(graphql::router(state.graphql.clone()))
+        .merge(rooms::router(rooms))
+        .merge(console::pages::router(pages))
+        .merge(ops::router(ops))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(max_body, body_limit::refuse_oversized))
         .layer(allowed_origins.cors_layer())
@@ -201,26 +228,6 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
         }))
-        .with_state(state)
-}
-
-/// `GET /graphql` is three things: a WebSocket upgrade, a query in the URL, or GraphiQL.
-async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
-    let (mut parts, _body) = request.into_parts();
-    let client = ClientAddr::of(&parts);
-    let wants_upgrade =
-        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if wants_upgrade {
-        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(ws) => graphql::ws::upgrade(State(state), client, headers, ws).await,
-            Err(rejection) => rejection.into_response(),
-        };
-    }
-    let params = axum::extract::Query::from_request_parts(&mut parts, &state).await;
-    match params {
-        Ok(params) => graphql::http::get(State(state), client, headers, params).await.into_response(),
-        Err(rejection) => rejection.into_response(),
-    }
 }
 
 /// Serves `state` on `listener` until `shutdown` is cancelled. Then: stop accepting, let every

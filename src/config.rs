@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commerce::WriterSettings;
-use crate::event_log::LogSettings;
+use crate::events::log::LogSettings;
 use crate::store::{SqliteSynchronous, StoreOptions};
 
 #[derive(Debug, Parser)]
@@ -262,7 +262,7 @@ pub struct Config {
     /// this server: for a request from one of them, the client is the address its
     /// `X-Forwarded-For` names (the last one that is not itself a trusted proxy). Unset: the
     /// client is always the peer, and `X-Forwarded-For` is ignored.
-    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::budget::parse_network, global = true)]
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = crate::connections::budget::parse_network, global = true)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Connections (WebSockets, SSE streams, SSE reservations) without a signed-in user that one

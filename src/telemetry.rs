@@ -20,7 +20,7 @@ pub fn init_tracing(format: LogFormat) {
 /// The process-wide metrics recorder, every series labelled `node` with this node's id (several
 /// nodes behind one Prometheus stay apart). The `metrics` facade has one global recorder, so
 /// servers started in one process (as tests do) share it, with the first one's label; each
-/// renders the same registry.
+/// renders the same registry of metrics.
 pub fn metrics_handle(node_id: &str) -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
@@ -46,12 +46,12 @@ fn describe() {
     describe_counter!("switchboard_events_published_total", "Events published, by the key kind of the entity");
     describe_counter!("switchboard_events_delivered_total", "Events handed to subscribers and room members");
     describe_counter!(
-        crate::slow_consumer::METRIC,
+        crate::events::slow_consumer::METRIC,
         "Consumers too slow to keep up, once each: a queue was full, nothing more is queued for them, \
          and their socket is closed with 1013"
     );
     describe_counter!(
-        crate::slow_consumer::DROPPED_METRIC,
+        crate::events::slow_consumer::DROPPED_METRIC,
         "Deliveries refused to slow consumers (the one that found a queue full and every later one); \
          their subscribers resume past them by cursor"
     );

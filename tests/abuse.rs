@@ -337,8 +337,8 @@ async fn the_room_channel_refuses_strangers_before_holding_anything() {
             other => panic!("a stranger was not refused: {:?}", other.map(|_| ())),
         }
     }
-    assert_eq!(app.state.registry.connection_count(), 0);
-    assert_eq!(app.state.registry.anonymous_count(), (0, 0));
+    assert_eq!(app.state.connections.connection_count(), 0);
+    assert_eq!(app.state.connections.anonymous_count(), (0, 0));
     let mut room = app.rooms_ws(&app.token("c1", TestRole::Customer)).await;
     assert_eq!(room.join(&format!("product:{product}")).await.len(), 1);
     staff_is_served(&app, &product, 2).await;
@@ -393,7 +393,7 @@ async fn console_subscriptions_refuse_strangers_without_holding_anything() {
         }
         flood.push(ws);
     }
-    assert_eq!(app.state.registry.subscription_count(), 0);
+    assert_eq!(app.state.connections.subscription_count(), 0);
     let mut console = app.graphql_ws(Some(&app.staff())).await;
     console.subscribe("tail", "subscription { eventTail(perSecond: 100) { topic } }", json!({})).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -451,7 +451,7 @@ async fn a_stalled_sse_stream_gives_its_place_back() {
     let user = app.token("c1", TestRole::Customer);
 
     for mode in ["distinct", "reservation"] {
-        let before = app.state.registry.subscription_count();
+        let before = app.state.connections.subscription_count();
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let mut stalled = socket.connect(app.addr).await.unwrap();
@@ -487,12 +487,12 @@ async fn a_stalled_sse_stream_gives_its_place_back() {
             assert_eq!(posted.status(), 202);
         }
         app.await_subscriptions(before, 1).await;
-        let open = app.state.registry.connection_count();
+        let open = app.state.connections.connection_count();
         assert!(open >= 1);
         // Events until the stream is found too slow (its queue of 4 overflows).
-        let lagged = switchboard::slow_consumer::lagged_total();
+        let lagged = switchboard::events::slow_consumer::lagged_total();
         let mut sent = 0;
-        while switchboard::slow_consumer::lagged_total() == lagged {
+        while switchboard::events::slow_consumer::lagged_total() == lagged {
             assert!(sent < 200, "{mode}: never found slow");
             let body = app.gql(Some(&app.staff()), notify, json!({ "m": big })).await;
             assert!(body["errors"].is_null(), "{body}");
@@ -501,7 +501,7 @@ async fn a_stalled_sse_stream_gives_its_place_back() {
         let slow_at = Instant::now();
         // Never read: the place and the subscription come back anyway.
         let deadline = slow_at + Duration::from_secs(15);
-        while app.state.registry.connection_count() >= open || app.state.registry.subscription_count() > before {
+        while app.state.connections.connection_count() >= open || app.state.connections.subscription_count() > before {
             assert!(Instant::now() < deadline, "{mode}: still held {:?} after it was found slow", slow_at.elapsed());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -526,8 +526,8 @@ async fn clients_behind_a_trusted_proxy_are_told_apart_by_x_forwarded_for() {
     }
     assert_eq!(put(&behind, "198.51.100.1").await.unwrap().status(), 429, "the same client behind the proxy");
     assert_eq!(put(&behind, "6.6.6.6, 198.51.100.2").await.unwrap().status(), 201, "another one");
-    assert_eq!(behind.state.registry.anonymous_from("198.51.100.1".parse().unwrap()), 2);
-    assert_eq!(behind.state.registry.anonymous_from("198.51.100.2".parse().unwrap()), 1);
+    assert_eq!(behind.state.connections.anonymous_from("198.51.100.1".parse().unwrap()), 2);
+    assert_eq!(behind.state.connections.anonymous_from("198.51.100.2".parse().unwrap()), 1);
 
     let direct = spawn_app_with(|c| c.anonymous_connections_per_address = 2).await;
     for _ in 0..2 {
@@ -639,5 +639,5 @@ async fn pages_and_their_files_hold_nothing() {
         let status = status.expect("task").expect("answered");
         assert!([200, 404].contains(&status), "{status}");
     }
-    assert_eq!(app.state.registry.anonymous_count(), (0, 0), "nothing held");
+    assert_eq!(app.state.connections.anonymous_count(), (0, 0), "nothing held");
 }

@@ -304,7 +304,7 @@ async fn every_subscription_field_is_counted_by_name() {
         .collect();
     assert!(fields.len() >= 6, "{fields:?}");
     for field in fields {
-        assert!(switchboard::registry::SUBSCRIPTION_FIELDS.contains(&field), "{field} is counted as `other`");
+        assert!(switchboard::connections::SUBSCRIPTION_FIELDS.contains(&field), "{field} is counted as `other`");
     }
 }
 

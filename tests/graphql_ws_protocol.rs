@@ -247,7 +247,7 @@ async fn client_complete_stops_the_stream_and_is_not_echoed() {
     )
     .await;
     ws.silent().await;
-    assert_eq!(app.state.registry.subscription_count(), 0);
+    assert_eq!(app.state.connections.subscription_count(), 0);
 }
 
 #[tokio::test]

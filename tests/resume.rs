@@ -368,6 +368,44 @@ async fn resuming_subscribers_join_the_shared_execution_at_the_seam() {
     assert_eq!(app.state.fanout.executions() - before, 3, "one execution per live event, however many resumed");
 }
 
+/// Subscribers that resume from the same place share one read of the log, even when the second
+/// comes after the first one's replay was read and the group has delivered a live event since:
+/// the latecomer gets the replay, then that event, then the live ones, each once.
+#[tokio::test]
+async fn a_later_resume_from_the_same_place_shares_the_replay_and_gets_what_came_between() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let mut live = app.graphql_ws(None).await;
+    live.subscribe_live(&app, "s", INVENTORY, json!({ "p": product })).await;
+    app.set_stock(&product, 1).await;
+    let cursor = live.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
+    app.set_stock(&product, 2).await; // what both resumers missed
+    assert_eq!(live.next_data("s").await["inventoryChanged"]["newQuantity"], 2);
+    let quantities = |events: Vec<Value>| events.iter().map(|e| e["newQuantity"].as_i64().unwrap()).collect::<Vec<_>>();
+
+    let mut early = app.graphql_ws(None).await;
+    early.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+    assert_eq!(quantities(take(&mut early, "s", "inventoryChanged", 1).await), [2]);
+    app.set_stock(&product, 3).await; // between the two resumes: live for the first
+    assert_eq!(quantities(take(&mut early, "s", "inventoryChanged", 1).await), [3]);
+    assert_eq!(quantities(take(&mut live, "s", "inventoryChanged", 1).await), [3]);
+
+    let mut late = app.graphql_ws(None).await;
+    late.subscribe_live(&app, "s", INVENTORY, json!({ "p": product, "after": cursor })).await;
+    assert_eq!(
+        quantities(take(&mut late, "s", "inventoryChanged", 2).await),
+        [2, 3],
+        "the replay, then what came between"
+    );
+    app.set_stock(&product, 4).await;
+    for ws in [&mut live, &mut early, &mut late] {
+        assert_eq!(quantities(take(ws, "s", "inventoryChanged", 1).await), [4]);
+        ws.silent().await;
+    }
+    assert_eq!(app.state.fanout.replays_read(), 1, "one read of the log for both resumes");
+    assert_eq!(app.state.fanout.group_count(), 1);
+}
+
 /// `/ws`: joining an entity room with `after` relays the updates since that cursor first, then
 /// the live ones; an unusable cursor is refused and the room is not joined.
 #[tokio::test]

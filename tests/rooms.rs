@@ -120,7 +120,7 @@ async fn a_missing_invalid_or_expired_token_is_refused_with_401_before_the_upgra
     // Without upgrade headers the token is still checked first.
     let plain = app.http.get(app.url("/ws")).send().await.unwrap();
     assert_eq!(plain.status(), 401);
-    assert_eq!(app.state.registry.connection_count(), 0, "no socket was opened");
+    assert_eq!(app.state.connections.connection_count(), 0, "no socket was opened");
 }
 
 #[tokio::test]

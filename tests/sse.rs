@@ -20,7 +20,7 @@ const TOKEN_HEADER: &str = "x-graphql-event-stream-token";
 
 /// A distinct-connections subscription, live on the server when this returns.
 async fn subscribe(app: &TestApp, token: Option<&str>, query: &str, variables: Value) -> Stream {
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     let stream = app.sse_post(token, query, variables).await;
     app.await_subscriptions(before, 1).await;
     stream
@@ -151,7 +151,7 @@ async fn identity_comes_from_the_header_or_access_token_and_a_bad_token_is_401()
     let token = app.token("c1", TestRole::Customer);
     let mut by_header = subscribe(&app, Some(&token), NOTIFICATIONS, json!({})).await;
     // EventSource cannot set headers: ?access_token= in a GET.
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     let url = format!("/graphql/stream?query={}&access_token={token}", urlencode(NOTIFICATIONS));
     let response = app.http.get(app.url(&url)).header("accept", "text/event-stream").send().await.unwrap();
     let mut by_query = Stream::new(response);
@@ -253,6 +253,53 @@ async fn identical_sse_subscriptions_share_one_execution_per_event() {
     assert_eq!(app.state.fanout.executions() - before, 2, "two events, one execution each");
 }
 
+/// An SSE subscriber that resumes with `Last-Event-ID` joins the shared group of its subscription,
+/// as a graphql-ws one does: its replay is read once for everyone resuming from the same place,
+/// and each live event is executed once for all of them.
+#[tokio::test]
+async fn sse_subscribers_that_resume_join_their_shared_group() {
+    let app = spawn_app().await;
+    let product = app.create_product("P", 0).await;
+    let mut first = app.graphql_ws(None).await;
+    first.subscribe_live(&app, "s", INVENTORY_WITH_CURSOR, json!({ "p": product })).await;
+    app.set_stock(&product, 1).await;
+    let cursor = first.next_data("s").await["inventoryChanged"]["cursor"].as_str().unwrap().to_owned();
+    app.set_stock(&product, 2).await;
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    while app.state.connections.subscription_count() > 0 || app.state.fanout.group_count() > 0 {
+        assert!(Instant::now() < deadline, "the first subscriber never left");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Three clients resume from the same place, with no live subscriber left.
+    let mut resumed = Vec::new();
+    for _ in 0..3 {
+        let before = app.state.connections.subscription_count();
+        let response = app
+            .sse_request(Method::POST, None)
+            .header("accept", "text/event-stream")
+            .header("last-event-id", &cursor)
+            .json(&json!({ "query": INVENTORY, "variables": { "p": product } }))
+            .send()
+            .await
+            .unwrap();
+        let mut stream = Stream::new(response);
+        app.await_subscriptions(before, 1).await;
+        assert_eq!(data(&mut stream).await["inventoryChanged"]["newQuantity"], 2, "the missed event first");
+        resumed.push(stream);
+    }
+    assert_eq!(app.state.fanout.group_count(), 1, "the three resumed subscribers are one group");
+    assert_eq!(app.state.fanout.replays_read(), 1, "one replay read for the three");
+    let before = app.state.fanout.executions();
+    app.set_stock(&product, 3).await;
+    for stream in &mut resumed {
+        let event = stream.next().await;
+        assert_eq!(event.json()["data"]["inventoryChanged"]["newQuantity"], 3);
+        assert!(event.id.is_some(), "live events carry their cursor");
+    }
+    assert_eq!(app.state.fanout.executions() - before, 1, "one execution for the three");
+}
+
 #[tokio::test]
 async fn keep_alive_comments_flow_while_the_stream_is_quiet() {
     let app = spawn_app_with(|c| c.sse_keepalive_interval = 100).await;
@@ -271,7 +318,7 @@ async fn a_slow_sse_subscriber_gets_a_final_slow_consumer_next_and_can_resume() 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|c| c.subscriber_queue = 4).await;
     let user = app.token("c1", TestRole::Customer);
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut slow = socket.connect(app.addr).await.unwrap();
@@ -288,12 +335,12 @@ async fn a_slow_sse_subscriber_gets_a_final_slow_consumer_next_and_can_resume() 
     let q = "mutation($m: String!, $t: String!) { sendNotification(input: {userId: \"c1\", type: \"bulk\", title: $t, message: $m}) { id } }";
     // Until the stream is found too slow, and a few more (its connection is closed once the
     // stream has waited 5 s for its client to read anything: this client reads right after).
-    let lagged = switchboard::slow_consumer::lagged_total();
+    let lagged = switchboard::events::slow_consumer::lagged_total();
     let mut past = None;
     for i in 0..60 {
         let body = app.gql(Some(&app.staff()), q, json!({ "m": big, "t": i.to_string() })).await;
         assert!(body["errors"].is_null(), "{body}");
-        if past.is_none() && switchboard::slow_consumer::lagged_total() > lagged {
+        if past.is_none() && switchboard::events::slow_consumer::lagged_total() > lagged {
             past = Some(i);
         }
         if past.is_some_and(|at| i >= at + 3) {
@@ -449,7 +496,7 @@ async fn a_reservation_runs_operations_posted_before_its_stream_opens() {
     let app = spawn_app().await;
     let product = app.create_product("P", 1).await;
     let reservation = put(&app, None).await;
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     assert_eq!(post_op(&app, None, &reservation, "s", INVENTORY, json!({ "p": product })).await, 202);
     app.await_subscriptions(before, 1).await;
     let q = format!("{{ product(id: \"{product}\") {{ quantity }} }}");
@@ -533,7 +580,7 @@ async fn a_dropped_stream_resumes_within_the_grace_period_from_last_event_id() {
     let app = spawn_app().await;
     let user = app.token("c1", TestRole::Customer);
     let (reservation, mut stream) = reserve_and_open(&app, Some(&user)).await;
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     assert_eq!(post_op(&app, Some(&user), &reservation, "n", NOTIFICATIONS, json!({})).await, 202);
     app.await_subscriptions(before, 1).await;
     let title = |e: &(String, Option<Value>, Option<String>)| {
@@ -564,12 +611,12 @@ async fn a_dropped_stream_resumes_within_the_grace_period_from_last_event_id() {
 async fn a_reservation_and_its_operations_end_when_the_grace_period_passes() {
     let app = spawn_app_with(|c| c.sse_reservation_ttl = 300).await;
     let (reservation, stream) = reserve_and_open(&app, None).await;
-    let before = app.state.registry.subscription_count();
+    let before = app.state.connections.subscription_count();
     assert_eq!(post_op(&app, None, &reservation, "s", INVENTORY, json!({})).await, 202);
     app.await_subscriptions(before, 1).await;
     drop(stream);
     let deadline = Instant::now() + WAIT;
-    while !app.state.sse.is_empty() || app.state.registry.subscription_count() > before {
+    while !app.state.sse.is_empty() || app.state.connections.subscription_count() > before {
         assert!(Instant::now() < deadline, "the reservation outlived its grace period");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -283,7 +283,7 @@ async fn the_legacy_graphql_ws_protocol_serves_subscriptions() {
     assert_eq!(data["payload"]["data"]["me"]["userId"], "staff-1");
     assert_eq!(ws.recv().await, json!({ "id": "q", "type": "complete" }));
     let deadline = Instant::now() + WAIT;
-    while app.state.registry.subscription_count() == 0 {
+    while app.state.connections.subscription_count() == 0 {
         assert!(Instant::now() < deadline, "the legacy subscription never went live");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

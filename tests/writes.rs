@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::*;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use switchboard::commerce::model::Timestamp;
 use switchboard::commerce::{Change, ChangeTx, CommerceError, WriterStats};
-use switchboard::model::Timestamp;
 use switchboard::store::Backend;
 use switchboard::store::notifications::{self, NewNotification};
 

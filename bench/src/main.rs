@@ -185,6 +185,9 @@ struct Args {
     /// storm: reconnects per second of the paced round (default: half the measured capacity).
     #[arg(long)]
     arrival: Option<u32>,
+    /// storm: distinct cursors the subscribers resume from (default: one per product).
+    #[arg(long, default_value_t = 0)]
+    cursors: usize,
     /// storm: events each subscriber misses while away.
     #[arg(long, default_value_t = 20)]
     missed: u64,
@@ -907,6 +910,7 @@ async fn storm(env: &Env, sb: Kind, args: &Args, table: &mut Table) -> anyhow::R
         args.missed,
         concurrency,
         args.arrival,
+        args.cursors,
     )
     .await?;
     for round in &rounds {
@@ -1218,6 +1222,10 @@ impl Table {
                 resume::Mode::Paced { per_s } => {
                     format!("S={} P={} missed={} arrival {per_s}/s", r.subscribers, r.products, r.missed)
                 }
+                _ if r.cursors > r.products => format!(
+                    "S={} P={} missed≥{} cursors={} conc={concurrency}",
+                    r.subscribers, r.products, r.missed, r.cursors
+                ),
                 _ => format!("S={} P={} missed={} conc={concurrency}", r.subscribers, r.products, r.missed),
             },
             format!("{:.0} subs/s", r.done as f64 / r.total.as_secs_f64().max(1e-9)),

@@ -537,8 +537,11 @@ pub struct StormRound {
     pub mode: Mode,
     pub subscribers: usize,
     pub products: usize,
-    /// Events each subscriber had to catch up on (0 for [`Mode::Live`]).
+    /// Events each subscriber had to catch up on (0 for [`Mode::Live`]; at least that many with
+    /// several cursors per product).
     pub missed: u64,
+    /// Distinct cursors resumed from (the products', one each, unless more were asked for).
+    pub cursors: usize,
     pub acked: u64,
     pub failed: u64,
     pub first_failure: Option<String>,
@@ -598,6 +601,13 @@ impl StormRound {
 /// their returns spread at `arrival` per second (default: half the resumes per second of server
 /// CPU measured in the first resume round, [`Mode::Paced`]). After each round one live event per
 /// product must reach every subscriber next.
+///
+/// With `cursors` above `products`, the subscribers of each product come back from
+/// `cursors / products` different places (so `cursors` distinct cursors in all) rather than from
+/// one: before each resume round that many more events per product are published, and subscriber
+/// *i* skips ahead by *i / products* modulo that many of them, so that it misses between
+/// `missed` and `missed + cursors / products - 1` events.
+#[allow(clippy::too_many_arguments)]
 pub async fn storm(
     env: &Env,
     kind: Kind,
@@ -606,6 +616,7 @@ pub async fn storm(
     missed: u64,
     concurrency: usize,
     arrival: Option<u32>,
+    cursors: usize,
 ) -> anyhow::Result<Vec<StormRound>> {
     let subscribers = subscribers.min(env.max_connections());
     let products = products.clamp(1, subscribers.max(1));
@@ -636,6 +647,12 @@ pub async fn storm(
         }
         if mode != Mode::Live {
             away(&server).await;
+            let per_product = if cursors > products { cursors.div_ceil(products) as u64 } else { 1 };
+            if per_product > 1 {
+                publish_rounds(&server, &env.token, &ids, &quantities, per_product - 1).await?;
+                quantities.iter_mut().for_each(|q| *q += per_product - 1);
+                spread(&mut places, products, per_product);
+            }
             let published = Instant::now();
             publish_rounds(&server, &env.token, &ids, &quantities, missed).await?;
             quantities.iter_mut().for_each(|q| *q += missed);
@@ -647,7 +664,11 @@ pub async fn storm(
                 ),
             );
         }
-        let round = storm_round(env, &server, &ids, &mut places, &mut quantities, mode, missed, concurrency).await?;
+        let mut round =
+            storm_round(env, &server, &ids, &mut places, &mut quantities, mode, missed, concurrency).await?;
+        if mode != Mode::Live {
+            round.cursors = cursors.max(products);
+        }
         log(
             env,
             format!(
@@ -667,6 +688,23 @@ pub async fn storm(
         rounds.push(round);
     }
     Ok(rounds)
+}
+
+/// Moves subscriber *i*'s place `k` = *i / products* mod `per_product` events ahead on its
+/// product, through the events published one per product and round since everyone's last one
+/// (whose log positions are then `products` apart). Reads the cursor as the server writes it
+/// (`<epoch>.<position>`): this harness knows that format; clients treat cursors as opaque.
+fn spread(places: &mut [Place], products: usize, per_product: u64) {
+    for (i, place) in places.iter_mut().enumerate() {
+        let k = (i / products) as u64 % per_product;
+        let Some((epoch, position)) = place.cursor.as_deref().and_then(|c| c.split_once('.')) else { continue };
+        let Ok(position) = position.parse::<u64>() else { continue };
+        if k > 0 {
+            place.cursor = Some(format!("{epoch}.{}", position + k * products as u64));
+            place.sequence += k;
+            place.quantity += k;
+        }
+    }
 }
 
 /// Waits until the server has let go of every graphql-ws connection (at most 20 s).
@@ -834,6 +872,7 @@ async fn storm_round(
         subscribers,
         products: ids.len(),
         missed: if mode == Mode::Live { 0 } else { missed },
+        cursors: if mode == Mode::Live { 0 } else { ids.len() },
         acked: round.acked.get(),
         failed: round.failed.get(),
         first_failure: round.first_failure.borrow().clone(),

@@ -39,9 +39,9 @@ use tracing::Instrument;
 
 use super::presence::{self, Heard, Keys};
 use super::sequencer::Sequencer;
-use crate::event_log::EventLog;
-use crate::pubsub::{Broker, Event};
-use crate::registry::Registry;
+use crate::connections::Connections;
+use crate::events::log::EventLog;
+use crate::events::{Broker, Event};
 use crate::rooms::Rooms;
 
 /// How long a hole in the positions may wait for the missing event to arrive through Redis
@@ -91,7 +91,7 @@ impl Backplane {
         log: EventLog,
         broker: Broker,
         rooms: Rooms,
-        registry: Registry,
+        connections: Connections,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, BackplaneError> {
@@ -121,7 +121,7 @@ impl Backplane {
                 presence_keys,
                 inner.node.clone(),
                 rooms,
-                registry,
+                connections,
                 broker.clone(),
                 heard_rx,
                 shutdown.clone(),

@@ -9,7 +9,7 @@
 //! - `switchboard:<epoch>:nodes`, the set of node names.
 //!
 //! Every change is also published on `switchboard:<epoch>:presence`, which the other nodes apply at
-//! once ([`crate::rooms::Rooms::apply_count`], [`crate::registry::Registry::apply_online`]).
+//! once ([`crate::rooms::Rooms::apply_count`], [`crate::connections::Connections::apply_online`]).
 //! Pub/sub may lose a message, so each node also re-reads every other node's hash every
 //! [`RESYNC`] (and whenever its subscription comes back) and reconciles: the hash is the truth.
 //!
@@ -37,10 +37,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::console::counters::NodeCounters;
-use crate::model::Timestamp;
-use crate::pubsub::Broker;
-use crate::registry::{OnlineChange, Registry};
+use crate::commerce::model::Timestamp;
+use crate::connections::NodeCounters;
+use crate::connections::{Connections, OnlineChange};
+use crate::events::Broker;
 use crate::rooms::{LocalEntry, PresenceChange, Rooms};
 
 /// How often a node renews its heartbeat and looks for dead nodes.
@@ -127,14 +127,14 @@ impl Keys {
     }
 }
 
-/// Keeps this node's presence in Redis and the other nodes' in `rooms` and `registry`.
+/// Keeps this node's presence in Redis and the other nodes' in `rooms` and `connections`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     mut redis: ConnectionManager,
     keys: Keys,
     node: String,
     rooms: Rooms,
-    registry: Registry,
+    connections: Connections,
     broker: Broker,
     mut heard: mpsc::UnboundedReceiver<Heard>,
     shutdown: CancellationToken,
@@ -142,12 +142,12 @@ pub(super) async fn run(
     let (room_tx, mut room_changes) = mpsc::unbounded_channel();
     let (online_tx, mut online_changes) = mpsc::unbounded_channel();
     rooms.replicate_to(room_tx);
-    registry.replicate_to(online_tx);
+    connections.replicate_to(online_tx);
     let mut replica = Replica {
         keys,
         node,
         rooms,
-        registry,
+        connections,
         broker,
         known: HashSet::new(),
         dirty: true,
@@ -186,7 +186,7 @@ struct Replica {
     keys: Keys,
     node: String,
     rooms: Rooms,
-    registry: Registry,
+    connections: Connections,
     /// Read for the counters the heartbeat carries.
     broker: Broker,
     /// The other nodes this one has seen alive.
@@ -257,9 +257,9 @@ impl Replica {
             return; // Redis is away: nothing to learn about the others either
         }
         let beat = Beat {
-            connections: self.registry.connection_count(),
-            subscriptions: self.registry.subscription_count(),
-            counters: Some(NodeCounters::collect(&self.registry, &self.broker)),
+            connections: self.connections.connection_count(),
+            subscriptions: self.connections.subscription_count(),
+            counters: Some(NodeCounters::collect(&self.connections, &self.broker)),
         };
         let mut pipe = redis::pipe();
         let rewrite = self.dirty;
@@ -303,9 +303,9 @@ impl Replica {
             match beat.and_then(|b| serde_json::from_str::<Beat>(&b).ok()) {
                 Some(beat) => {
                     self.known.insert(other.clone());
-                    self.registry.apply_totals(other, beat.connections, beat.subscriptions);
+                    self.connections.apply_totals(other, beat.connections, beat.subscriptions);
                     if let Some(counters) = beat.counters {
-                        self.registry.apply_counters(other, counters);
+                        self.connections.apply_counters(other, counters);
                     }
                 }
                 None => {
@@ -364,7 +364,7 @@ impl Replica {
             pipe.hset(&hash, room_field(&entry.room, &entry.user), serde_json::to_string(&stored).expect("serialises"))
                 .ignore();
         }
-        for user in self.registry.local_online_users() {
+        for user in self.connections.local_online_users() {
             pipe.hset(&hash, user_field(&user), "1").ignore();
         }
     }
@@ -402,7 +402,7 @@ impl Replica {
             }
             self.known.insert(other.clone());
             self.rooms.reconcile(&other, &entries);
-            self.registry.reconcile_online(&other, online);
+            self.connections.reconcile_online(&other, online);
         }
     }
 
@@ -419,7 +419,7 @@ impl Replica {
             }
             Message::Online { node, user, online } => {
                 self.known.insert(node.clone());
-                self.registry.apply_online(&node, &user, online);
+                self.connections.apply_online(&node, &user, online);
             }
             Message::Gone { node } if node == self.node => {}
             Message::Gone { node } => {
@@ -432,7 +432,7 @@ impl Replica {
     fn forget(&mut self, node: &str) {
         self.known.remove(node);
         self.rooms.forget_node(node);
-        self.registry.forget_node(node);
+        self.connections.forget_node(node);
     }
 
     /// Removes this node's stored presence and tells the others at once.

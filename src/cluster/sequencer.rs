@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::pubsub::Event;
+use crate::events::Event;
 
 #[derive(Debug)]
 pub struct Sequencer {
@@ -80,17 +80,17 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::EventBody;
-    use crate::pubsub::event::{InventoryChangePayload, Stamp};
+    use crate::events::EventBody;
+    use crate::events::event::{InventoryChangePayload, Stamp};
 
     fn event(position: u64) -> Arc<Event> {
-        let product = crate::model::Product {
+        let product = crate::commerce::model::Product {
             id: 1,
             sku: "s".into(),
             name: "n".into(),
             price: "1.00".parse().unwrap(),
             quantity: 1,
-            updated_at: crate::model::Timestamp::now(),
+            updated_at: crate::commerce::model::Timestamp::now(),
         };
         let stamp = Stamp { cursor: String::new(), sequence: position as i64 };
         Arc::new(Event {

@@ -54,9 +54,9 @@ use tracing::Instrument;
 
 use super::CommerceError;
 use crate::cluster::Backplane;
-use crate::event_log::EventLog;
-use crate::pubsub::event::Stamp;
-use crate::pubsub::{Broker, Event, EventBody};
+use crate::events::event::Stamp;
+use crate::events::log::EventLog;
+use crate::events::{Broker, Event, EventBody};
 use crate::store::batch::{self, Changed, Statement, WriteBatch};
 use crate::store::{Store, StoreError};
 

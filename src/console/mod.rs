@@ -1,8 +1,6 @@
 //! The operator console (`/console`) and the rooms demo (`/demo/rooms`): plain pages served from
 //! the binary, and the two staff-only subscriptions the console lives on.
 //!
-//! - [`counters`]: a node's counters, read from the atomics the server keeps anyway, and carried
-//!   in a cluster node's heartbeat so that each console shows every node;
 //! - [`snapshot`]: `serverStats`, periodic snapshots (connections, subscriptions, event rates,
 //!   slow consumers, the busiest rooms with their members and who is typing);
 //! - [`tail`]: `eventTail`, every published event, thinned to what a person can read;
@@ -12,7 +10,6 @@
 //! endpoint of its own beyond its files, and the same authorization applies: staff and admins only (customers
 //! get FORBIDDEN, anonymous viewers UNAUTHENTICATED).
 
-pub mod counters;
 pub mod pages;
 pub mod snapshot;
 pub mod tail;

@@ -12,8 +12,37 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
-use crate::auth::Role;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::auth::{Keys, Role};
+
+/// What the pages are served with: the keys the demo's tokens are signed with, and in `--demo`
+/// mode the staff token the console offers.
+#[derive(Clone)]
+pub struct PagesState {
+    pub keys: Arc<Keys>,
+    pub demo_token: Option<String>,
+}
+
+impl PagesState {
+    fn demo(&self) -> bool {
+        self.demo_token.is_some()
+    }
+}
+
+/// `/console` and its files, and `/demo/rooms`.
+pub fn router(state: PagesState) -> Router {
+    Router::new()
+        .route("/console", get(console))
+        .route("/console/{file}", get(asset))
+        .route("/console/lib/{file}", get(library))
+        .route("/console/vendor/{file}", get(vendor))
+        .route("/demo/rooms", get(rooms_demo))
+        .with_state(state)
+}
 
 /// What the pages may load and connect to: this origin only (`connect-src 'self'` covers the
 /// same origin's `ws:`), no framing, no forms posted anywhere.
@@ -44,15 +73,15 @@ fn page(template: &str, settings: &Value) -> Response {
 /// `GET /console`: the page asks for a staff or admin token and keeps it in memory (or, if the
 /// operator ticks the box, in this tab's `sessionStorage`), never in the URL. In `--demo` mode it
 /// offers the demo staff token, as GraphiQL does.
-pub async fn console(State(state): State<AppState>) -> Response {
-    page(include_str!("../../assets/console/console.html"), &json!({ "demoToken": state.graphiql_token }))
+pub async fn console(State(state): State<PagesState>) -> Response {
+    page(include_str!("../../assets/console/console.html"), &json!({ "demoToken": state.demo_token }))
 }
 
 /// `GET /demo/rooms`, in `--demo` mode only (404 otherwise): two people on one order. The page
 /// gets a token for each, minted now for the demo's fixed users: the customer who owns the
 /// demo order and a staff member. Nothing else mints tokens on request, and outside demo mode
 /// this route answers 404.
-pub async fn rooms_demo(State(state): State<AppState>) -> Response {
+pub async fn rooms_demo(State(state): State<PagesState>) -> Response {
     if !state.demo() {
         return StatusCode::NOT_FOUND.into_response();
     }

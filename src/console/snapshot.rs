@@ -1,5 +1,5 @@
 //! `serverStats`: snapshots of the server for the operator console, taken from the numbers the
-//! server keeps anyway (see [`super::counters`] and [`crate::rooms::Rooms::overview`]), never from
+//! server keeps anyway (see [`crate::connections::NodeCounters`] and [`crate::rooms::Rooms::overview`]), never from
 //! the Prometheus text, and never by taking a lock the delivery path holds.
 //!
 //! Counts of events are totals; the rates are taken between two readings: for this node between
@@ -11,10 +11,9 @@ use async_graphql::SimpleObject;
 use futures::Stream;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::counters::NodeCounters;
-use crate::model::{PresenceUser, Timestamp};
-use crate::pubsub::Broker;
-use crate::registry::{Registry, RemoteView, SubscriptionGuard};
+use crate::commerce::model::{PresenceUser, Timestamp};
+use crate::connections::{Connections, NodeCounters, RemoteView};
+use crate::events::Broker;
 use crate::rooms::Rooms;
 
 /// The shortest interval between snapshots: faster is not readable, and each costs a pass over
@@ -112,13 +111,11 @@ fn rate(now: u64, then: u64, elapsed: Duration) -> Option<f64> {
 
 /// What a snapshot is taken from; one per subscription.
 pub struct Source {
-    pub registry: Registry,
+    pub connections: Connections,
     pub rooms: Rooms,
     pub broker: Broker,
     /// How many rooms to list.
     pub rooms_shown: usize,
-    /// Counts this subscription for as long as it lives.
-    pub counted: SubscriptionGuard,
 }
 
 impl Source {
@@ -170,9 +167,9 @@ impl Source {
 
     /// A snapshot now; `previous` is this node's last reading (for its rates), updated.
     fn take(&self, previous: &mut Option<(NodeCounters, Instant)>) -> ServerSnapshot {
-        let counters = NodeCounters::collect(&self.registry, &self.broker);
+        let counters = NodeCounters::collect(&self.connections, &self.broker);
         let now = Instant::now();
-        let node = self.registry.node().to_owned();
+        let node = self.connections.node().to_owned();
         let mut local = Self::node_snapshot(&counters, &node, true, Duration::ZERO);
         if let Some((then, at)) = previous.as_ref() {
             let elapsed = now.saturating_duration_since(*at);
@@ -181,7 +178,7 @@ impl Source {
         }
         *previous = Some((counters, now));
         let mut nodes = vec![local];
-        nodes.extend(self.registry.remote_nodes().iter().map(Self::remote_snapshot));
+        nodes.extend(self.connections.remote_nodes().iter().map(Self::remote_snapshot));
         let overview = self.rooms.overview(self.rooms_shown, MEMBERS_SHOWN);
         ServerSnapshot {
             at: Timestamp::now(),

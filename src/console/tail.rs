@@ -18,9 +18,8 @@ use async_graphql::{Enum, SimpleObject};
 use futures::Stream;
 use tokio::time::Instant;
 
-use crate::model::{OrderEventKind, Timestamp};
-use crate::pubsub::{Event, EventBody, Tap};
-use crate::registry::SubscriptionGuard;
+use crate::commerce::model::{OrderEventKind, Timestamp};
+use crate::events::{Event, EventBody, Tap};
 
 /// The most events a tail sends per second; a person reads far fewer.
 pub const MAX_PER_SECOND: u32 = 100;
@@ -131,17 +130,11 @@ struct State {
     reveal: Reveal,
     budget: Budget,
     skipped: u64,
-    _counted: SubscriptionGuard,
 }
 
 /// The tail of `tap`, at most `per_second` events a second, as `reveal` allows.
-pub fn tail(
-    tap: Tap,
-    per_second: u32,
-    reveal: Reveal,
-    counted: SubscriptionGuard,
-) -> impl Stream<Item = TailEvent> + Send + 'static {
-    let state = State { tap, reveal, budget: Budget::new(per_second), skipped: 0, _counted: counted };
+pub fn tail(tap: Tap, per_second: u32, reveal: Reveal) -> impl Stream<Item = TailEvent> + Send + 'static {
+    let state = State { tap, reveal, budget: Budget::new(per_second), skipped: 0 };
     futures::stream::unfold(state, |mut state| async move {
         loop {
             let wait = state.budget.wait();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_graphql::{ErrorExtensions, Pos, Response, ServerError};
 
 use crate::commerce::CommerceError;
-use crate::event_log::ResumeError;
+use crate::events::log::ResumeError;
+use crate::rooms::access::Denied;
 use crate::store::StoreError;
 
 /// The codes clients branch on (`docs/contract.md`), plus the pre-execution ones Apollo Server uses.
@@ -88,6 +89,17 @@ impl From<CommerceError> for ApiError {
             CommerceError::BadInput(message) => Self::BadInput(message),
             CommerceError::Store(e) => Self::from(e),
             CommerceError::Internal(e) => Self::Internal(Arc::new(std::io::Error::other(e))),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::BadRequest(m) => ApiError::BadInput(m),
+            Denied::Forbidden(m) => ApiError::Forbidden(m),
+            Denied::NotFound(m) => ApiError::NotFound(m),
+            Denied::Store(e) => ApiError::from(e),
         }
     }
 }

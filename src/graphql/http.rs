@@ -7,20 +7,22 @@
 //! no mutations over GET) before anything executes.
 
 use axum::body::Bytes;
-use axum::extract::{Query as QueryParams, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query as QueryParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::{add_codes, to_json};
-use super::guard::{self, OperationKind};
-use crate::app::AppState;
+use super::guard::OperationKind;
+use super::operations::Start;
+use super::state::GraphqlState;
 use crate::auth::Viewer;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
+use crate::connections::budget::ClientAddr;
+use crate::http::error::HttpError;
 
 /// The viewer named by the `Authorization` header: none when absent, `401` when bad.
-pub fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<Viewer, HttpError> {
+pub fn viewer_from_headers(state: &GraphqlState, headers: &HeaderMap) -> Result<Viewer, HttpError> {
     match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => Ok(None),
         Some(Ok(value)) if value.trim().is_empty() => Ok(None),
@@ -29,8 +31,20 @@ pub fn viewer_from_headers(state: &AppState, headers: &HeaderMap) -> Result<View
     }
 }
 
+/// A GraphQL request as a client sends it over HTTP.
+struct Body {
+    query: String,
+    operation_name: Option<String>,
+    variables: serde_json::Value,
+}
+
+/// The variables as JSON, as every transport hands them to the runner.
+fn json_variables(variables: &async_graphql::Variables) -> serde_json::Value {
+    if variables.is_empty() { serde_json::Value::Null } else { serde_json::to_value(variables).unwrap_or_default() }
+}
+
 pub async fn post(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     client: ClientAddr,
     headers: HeaderMap,
     body: Bytes,
@@ -39,6 +53,8 @@ pub async fn post(
     let request: async_graphql::Request = serde_json::from_slice(&body).map_err(|e| {
         HttpError::BadRequest(format!("the body must be JSON like {{\"query\": \"...\", \"variables\": {{}}}}: {e}"))
     })?;
+    let variables = json_variables(&request.variables);
+    let request = Body { query: request.query, operation_name: request.operation_name, variables };
     execute(&state, viewer, client, request, true).await
 }
 
@@ -50,9 +66,27 @@ pub struct GetParams {
     variables: Option<String>,
 }
 
+/// `GET /graphql` is three things: a WebSocket upgrade, a query in the URL, or GraphiQL.
+pub async fn get_or_upgrade(State(state): State<GraphqlState>, headers: HeaderMap, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let client = ClientAddr::of(&parts);
+    let wants_upgrade =
+        headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_upgrade {
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => super::ws::upgrade(State(state), client, headers, ws).await,
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match QueryParams::from_request_parts(&mut parts, &state).await {
+        Ok(params) => get(State(state), client, headers, params).await.into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
 /// A browser gets GraphiQL; `?query=` runs a query.
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     client: ClientAddr,
     headers: HeaderMap,
     QueryParams(params): QueryParams<GetParams>,
@@ -61,27 +95,29 @@ pub async fn get(
         return Ok(graphiql(&state).into_response());
     };
     let viewer = viewer_from_headers(&state, &headers)?;
-    let mut request = async_graphql::Request::new(query);
-    request.operation_name = params.operation_name;
-    if let Some(variables) = params.variables {
-        request.variables = serde_json::from_str(&variables)
-            .map_err(|e| HttpError::BadRequest(format!("variables must be a JSON object: {e}")))?;
-    }
+    let variables = match params.variables {
+        None => serde_json::Value::Null,
+        Some(variables) => json_variables(
+            &serde_json::from_str(&variables)
+                .map_err(|e| HttpError::BadRequest(format!("variables must be a JSON object: {e}")))?,
+        ),
+    };
+    let request = Body { query, operation_name: params.operation_name, variables };
     execute(&state, viewer, client, request, false).await
 }
 
 async fn execute(
-    state: &AppState,
+    state: &GraphqlState,
     viewer: Viewer,
     client: ClientAddr,
-    mut request: async_graphql::Request,
+    request: Body,
     is_post: bool,
 ) -> Result<Response, HttpError> {
     // A stranger's requests in flight are bounded per address: each may hold store connections
     // (within the anonymous half of the pool) and a task.
     let _in_flight = match viewer {
         Some(_) => None,
-        None => Some(state.registry.admit_request(client.0).ok_or_else(|| {
+        None => Some(state.connections.admit_request(client.0).ok_or_else(|| {
             HttpError::TooManyRequests(format!(
                 "too many requests without a token in flight from this address (at most {}); sign in or wait for \
                  the ones in flight",
@@ -89,15 +125,15 @@ async fn execute(
             ))
         })?),
     };
-    let kind = match guard::prepare(&mut request, state.query_limits) {
-        Ok(kind) => kind,
+    let prepared = match state.runner.prepare(&request.query, request.operation_name.as_deref()) {
+        Ok(prepared) => prepared,
         Err(refusal) => {
             let mut response = async_graphql::Response::from_errors(vec![refusal]);
             add_codes(&mut response);
             return Ok(json(&response));
         }
     };
-    match kind {
+    match prepared.kind {
         OperationKind::Subscription => {
             return Err(HttpError::BadRequest(
                 "subscriptions are served over WebSocket at /graphql (graphql-transport-ws)".into(),
@@ -111,9 +147,8 @@ async fn execute(
         }
         _ => {}
     }
-    let mut response = state.schema.execute(request.data(viewer).data(client)).await;
-    add_codes(&mut response);
-    Ok(json(&response))
+    let start = Start { prepared, variables: request.variables, viewer, client, resume_from: None };
+    Ok(json(&state.runner.execute(&start).await))
 }
 
 /// A GraphQL response as the body of a `200`.
@@ -125,7 +160,7 @@ fn json(response: &async_graphql::Response) -> Response {
 /// editor's `Authorization` reaches both. `?token=` pre-fills it; so does `--demo`, with a staff
 /// token and a first subscription, so that a newcomer's first run works in one click, and a line
 /// above it links to the rooms demo and the console.
-fn graphiql(state: &AppState) -> Html<String> {
+fn graphiql(state: &GraphqlState) -> Html<String> {
     const PAGE: &str = include_str!("graphiql.html");
     let headers = state.graphiql_token.as_ref().map_or_else(String::new, |token| {
         serde_json::json!({ "Authorization": format!("Bearer {token}") }).to_string()

@@ -3,10 +3,10 @@
 
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
 
+use super::context::{commerce, require_staff, require_user};
 use super::error::{ApiError, ApiResult};
-use super::{commerce, require_staff, require_user};
 use crate::commerce::OrderChanges;
-use crate::model::{Decimal, Notification, Order, OrderStatus, PaymentStatus, Product, parse_id};
+use crate::commerce::model::{Decimal, Notification, Order, OrderStatus, PaymentStatus, Product, parse_id};
 use crate::store::{Reader, notifications};
 
 pub struct Mutation;

@@ -2,11 +2,11 @@
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 
+use super::context::{commerce, page_size, reader, require_staff, require_user, viewer};
 use super::error::{ApiError, ApiResult};
-use super::{commerce, page_size, reader, require_staff, require_user, viewer};
 use crate::auth::Role;
-use crate::model::{Notification, Order, OrderStatus, PresenceUser, Product, parse_id};
-use crate::registry::Registry;
+use crate::commerce::model::{Notification, Order, OrderStatus, PresenceUser, Product, parse_id};
+use crate::connections::Connections;
 use crate::rooms::{self, Rooms};
 use crate::store::{notifications, orders, products};
 
@@ -114,18 +114,18 @@ impl Query {
 
     async fn is_user_online(&self, ctx: &Context<'_>, user_id: ID) -> ApiResult<bool> {
         require_staff(ctx)?;
-        Ok(ctx.data_unchecked::<Registry>().is_online(&user_id))
+        Ok(ctx.data_unchecked::<Connections>().is_online(&user_id))
     }
 
     async fn stats(&self, ctx: &Context<'_>) -> ApiResult<ServerStats> {
         require_staff(ctx)?;
-        let registry = ctx.data_unchecked::<Registry>();
+        let connections = ctx.data_unchecked::<Connections>();
         let rooms = ctx.data_unchecked::<Rooms>().stats();
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         Ok(ServerStats {
-            user_count: count(registry.user_count()),
-            total_connections: count(registry.cluster_connection_count()),
-            active_subscriptions: count(registry.cluster_subscription_count()),
+            user_count: count(connections.user_count()),
+            total_connections: count(connections.cluster_connection_count()),
+            active_subscriptions: count(connections.cluster_subscription_count()),
             active_rooms: count(rooms.len()),
             room_stats: rooms.into_iter().map(|(room_id, n)| RoomStats { room_id, client_count: count(n) }).collect(),
         })

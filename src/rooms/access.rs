@@ -7,8 +7,7 @@
 //! - anything else: any signed-in user.
 
 use crate::auth::User;
-use crate::graphql::error::ApiError;
-use crate::model::parse_id;
+use crate::commerce::model::parse_id;
 use crate::store::{Reader, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,15 +52,4 @@ pub async fn check(user: &User, room_id: &str, store: &Store) -> Result<(), Deni
         return Err(Denied::Forbidden("only that user and admins may join".into()));
     }
     Ok(())
-}
-
-impl From<Denied> for ApiError {
-    fn from(d: Denied) -> Self {
-        match d {
-            Denied::BadRequest(m) => ApiError::BadInput(m),
-            Denied::Forbidden(m) => ApiError::Forbidden(m),
-            Denied::NotFound(m) => ApiError::NotFound(m),
-            Denied::Store(e) => ApiError::from(e),
-        }
-    }
 }

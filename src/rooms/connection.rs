@@ -1,10 +1,10 @@
 //! One `/ws` connection's protocol: client messages in; replies, the connection's outbox
-//! (presence and typing from the room registry), broker events for the entity rooms it joined and
+//! (presence and typing from [`super::presence`]), broker events for the entity rooms it joined and
 //! the user's notifications out; its close codes. The socket itself (liveness, pings, the timer,
 //! batched writes, the close handshake) is [`crate::socket::Connection`]'s.
 //!
 //! Ordering: messages about rooms (`room_joined`, `room_left`, `user_*_room`, `typing_indicator`)
-//! reach the socket through the outbox, in the order the registry decided them. Every other frame
+//! reach the socket through the outbox, in the order [`super::presence`] decided them. Every other frame
 //! is sent after whatever the outbox holds, so a client sees the answers to its messages in the
 //! order it sent them.
 
@@ -20,22 +20,25 @@ use tokio_stream::StreamMap;
 use tracing::{Instrument, debug, debug_span};
 
 use super::access::{self, Denied};
+use super::presence::{JoinRefused, Membership};
 use super::protocol::{ClientMessage, ErrorCode, FEATURES, MAX_TYPING_FIELD, ServerMessage, Typing};
 use super::rate::RateLimiter;
-use super::registry::{JoinRefused, Membership};
-use crate::app::AppState;
+use super::state::RoomsState;
 use crate::auth::User;
-use crate::event_log::ResumeError;
-use crate::model::{OrderEventKind, parse_id};
-use crate::pubsub::{Event, EventBody, Key, Subscription};
-use crate::registry::Permit;
-use crate::slow_consumer::SlowConsumer;
+use crate::commerce::model::{OrderEventKind, parse_id};
+use crate::connections::Permit;
+use crate::events::log::ResumeError;
+use crate::events::slow_consumer::SlowConsumer;
+use crate::events::{Event, EventBody, Key, Subscription};
 use crate::socket::close::{self, Close};
 use crate::socket::{self, Connection, Handler, Incoming, Out};
 use crate::store::Reader;
 
+/// What relayed events are counted under when they are handed to the socket.
+const CHANNEL: &str = "rooms";
+
 pub struct RoomChannel {
-    state: AppState,
+    state: RoomsState,
     user: User,
     client_id: String,
     /// The token's expiry (`exp` + leeway): the socket closes with 1008 then.
@@ -59,14 +62,13 @@ pub struct RoomChannel {
 ///
 /// The arguments after the socket come as one tuple so that `socket::task_size` can name this
 /// function's future in the size test below.
-pub fn start(socket: WebSocket, (state, permit, user): (AppState, Permit, User)) -> impl Future<Output = ()> + Send {
+pub fn start(socket: WebSocket, (state, permit, user): (RoomsState, Permit, User)) -> impl Future<Output = ()> + Send {
     let client_id = uuid::Uuid::new_v4().to_string();
     let span = debug_span!("rooms_ws", user = %user.id, client = %client_id);
     let connection = Connection::new(socket, permit, socket::Settings::new(&state.config, state.shutdown.clone()));
     let consumer = connection.consumer().clone();
     let membership = state.rooms.connect(&user.id, user.name.clone(), &consumer);
-    let notifications =
-        state.commerce.broker().subscribe(Key::User(user.id.clone()), state.config.subscriber_queue, &consumer);
+    let notifications = state.broker.subscribe(Key::User(user.id.clone()), state.config.subscriber_queue, &consumer);
     let limiter = RateLimiter::new(state.config.ws_rate_limit, state.config.ws_rate_burst);
     let handler = RoomChannel {
         expires: user.expiry_deadline(),
@@ -132,13 +134,13 @@ impl Handler for RoomChannel {
         while !self.relays.is_empty() {
             let Poll::Ready(Some((_, event))) = self.relays.poll_next_unpin(cx) else { break };
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(1);
+                self.state.connections.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
         while let Poll::Ready(Some(event)) = self.notifications.poll_next_unpin(cx) {
             if let Some(frame) = Self::relay(&event) {
-                self.state.registry.count_delivered(1);
+                self.state.connections.count_delivered(CHANNEL, 1);
                 return Poll::Ready(frame);
             }
         }
@@ -162,7 +164,7 @@ impl Handler for RoomChannel {
 }
 
 impl RoomChannel {
-    /// Sends a direct reply, after whatever the registry queued for this connection before it.
+    /// Sends a direct reply, after whatever the rooms queued for this connection before it.
     fn reply(&mut self, out: &mut Out<'_>, message: &ServerMessage<'_>) {
         while let Some(text) = self.membership.try_recv() {
             out.text(text);
@@ -178,7 +180,7 @@ impl RoomChannel {
     }
 
     async fn join(&mut self, out: &mut Out<'_>, room_id: String, after: Option<String>) {
-        if let Err(denied) = access::check(&self.user, &room_id, self.state.commerce.store()).await {
+        if let Err(denied) = access::check(&self.user, &room_id, &self.state.store).await {
             return self.refuse_denied(out, denied);
         }
         // Subscribe to the entity's events before the join is announced, so that nothing
@@ -186,11 +188,10 @@ impl RoomChannel {
         // cursor come first (see `event_log`: live first, then the log, then live past its head).
         let relay = match entity_key(&room_id) {
             Some(key) if !self.relays.contains_key(&room_id) => {
-                let commerce = &self.state.commerce;
-                let live = commerce.broker().subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
+                let live = self.state.broker.subscribe(key.clone(), self.state.config.subscriber_queue, &self.consumer);
                 match after {
                     None => Some(live.boxed()),
-                    Some(after) => match commerce.log().replay(&key, &after, Reader::SignedIn).await {
+                    Some(after) => match self.state.log.replay(&key, &after, Reader::SignedIn).await {
                         Ok(replay) => {
                             let through = replay.through;
                             let live = live.filter(move |event| future::ready(event.position > through));
@@ -278,7 +279,6 @@ impl RoomChannel {
             EventBody::Inventory(change) => ServerMessage::InventoryUpdate(change),
             EventBody::Notification(notification) => ServerMessage::Notification(notification),
         };
-        metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1);
         Some(Message::Text(message.to_text()))
     }
 }

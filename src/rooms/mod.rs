@@ -2,35 +2,47 @@
 //! relays.
 //!
 //! - [`protocol`]: the client and server messages;
-//! - [`registry`]: rooms, members and typing state, shared with the GraphQL `roomPresence` and
-//!   `stats` queries;
+//! - `presence`: rooms and their members (joining, leaving, the member lists), shared with the
+//!   GraphQL `roomPresence` and `stats` queries; `typing`: typing indicators and their timeout;
+//!   `replica`: the other nodes' part of the presence, merged in; `overview`: the console's view;
 //! - [`access`]: who may join which room, shared with `roomPresence`;
-//! - `connection`: the socket loop.
+//! - `connection`: the socket loop; [`state`]: what it is served with.
 
 pub mod access;
 mod connection;
+mod overview;
+mod presence;
 pub mod protocol;
 mod rate;
-mod registry;
+mod replica;
+pub mod state;
+mod typing;
 
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Deserialize;
 
-pub use registry::{
-    JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, RoomView, Rooms, RoomsOverview,
-};
+pub use overview::{RoomView, RoomsOverview};
+pub use presence::{JoinRefused, LocalEntry, Membership, NotInRoom, PresenceChange, RoomSettings, Rooms};
 
-use crate::app::AppState;
+pub use state::RoomsState;
+
 use crate::auth::AuthError;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity};
+use crate::http::error::HttpError;
 use crate::socket;
+
+/// `/ws`.
+pub fn router(state: RoomsState) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(state)
+}
 
 #[derive(Debug, Deserialize)]
 pub struct Params {
@@ -41,7 +53,7 @@ pub struct Params {
 /// a missing, invalid or expired one is a plain `401` and no socket is ever opened for it; so are
 /// the limits: `503` past `MAX_CONNECTIONS`, `429` past the user's `MAX_CONNECTIONS_PER_USER`.
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(state): State<RoomsState>,
     client: ClientAddr,
     params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
@@ -64,7 +76,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    let permit = match state.registry.admit(Channel::Rooms, client.0, Identity::User(&user.id)) {
+    let permit = match state.connections.admit(Channel::Rooms, client.0, Identity::User(&user.id)) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };

@@ -8,8 +8,8 @@
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PresenceUser, Timestamp};
-use crate::pubsub::{InventoryChangePayload, NotificationPayload, OrderUpdatePayload};
+use crate::commerce::model::{PresenceUser, Timestamp};
+use crate::events::{InventoryChangePayload, NotificationPayload, OrderUpdatePayload};
 
 /// What `connection_established` says the channel can do.
 pub const FEATURES: &[&str] = &["rooms", "presence", "typing", "order_updates", "inventory_updates", "notifications"];

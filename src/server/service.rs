@@ -17,7 +17,7 @@ use tower::ServiceExt;
 
 use super::ConnectionHandle;
 use super::clock::Clock;
-use crate::budget::PeerAddr;
+use crate::connections::budget::PeerAddr;
 
 pub struct Service {
     router: Router,

@@ -19,8 +19,8 @@ use tracing::debug;
 
 use super::close::{self, Close, close_reason};
 use super::handler::{Handler, Incoming, Out};
-use crate::registry::Permit;
-use crate::slow_consumer::SlowConsumer;
+use crate::connections::Permit;
+use crate::events::slow_consumer::SlowConsumer;
 
 /// How long one batch of frames may take to be written before the peer counts as gone.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -7,7 +7,7 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use tokio::time::Instant;
 
 use super::close::Close;
-use crate::registry::Permit;
+use crate::connections::Permit;
 
 /// A data message from the peer (control frames are the connection's business).
 #[derive(Debug)]

@@ -454,7 +454,7 @@ pub const PROBE: Sql = Sql {
     postgres: "INSERT INTO store_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
 };
 
-pub fn probe(at: crate::model::Timestamp) -> Statement {
+pub fn probe(at: crate::commerce::model::Timestamp) -> Statement {
     Statement::new(&PROBE, vec![at.to_string().into()])
 }
 

@@ -1,5 +1,5 @@
 //! The event log's tables: `event_log` (one row per published change) and `log_state` (epoch,
-//! head, retention mark). [`crate::event_log`] is the seam the rest of the server calls.
+//! head, retention mark). [`crate::events::log`] is the seam the rest of the server calls.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyConnection, Executor, Row};

@@ -224,12 +224,16 @@ impl Store {
     }
 
     /// The order with this id, read for `reader`.
-    pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Order>, StoreError> {
+    pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::commerce::model::Order>, StoreError> {
         self.read(reader, move |db| async move { orders::get(&db, id).await }).await
     }
 
     /// The product with this id, read for `reader`.
-    pub async fn product(&self, reader: Reader, id: i64) -> Result<Option<crate::model::Product>, StoreError> {
+    pub async fn product(
+        &self,
+        reader: Reader,
+        id: i64,
+    ) -> Result<Option<crate::commerce::model::Product>, StoreError> {
         self.read(reader, move |db| async move { products::get(&db, id).await }).await
     }
 

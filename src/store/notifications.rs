@@ -5,7 +5,7 @@ use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::batch::{Changed, Sql, Statement, WriteBatch};
 use super::{StoreError, by_id, decode, flag};
-use crate::model::{Notification, Timestamp};
+use crate::commerce::model::{Notification, Timestamp};
 
 const COLUMNS: &str = "id, user_id, type, title, message, read, created_at";
 

@@ -5,7 +5,7 @@ use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::batch::{Changed, Sql, Statement, WriteBatch};
 use super::{StoreError, by_id, decode};
-use crate::model::{Decimal, Order, OrderStatus, PaymentStatus, Timestamp};
+use crate::commerce::model::{Decimal, Order, OrderStatus, PaymentStatus, Timestamp};
 
 const COLUMNS: &str = "id, order_number, customer_id, status, payment_status, total, currency, tracking_number, \
                        created_at, updated_at";

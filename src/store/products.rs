@@ -5,7 +5,7 @@ use sqlx::{Any, AnyConnection, Executor, Row};
 
 use super::batch::{Changed, Sql, Statement, WriteBatch};
 use super::{StoreError, by_id, decode};
-use crate::model::{Decimal, Product, Timestamp};
+use crate::commerce::model::{Decimal, Product, Timestamp};
 
 const COLUMNS: &str = "id, sku, name, price, quantity, updated_at";
 

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+#[allow(unused_imports)]
 pub use switchboard::auth::Role as TestRole;
 
 /// How long a test waits for something that should happen.
@@ -421,10 +422,10 @@ impl GqlWs {
     /// published next is certain to reach it: `ping` is answered only after every earlier
     /// message on this socket was handled, and a subscription is registered while handling it.
     pub async fn subscribe_live(&mut self, app: &TestApp, id: &str, query: &str, variables: Value) {
-        let before = app.state.registry.subscription_count();
+        let before = app.state.connections.subscription_count();
         self.subscribe(id, query, variables).await;
         let deadline = tokio::time::Instant::now() + WAIT;
-        while app.state.registry.subscription_count() <= before {
+        while app.state.connections.subscription_count() <= before {
             assert!(tokio::time::Instant::now() < deadline, "subscription {id} never went live");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -151,7 +151,7 @@ impl TestApp {
     /// Waits until this server counts `n` more live subscriptions than `before`.
     pub async fn await_subscriptions(&self, before: usize, n: usize) {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while self.state.registry.subscription_count() < before + n {
+        while self.state.connections.subscription_count() < before + n {
             assert!(tokio::time::Instant::now() < deadline, "the subscription never went live");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -2,8 +2,8 @@
 //! request can cause is bounded before it is done.
 //!
 //! 1. The text: its length, and how deep its brackets nest (see [`text`]), before anything parses it.
-//! 2. The parse, once, with async-graphql's own parser. HTTP hands the parsed document on to the
-//!    request, so it is not parsed twice.
+//! 2. The parse, once, with async-graphql's own parser; the document is handed on to the request
+//!    (and kept for the next request with the same text, see `super::documents`).
 //! 3. The document's size once its fragments are expanded, measured without expanding them (see
 //!    [`expansion`]): fields (every one, `__typename` included), everything else the expansion
 //!    repeats, how deep it nests, and directives per selection.
@@ -17,7 +17,7 @@ mod expansion;
 mod text;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
-use async_graphql::{Pos, Positioned, Request, ServerError};
+use async_graphql::{Pos, Positioned, ServerError};
 
 use super::error::{code, refusal};
 use crate::config::Config;
@@ -58,27 +58,24 @@ impl Limits {
     }
 }
 
-/// Checks `query` and returns the kind of the operation `operation_name` selects.
-///
-/// The graphql-ws transport's entry point; it builds its requests from the text again (parsing
-/// is linear, and bounded by the checks made here). The `Option` is always `Some` on success.
+/// Checks `query` and returns the kind of the operation `operation_name` selects (the
+/// transports go through [`super::documents::Documents`], which keeps what it parsed).
 pub fn check(query: &str, operation_name: Option<&str>, limits: Limits) -> Result<Option<OperationKind>, ServerError> {
-    inspect(query, operation_name, limits).map(|(kind, _)| Some(kind))
+    let document = parse(query, limits)?;
+    Ok(Some(kind(select(&document, operation_name)?)))
 }
 
-/// Checks `request` and keeps the parsed document in it, so that async-graphql does not parse
-/// it again; returns the kind of the operation it selects.
-pub fn prepare(request: &mut Request, limits: Limits) -> Result<OperationKind, ServerError> {
-    let (kind, document) = inspect(&request.query, request.operation_name.as_deref(), limits)?;
-    request.set_parsed_query(document);
-    Ok(kind)
+/// The kind of an operation.
+pub fn kind(operation: &Positioned<OperationDefinition>) -> OperationKind {
+    match operation.node.ty {
+        OperationType::Query => OperationKind::Query,
+        OperationType::Mutation => OperationKind::Mutation,
+        OperationType::Subscription => OperationKind::Subscription,
+    }
 }
 
-fn inspect(
-    query: &str,
-    operation_name: Option<&str>,
-    limits: Limits,
-) -> Result<(OperationKind, ExecutableDocument), ServerError> {
+/// Checks `query`'s text, parses it and bounds the parsed document's size (steps 1 to 3 above).
+pub fn parse(query: &str, limits: Limits) -> Result<ExecutableDocument, ServerError> {
     if query.len() > limits.max_bytes {
         let message = format!("the query is {} bytes; the limit is {}", query.len(), limits.max_bytes);
         return Err(refusal(code::PARSE_FAILED, message, None));
@@ -93,12 +90,7 @@ fn inspect(
         error
     })?;
     bound_size(&document, limits)?;
-    let kind = match select(&document, operation_name)?.node.ty {
-        OperationType::Query => OperationKind::Query,
-        OperationType::Mutation => OperationKind::Mutation,
-        OperationType::Subscription => OperationKind::Subscription,
-    };
-    Ok((kind, document))
+    Ok(document)
 }
 
 fn bound_size(document: &ExecutableDocument, limits: Limits) -> Result<(), ServerError> {
@@ -140,7 +132,7 @@ fn count(n: u64) -> String {
 }
 
 /// The operation a request selects, by the rules async-graphql applies after validation.
-pub(super) fn select<'d>(
+pub fn select<'d>(
     document: &'d ExecutableDocument,
     operation_name: Option<&str>,
 ) -> Result<&'d Positioned<OperationDefinition>, ServerError> {
@@ -253,13 +245,5 @@ pub(crate) mod tests {
         assert_eq!(code, "GRAPHQL_VALIDATION_FAILED");
         assert!(message.contains("parts"), "spreads of unknown fragments select nothing but still cost: {message}");
         assert!(refused("{ ...A } fragment A on Query { ...A }").1.contains("spreads itself"));
-    }
-
-    #[test]
-    fn prepare_keeps_the_parsed_document() {
-        let mut request = Request::new("{ me { userId } }");
-        assert_eq!(prepare(&mut request, LIMITS).unwrap(), OperationKind::Query);
-        request.query = "this is not GraphQL".into();
-        assert!(request.parsed_query().is_ok(), "the document was kept; the text is not parsed again");
     }
 }

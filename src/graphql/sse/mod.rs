@@ -16,11 +16,10 @@
 //!
 //! Identity is the `Authorization` header, or `?access_token=` for `EventSource`, which cannot set
 //! headers; a bad token is `401`, as on `/graphql`. Each `next` of a subscription carries the
-//! event's cursor as its `id:`, and `Last-Event-ID` resumes from it ([`ResumeFrom`]).
-//!
-//! [`ResumeFrom`]: crate::graphql::ResumeFrom
+//! event's cursor as its `id:`, and `Last-Event-ID` resumes from it (the runner's
+//! [`Start::resume_from`]). What an operation is — limits, sharing, resuming, counting — is the
+//! runner's ([`crate::graphql::operations`]); this transport frames what it produces.
 
-mod operations;
 pub mod protocol;
 pub mod reservations;
 mod stream;
@@ -38,23 +37,21 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::AppState;
+use super::error::{add_codes, code, to_json};
+use super::guard::{self, OperationKind};
+use super::http::viewer_from_headers;
+use super::operations::{self, Operations, Start};
+use super::state::GraphqlState;
 use crate::auth::Viewer;
-use crate::budget::ClientAddr;
-use crate::graphql::error::{add_codes, code, to_json};
-use crate::graphql::guard::{self, OperationKind};
-use crate::graphql::http::viewer_from_headers;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity, Permit};
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity, Permit};
+use crate::http::error::HttpError;
 use crate::server::ConnectionHandle;
-use operations::{Operation, Operations};
 pub use reservations::Reservations;
 use reservations::{AttachError, Reservation, Started};
 use stream::{Distinct, EventStream};
 
-/// How long a stream that its client stopped reading has, once it is too slow, to write its
-/// last events before its connection is closed.
-pub const STALLED_STREAM_GRACE: Duration = Duration::from_secs(5);
+pub use stream::STALLED_STREAM_GRACE;
 
 /// Who sent a request, and the connection it came on.
 struct Caller {
@@ -138,7 +135,7 @@ impl SseError {
 
 /// `/graphql/stream`, every method.
 pub async fn handle(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     client: ClientAddr,
     connection: Option<Extension<ConnectionHandle>>,
     method: Method,
@@ -159,7 +156,7 @@ pub async fn handle(
 
 /// The reference server's order of checks.
 async fn serve(
-    state: &AppState,
+    state: &GraphqlState,
     caller: &Caller,
     method: Method,
     headers: &HeaderMap,
@@ -186,7 +183,7 @@ async fn serve(
         }
         let permit = admit(state, caller.client, &viewer)?;
         let expires = viewer.as_ref().map(|user| user.expiry_deadline());
-        let token = state.sse.create(state, owner, permit, expires);
+        let token = state.sse.create(owner, permit, expires);
         let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
         return Ok((StatusCode::CREATED, headers, token.to_string()).into_response());
     }
@@ -208,7 +205,7 @@ async fn serve(
     let id = request.extensions.get("operationId").and_then(operation_id);
     let id = id.ok_or_else(|| HttpError::BadRequest("Operation ID is missing".into()))?;
     let operation = match check(state, &method, request, viewer, caller.client, headers)? {
-        Checked::Run(operation) => operation,
+        Checked::Run(start) => start,
         // Refused by the guard's size limits: the reference answers validation failures outside
         // event streams with 400.
         Checked::Invalid(errors) => return Err(SseError::Refused(errors)),
@@ -216,7 +213,7 @@ async fn serve(
     start(&reservation, id.into(), operation).await
 }
 
-async fn start(reservation: &Reservation, id: Arc<str>, operation: Operation) -> Result<Response, SseError> {
+async fn start(reservation: &Reservation, id: Arc<str>, operation: Start) -> Result<Response, SseError> {
     match reservation.start(id, operation).await {
         Started::Accepted => Ok(StatusCode::ACCEPTED.into_response()),
         Started::Duplicate => Err(SseError::Conflict("Operation with ID already exists")),
@@ -225,7 +222,7 @@ async fn start(reservation: &Reservation, id: Arc<str>, operation: Operation) ->
 }
 
 /// The viewer: the `Authorization` header, else `?access_token=`; a bad one is `401`.
-fn viewer(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<Viewer, HttpError> {
+fn viewer(state: &GraphqlState, headers: &HeaderMap, params: &Params) -> Result<Viewer, HttpError> {
     let viewer = viewer_from_headers(state, headers)?;
     match (&viewer, params.access_token.as_deref().filter(|t| !t.trim().is_empty())) {
         (None, Some(token)) => Ok(Some(state.keys.verify(token)?)),
@@ -235,12 +232,12 @@ fn viewer(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<View
 
 /// A place among the node's connections (`503`) and the user's or, without one, the address's
 /// (`429`) and the anonymous share (`503`).
-fn admit(state: &AppState, client: ClientAddr, viewer: &Viewer) -> Result<Permit, HttpError> {
+fn admit(state: &GraphqlState, client: ClientAddr, viewer: &Viewer) -> Result<Permit, HttpError> {
     let identity = match viewer {
         Some(user) => Identity::User(&user.id),
         None => Identity::Anonymous,
     };
-    Ok(state.registry.admit(Channel::Sse, client.0, identity)?)
+    Ok(state.connections.admit(Channel::Sse, client.0, identity)?)
 }
 
 /// The cursor in `Last-Event-ID`, if any.
@@ -250,13 +247,13 @@ fn last_event_id(headers: &HeaderMap) -> Option<&str> {
 
 /// Opens a reservation's stream.
 fn attach(
-    state: &AppState,
+    state: &GraphqlState,
     caller: &Caller,
     reservation: &Arc<Reservation>,
     headers: &HeaderMap,
 ) -> Result<Response, SseError> {
     let last = last_event_id(headers);
-    let position = last.and_then(|cursor| state.commerce.log().position_of(cursor).ok());
+    let position = last.and_then(|cursor| state.runner.position_of(cursor).ok());
     let source = reservation.attach(position, last.is_some()).map_err(|refused| match refused {
         AttachError::Busy => SseError::Conflict("Stream already open"),
         AttachError::Gone => SseError::NotFound,
@@ -272,7 +269,7 @@ fn attach(
 
 /// One operation on its own stream.
 async fn distinct(
-    state: &AppState,
+    state: &GraphqlState,
     caller: &Caller,
     method: &Method,
     headers: &HeaderMap,
@@ -284,10 +281,10 @@ async fn distinct(
     let expires = viewer.as_ref().map(|user| user.expiry_deadline());
     let checked = check(state, method, request, viewer.clone(), caller.client, headers)?;
     let permit = admit(state, caller.client, &viewer)?;
-    let mut operations = Operations::new(state.clone(), Default::default());
+    let mut operations = Operations::new(state.runner.clone(), operations::Channel::Sse, Default::default());
     let id: Arc<str> = Arc::from("");
     match checked {
-        Checked::Run(operation) => operations.start(id, operation).await,
+        Checked::Run(start) => operations.start(id, start).await,
         // Errors before execution travel on the stream, which `EventSource` can read (it hides
         // the body of a failed response).
         Checked::Invalid(errors) => operations.refuse(id, errors),
@@ -373,7 +370,7 @@ fn operation_id(value: &Value) -> Option<String> {
 }
 
 enum Checked {
-    Run(Operation),
+    Run(Start),
     /// Refused before execution for what the operation is (too big, say): the errors to answer.
     Invalid(Vec<ServerError>),
 }
@@ -381,7 +378,7 @@ enum Checked {
 /// The guard's checks, with the reference server's answers: a text that does not parse, or
 /// names no operation it holds, is `400`; a mutation over `GET` is `405`.
 fn check(
-    state: &AppState,
+    state: &GraphqlState,
     method: &Method,
     request: RequestParams,
     viewer: Viewer,
@@ -389,8 +386,8 @@ fn check(
     headers: &HeaderMap,
 ) -> Result<Checked, SseError> {
     let RequestParams { query, operation_name, variables, .. } = request;
-    let kind = match guard::check(&query, operation_name.as_deref(), state.query_limits) {
-        Ok(kind) => kind.expect("the guard names the kind of what it accepts"),
+    let prepared = match state.runner.prepare(&query, operation_name.as_deref()) {
+        Ok(prepared) => prepared,
         Err(refusal) => {
             let parse_failed = refusal
                 .extensions
@@ -398,19 +395,23 @@ fn check(
                 .and_then(|e| e.get("code"))
                 .is_some_and(|c| *c == async_graphql::Value::String(code::PARSE_FAILED.into()));
             let no_operation = !parse_failed
-                && async_graphql::parser::parse_query(&query)
-                    .is_ok_and(|document| guard::select(&document, operation_name.as_deref()).is_err());
+                && state
+                    .runner
+                    .documents()
+                    .document(&query)
+                    .is_ok_and(|document| guard::select(&document.parsed, operation_name.as_deref()).is_err());
             if parse_failed || no_operation {
                 return Err(SseError::Refused(vec![refusal]));
             }
             return Ok(Checked::Invalid(vec![refusal]));
         }
     };
+    let kind = prepared.kind;
     if kind == OperationKind::Mutation && *method == Method::GET {
         return Err(
             HttpError::MethodNotAllowed { allow: "POST", message: "Cannot perform mutations over GET".into() }.into()
         );
     }
-    let resume = last_event_id(headers).map(str::to_owned);
-    Ok(Checked::Run(Operation { query, operation_name, variables, kind, viewer, client, resume }))
+    let resume_from = last_event_id(headers).map(str::to_owned);
+    Ok(Checked::Run(Start { prepared, variables, viewer, client, resume_from }))
 }

@@ -23,20 +23,32 @@ use axum::body::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::operations::{Json, Operation, Operations, Output};
 use super::protocol;
-use super::stream::{SLOW_CONSUMER, Source, ending_errors};
-use crate::app::AppState;
-use crate::graphql::error::{code, too_many_operations};
+use super::stream::{SLOW_CONSUMER, STALLED_STREAM_GRACE, Source, ending_errors};
+use crate::connections::Permit;
+use crate::events::slow_consumer::SlowConsumer;
+use crate::graphql::error::code;
+use crate::graphql::operations::{Channel, Json, Operations, Output, Runner, Start};
 use crate::lock;
-use crate::registry::Permit;
-use crate::slow_consumer::SlowConsumer;
 
-/// Every reservation on this node, by token; cheap to clone.
-#[derive(Clone, Default)]
+/// Every reservation on this node, by token, and what their pumps run with; cheap to clone.
+#[derive(Clone)]
 pub struct Reservations {
     by_token: Arc<Mutex<HashMap<Arc<str>, Arc<Reservation>>>>,
+    pumps: Arc<Pumps>,
+}
+
+/// What every reservation's pump runs with.
+struct Pumps {
+    runner: Runner,
+    /// `SUBSCRIBER_QUEUE`: the outbox's bound.
+    queue: usize,
+    /// `SSE_RESERVATION_TTL`: how long a reservation waits for a stream.
+    ttl: std::time::Duration,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
 }
 
 /// Who made a reservation: every later request on it must come from the same user (or be
@@ -57,7 +69,7 @@ pub struct Reservation {
 enum Command {
     Start {
         id: Arc<str>,
-        operation: Operation,
+        operation: Start,
         reply: oneshot::Sender<Started>,
     },
     Stop {
@@ -138,16 +150,26 @@ impl Outbox {
 }
 
 impl Reservations {
+    /// No reservations yet; their operations will run with `runner`, their outboxes hold at most
+    /// `queue` events, and a reservation without a stream lasts `ttl`.
+    pub fn new(
+        runner: Runner,
+        queue: usize,
+        ttl: std::time::Duration,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let pumps = Arc::new(Pumps { runner, queue, ttl, shutdown, tracker });
+        Self { by_token: Default::default(), pumps }
+    }
+
     /// Makes a reservation for `owner`, admitted with `permit`, whose operations end when
     /// `expires` (the owner's token) passes. Returns its token.
-    pub fn create(&self, state: &AppState, owner: Owner, permit: Permit, expires: Option<Instant>) -> Arc<str> {
+    pub fn create(&self, owner: Owner, permit: Permit, expires: Option<Instant>) -> Arc<str> {
         let token: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         let (commands, receiver) = mpsc::unbounded_channel();
-        let outbox = Outbox {
-            capacity: state.config.subscriber_queue.max(1),
-            detached_at: Some(Instant::now()),
-            ..Outbox::default()
-        };
+        let outbox =
+            Outbox { capacity: self.pumps.queue.max(1), detached_at: Some(Instant::now()), ..Outbox::default() };
         let reservation = Arc::new(Reservation {
             token: token.clone(),
             owner,
@@ -158,7 +180,7 @@ impl Reservations {
         });
         lock::lock(&self.by_token).insert(token.clone(), reservation.clone());
         metrics::gauge!("switchboard_sse_reservations").increment(1.0);
-        state.tracker.spawn(pump(self.clone(), reservation, receiver, state.clone(), permit, expires));
+        self.pumps.tracker.spawn(pump(self.clone(), reservation, receiver, permit, expires));
         token
     }
 
@@ -190,7 +212,7 @@ impl Reservations {
 
 impl Reservation {
     /// Hands an operation to the pump.
-    pub async fn start(&self, id: Arc<str>, operation: Operation) -> Started {
+    pub async fn start(&self, id: Arc<str>, operation: Start) -> Started {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::Start { id, operation, reply }).is_err() {
             return Started::Gone;
@@ -319,18 +341,18 @@ async fn pump(
     reservations: Reservations,
     reservation: Arc<Reservation>,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    state: AppState,
     _permit: Permit,
     expires: Option<Instant>,
 ) {
+    let pumps = reservations.pumps.clone();
     let consumer = SlowConsumer::new();
-    let mut operations = Operations::new(state.clone(), consumer.clone());
-    let ttl = state.config.sse_reservation_ttl();
+    let mut operations = Operations::new(pumps.runner.clone(), Channel::Sse, consumer.clone());
+    let ttl = pumps.ttl;
     let far = || Instant::now() + std::time::Duration::from_secs(86_400 * 365);
     let ending = loop {
         let grace_ends = reservation.grace_ends(ttl);
         let step = tokio::select! {
-            () = state.shutdown.cancelled() => break None,
+            () = pumps.shutdown.cancelled() => break None,
             () = consumer.slow() => break Some(Ending::Slow),
             () = tokio::time::sleep_until(expires.unwrap_or_else(far)) => break Some(Ending::Expired),
             () = tokio::time::sleep_until(grace_ends.unwrap_or_else(far)) => {
@@ -352,22 +374,18 @@ async fn pump(
                     continue;
                 }
                 let _ = reply.send(Started::Accepted);
-                // The same bound as on a graphql-ws connection, answered the same way (an error
-                // for that operation alone), here as the `next` the protocol sends refusals in.
-                let limit = state.config.max_operations(operation.viewer.is_some());
-                if operations.len() >= limit {
-                    operations.refuse(id, vec![too_many_operations(limit, operation.viewer.is_some())]);
-                } else {
-                    operations.start(id, operation).await;
-                }
+                // Past the operation limit the runner refuses it, as the `next` the protocol
+                // sends refusals in.
+                operations.start(id, operation).await;
             }
             Step::Command(Command::Stop { id }) => {
                 operations.stop(&id);
             }
             Step::Command(Command::ResumeLost) => break Some(Ending::ResumeLost),
             Step::Output(output) => {
-                let frame = frame(&operations, output);
-                reservation.push(frame, &consumer, true);
+                for frame in frames(&operations, output) {
+                    reservation.push(frame, &consumer, true);
+                }
             }
         }
     };
@@ -392,14 +410,14 @@ async fn pump(
         // What the operations left reaches a stream that is, or comes back, within the grace; a
         // stream attached meanwhile has a few seconds to write it (one that reads nothing at all,
         // which is what made it slow, would otherwise hold the reservation and its place forever).
-        let attached_grace = Instant::now() + super::STALLED_STREAM_GRACE;
+        let attached_grace = Instant::now() + STALLED_STREAM_GRACE;
         loop {
             let grace_ends = reservation.grace_ends(ttl).unwrap_or(attached_grace);
             if reservation.drained() || grace_ends <= Instant::now() {
                 break;
             }
             tokio::select! {
-                () = state.shutdown.cancelled() => break,
+                () = pumps.shutdown.cancelled() => break,
                 () = tokio::time::sleep_until(grace_ends) => {}
                 () = reservation.changed.notified() => {}
             }
@@ -412,21 +430,23 @@ async fn pump(
     outbox.wake();
 }
 
-/// The outbox frame of an operation's output.
-fn frame(operations: &Operations, output: Output) -> Frame {
+/// The outbox frames of an operation's output: one, or for a refusal its `next` and `complete`.
+fn frames(operations: &Operations, output: Output) -> Vec<Frame> {
     match output {
         Output::Next { id, result, position } => {
             let id_json = serde_json::to_string(&*id).expect("strings serialise");
-            let cursor = operations.cursor(position);
-            if cursor.is_some() {
-                metrics::counter!("switchboard_events_delivered_total", "channel" => "sse").increment(1);
-            }
+            let cursor = (position > 0).then(|| operations.runner().cursor(position));
             let bytes = protocol::next(cursor.as_deref(), Some(&id_json), result.as_str());
-            Frame { position, bytes }
+            vec![Frame { position, bytes }]
+        }
+        Output::Refused { id, errors } => {
+            let id_json = serde_json::to_string(&*id).expect("strings serialise");
+            let next = protocol::next(None, Some(&id_json), Json::errors(errors).as_str());
+            vec![Frame { position: 0, bytes: next }, Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }]
         }
         Output::Complete { id } => {
             let id_json = serde_json::to_string(&*id).expect("strings serialise");
-            Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }
+            vec![Frame { position: 0, bytes: protocol::complete(Some(&id_json)) }]
         }
     }
 }

@@ -20,10 +20,14 @@ use futures::Stream;
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::operations::{Operations, Output};
 use super::protocol;
+use crate::connections::Permit;
 use crate::graphql::error::{code, refusal};
-use crate::registry::Permit;
+use crate::graphql::operations::{Json, Operations, Output};
+
+/// How long a stream that its client stopped reading has, once it is too slow, to write its
+/// last events before its connection is closed.
+pub const STALLED_STREAM_GRACE: Duration = Duration::from_secs(5);
 
 /// What feeds an event stream.
 pub trait Source: Send + Unpin + 'static {
@@ -140,7 +144,7 @@ impl Distinct {
 
     fn end_with(&mut self, code: &'static str, complete: bool) {
         self.ending = true;
-        let errors = super::operations::Json::errors(ending_errors(code));
+        let errors = Json::errors(ending_errors(code));
         self.tail.push_back(protocol::next(None, None, errors.as_str()));
         if complete {
             self.tail.push_back(protocol::complete(None));
@@ -171,11 +175,13 @@ impl Source for Distinct {
             }
             return match self.operations.poll_next(cx) {
                 Poll::Ready(Output::Next { result, position, .. }) => {
-                    let cursor = self.operations.cursor(position);
-                    if cursor.is_some() {
-                        metrics::counter!("switchboard_events_delivered_total", "channel" => "sse").increment(1);
-                    }
+                    let cursor = (position > 0).then(|| self.operations.runner().cursor(position));
                     Poll::Ready(Some(protocol::next(cursor.as_deref(), None, result.as_str())))
+                }
+                Poll::Ready(Output::Refused { errors, .. }) => {
+                    self.ending = true;
+                    self.tail.push_back(protocol::complete(None));
+                    Poll::Ready(Some(protocol::next(None, None, Json::errors(errors).as_str())))
                 }
                 Poll::Ready(Output::Complete { .. }) => {
                     self.ending = true;

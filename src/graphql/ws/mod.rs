@@ -15,10 +15,10 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
-use crate::budget::ClientAddr;
-use crate::http_error::HttpError;
-use crate::registry::{Channel, Identity};
+use super::state::GraphqlState;
+use crate::connections::budget::ClientAddr;
+use crate::connections::{Channel, Identity};
+use crate::http::error::HttpError;
 use crate::socket;
 use protocol::Dialect;
 
@@ -29,7 +29,7 @@ pub const SUBPROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 /// address's anonymous connections); the user's own limit waits for the token in
 /// `connection_init`.
 pub async fn upgrade(
-    State(state): State<AppState>,
+    State(state): State<GraphqlState>,
     client: ClientAddr,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -43,8 +43,8 @@ pub async fn upgrade(
         _ => Channel::GraphqlTransportWs,
     };
     // Who it is for is known from `connection_init` only (a token in the header is checked there
-    // too): until then it counts as anonymous, or is on probation (see `registry`).
-    let permit = match state.registry.admit(channel, client.0, Identity::Unknown) {
+    // too): until then it counts as anonymous, or is on probation (see `crate::connections`).
+    let permit = match state.connections.admit(channel, client.0, Identity::Unknown) {
         Ok(permit) => permit,
         Err(refused) => return HttpError::from(refused).into_response(),
     };

@@ -11,6 +11,8 @@
 //! disconnects while its mutation commits drops the request's future, and a change cancelled
 //! between `COMMIT` and `publish` would be stored but never reach its subscribers.
 
+pub mod demo;
+pub mod model;
 pub mod writer;
 
 use rand::Rng;
@@ -18,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Backplane;
-use crate::event_log::EventLog;
-use crate::model::{Decimal, Notification, Order, OrderEventKind, Product, Timestamp};
-use crate::pubsub::event::Stamp;
-use crate::pubsub::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
+use crate::commerce::model::{Decimal, Notification, Order, OrderEventKind, Product, Timestamp};
+use crate::events::event::Stamp;
+use crate::events::log::EventLog;
+use crate::events::{Broker, Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent};
 use crate::store::batch::{Changed, Statement};
 pub use crate::store::orders::OrderChanges;
 use crate::store::products::Stock;
@@ -421,8 +423,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pubsub::Key;
-    use crate::slow_consumer::SlowConsumer;
+    use crate::events::Key;
+    use crate::events::slow_consumer::SlowConsumer;
 
     /// hyper drops a request's future when its client goes away. A change that had started must
     /// still finish: stored *and* published, never one without the other.

@@ -40,10 +40,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::budget::{PerAddressQueue, QueuedSlot};
-use crate::model::Timestamp;
-use crate::pubsub::event::Stamp;
-use crate::pubsub::{Event, EventBody, Key};
+use crate::commerce::model::Timestamp;
+use crate::connections::budget::{PerAddressQueue, QueuedSlot};
+use crate::events::event::Stamp;
+use crate::events::{Event, EventBody, Key};
 use crate::store::batch::{EventRow, WriteBatch};
 use crate::store::events::{self, Selection};
 use crate::store::{Reader, Store, StoreError};
@@ -397,7 +397,7 @@ fn decode(row: events::StoredEvent) -> Result<Event, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::NotificationPayload;
+    use crate::events::NotificationPayload;
     use crate::store::notifications::{self, NewNotification};
 
     async fn log_with(settings: LogSettings) -> EventLog {

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-use crate::http_error::HttpError;
+use crate::http::error::HttpError;
 
 /// The configured origins; `None` allows any.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::http_error::HttpError;
+use crate::http::error::HttpError;
 
 /// The middleware; its state is the limit in bytes. Pair it with `DefaultBodyLimit::max` of the
 /// same limit, which cuts bodies of unknown length.

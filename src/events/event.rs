@@ -6,7 +6,7 @@ use async_graphql::{ID, SimpleObject};
 use serde::{Deserialize, Serialize};
 
 use super::Key;
-use crate::model::{Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
+use crate::commerce::model::{Notification, Order, OrderEventKind, OrderStatus, PaymentStatus, Product, Timestamp};
 
 /// One stored change.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //!
 //! Every consumer of events (a graphql-ws connection, a `/ws` connection, a shared subscription
 //! group) owns a [`SlowConsumer`] signal and hands [`Feed`]s tied to it to whatever produces for
-//! it: the broker, the shared groups, the room registry. A feed never waits. When one of an owner's
+//! it: the broker, the shared groups, the rooms. A feed never waits. When one of an owner's
 //! queues is full, the item is refused, the owner is marked slow, and every feed of that owner
 //! refuses everything from then on — so what the consumer already holds is gap-free, and nothing
 //! after a gap ever reaches it. The owner, woken by the signal, ends itself: a socket closes with

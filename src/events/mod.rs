@@ -5,7 +5,7 @@
 //! holds one bounded `mpsc` queue (allocated in small blocks as it fills) and a publish walks only
 //! the subscribers of the event's keys.
 //!
-//! A subscriber whose queue is full is *slow* (the rule of [`crate::slow_consumer`]): the event is
+//! A subscriber whose queue is full is *slow* (the rule of [`crate::events::slow_consumer`]): the event is
 //! not queued, its owner is marked slow and nothing more is queued for it, so it never sees a
 //! stream with a silent hole in it. The transport owning it closes the socket with a retryable code
 //! (see the README).
@@ -21,6 +21,8 @@
 //! same whatever the number of taps) while one is.
 
 pub mod event;
+pub mod log;
+pub mod slow_consumer;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -35,7 +37,7 @@ use tokio::sync::{broadcast, mpsc};
 pub use event::{Event, EventBody, InventoryChangePayload, NotificationPayload, OrderEvent, OrderUpdatePayload};
 
 use crate::lock;
-use crate::slow_consumer::{self, Feed, SlowConsumer};
+use slow_consumer::{Feed, SlowConsumer};
 
 /// Where an event is routed: one entity, or one audience.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -266,7 +268,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Notification, Timestamp};
+    use crate::commerce::model::{Notification, Timestamp};
 
     fn notification(user: &str, seq: u64) -> Event {
         let n = Notification {

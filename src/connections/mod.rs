@@ -2,7 +2,7 @@
 //! the connection gauges in `/metrics`, and the connection limits.
 //!
 //! Every connection (a WebSocket on any channel; an event stream later) is admitted by
-//! [`Registry::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
+//! [`Connections::admit`] *before* its upgrade and holds the returned [`Permit`] for its whole life,
 //! close handshake included: past `MAX_CONNECTIONS` there is no permit (`503`). Once the
 //! connection knows its user, [`Permit::sign_in`] counts it against that user's share
 //! (`MAX_CONNECTIONS_PER_USER`, across channels) and puts the user online.
@@ -18,17 +18,21 @@
 //! wait on a peer that never answers; its place is given back when the permit drops, however the
 //! connection ended, so the counts cannot drift from the sockets.
 
+pub mod budget;
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::budget::{AddressSlot, PerAddress};
 use crate::config::Config;
-use crate::console::counters::NodeCounters;
+use crate::connections::budget::{AddressSlot, PerAddress};
+use crate::events::Broker;
+use crate::events::slow_consumer;
 use crate::lock;
 
 /// The channels (WebSocket subprotocols, and GraphQL over SSE), as labelled in metrics.
@@ -159,9 +163,12 @@ struct Inner {
     /// are per process).
     by_channel: [AtomicUsize; 4],
     by_field: [AtomicUsize; SUBSCRIPTION_FIELDS.len() + 1],
-    /// Events handed to subscribers' queues (GraphQL results and relayed entity events; see
-    /// [`Registry::count_delivered`]).
+    /// Events handed to subscribers' transports (GraphQL results and relayed entity events; see
+    /// [`Connections::count_delivered`]).
     delivered: AtomicU64,
+    /// `switchboard_events_delivered_total` by channel, looked up once: counting is per
+    /// delivery, and a lookup by name and label costs a hash of both each time.
+    delivered_metric: OnceLock<[(&'static str, metrics::Counter); 3]>,
     /// This node's name, as in metrics and the cluster.
     node: OnceLock<String>,
     users: Mutex<Users>,
@@ -221,11 +228,11 @@ struct UserCount {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Registry {
+pub struct Connections {
     inner: Arc<Inner>,
 }
 
-impl Registry {
+impl Connections {
     pub fn new(limits: Limits) -> Self {
         Self { inner: Arc::new(Inner { limits, ..Inner::default() }) }
     }
@@ -247,7 +254,7 @@ impl Registry {
         self.inner.by_channel[channel.index()].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => channel.label()).increment(1.0);
         // From here on, a refusal drops the permit, which gives back whatever it took.
-        let mut permit = Permit { registry: self.clone(), channel, user: None, live: true, anonymous: None };
+        let mut permit = Permit { connections: self.clone(), channel, user: None, live: true, anonymous: None };
         match identity {
             Identity::User(user) => permit.sign_in(user)?,
             Identity::Anonymous | Identity::Unknown => {
@@ -411,10 +418,18 @@ impl Registry {
             .collect()
     }
 
-    /// Counts `n` events handed to subscribers' queues. Called where the delivered metric is
-    /// counted for subscription results (once per shared group and event, with its member
-    /// count) and relayed entity events, so it costs one relaxed add per batch.
-    pub fn count_delivered(&self, n: u64) {
+    /// Counts `n` events handed to a transport on `channel` (`graphql`, `sse`, `rooms`): the one
+    /// place deliveries are counted, for `/metrics` and for the console. Called where a
+    /// connection hands an event's result or relay to its transport, never when it is queued.
+    pub fn count_delivered(&self, channel: &'static str, n: u64) {
+        let counters = self.inner.delivered_metric.get_or_init(|| {
+            ["graphql", "sse", "rooms"]
+                .map(|label| (label, metrics::counter!("switchboard_events_delivered_total", "channel" => label)))
+        });
+        match counters.iter().find(|(label, _)| *label == channel) {
+            Some((_, counter)) => counter.increment(n),
+            None => metrics::counter!("switchboard_events_delivered_total", "channel" => channel).increment(n),
+        }
         self.inner.delivered.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -437,19 +452,69 @@ impl Registry {
         self.inner.subscriptions.load(Ordering::Relaxed)
     }
 
+    /// Counts a live GraphQL subscription of root field `name` (a field not in
+    /// [`SUBSCRIPTION_FIELDS`] counts as [`OTHER_FIELD`]) for as long as the guard lives.
+    pub fn subscription_of(&self, name: &str) -> SubscriptionGuard {
+        let field = SUBSCRIPTION_FIELDS.iter().find(|f| **f == name).copied().unwrap_or(OTHER_FIELD);
+        self.subscription(field)
+    }
+
     /// Counts a live GraphQL subscription for as long as the returned guard lives.
     pub fn subscription(&self, field: &'static str) -> SubscriptionGuard {
         self.inner.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.inner.by_field[field_slot(field)].fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => field).increment(1.0);
-        SubscriptionGuard { registry: self.clone(), field }
+        SubscriptionGuard { connections: self.clone(), field }
+    }
+}
+
+/// A node's counters as the console shows them, taken from what the server keeps anyway: this
+/// the connection counts' atomics, the broker's count of published events, the slow-consumer counts. The
+/// same numbers travel in a cluster node's heartbeat, so that every node's console shows every
+/// node.
+/// One node's counters at one moment. Counts of events are totals since the node started (the
+/// console takes rates between two of them); connections and subscriptions are current.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Open connections by channel label (`graphql-transport-ws`, `graphql-ws`, `sse`, `rooms`).
+    pub connections: Vec<(String, usize)>,
+    /// Live subscriptions by field name.
+    pub subscriptions: Vec<(String, usize)>,
+    pub published: u64,
+    pub delivered: u64,
+    /// Slow consumers, and the deliveries refused to them (per process: see
+    /// [`slow_consumer::lagged_total`]).
+    pub lagged: u64,
+    pub dropped: u64,
+}
+
+impl NodeCounters {
+    /// This node's counters now, from `connections` and `broker`. Atomics only: no lock the
+    /// delivery path takes.
+    pub fn collect(connections: &Connections, broker: &Broker) -> Self {
+        Self {
+            connections: connections.connections_by_channel().iter().map(|(c, n)| (c.label().to_owned(), *n)).collect(),
+            subscriptions: connections.subscriptions_by_field().into_iter().map(|(f, n)| (f.to_owned(), n)).collect(),
+            published: broker.published(),
+            delivered: connections.delivered(),
+            lagged: slow_consumer::lagged_total(),
+            dropped: slow_consumer::dropped_total(),
+        }
+    }
+
+    pub fn connection_total(&self) -> usize {
+        self.connections.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn subscription_total(&self) -> usize {
+        self.subscriptions.iter().map(|(_, n)| n).sum()
     }
 }
 
 /// One admitted connection: counted until dropped, online from `sign_in` to `go_offline`.
 #[derive(Debug)]
 pub struct Permit {
-    registry: Registry,
+    connections: Connections,
     channel: Channel,
     user: Option<Box<str>>,
     /// Not closing yet.
@@ -476,8 +541,8 @@ impl Permit {
             return Ok(());
         }
         self.leave_anonymous();
-        let max = self.registry.inner.limits.max_per_user;
-        let mut users = lock::lock(&self.registry.inner.users);
+        let max = self.connections.inner.limits.max_per_user;
+        let mut users = lock::lock(&self.connections.inner.users);
         let users = &mut *users;
         if users.by_id.get(user_id).map_or(0, |count| count.admitted) >= max {
             return Err(Refused::TooManyForUser(max));
@@ -497,7 +562,7 @@ impl Permit {
         }
         self.user = Some(user_id.into());
         if came_online {
-            self.registry.replicate(user_id, true);
+            self.connections.replicate(user_id, true);
         }
         Ok(())
     }
@@ -505,10 +570,10 @@ impl Permit {
     /// A connection admitted as [`Identity::Unknown`] turns out to have no user: it keeps its
     /// address's place, and needs one in the anonymous share if it was admitted on probation.
     pub fn stay_anonymous(&mut self) -> Result<(), Refused> {
-        let registry = self.registry.clone();
+        let connections = self.connections.clone();
         match &mut self.anonymous {
             Some(anonymous) if !anonymous.counted => {
-                anonymous.counted = registry.count_anonymous();
+                anonymous.counted = connections.count_anonymous();
                 if anonymous.counted { Ok(()) } else { Err(Refused::AnonymousFull) }
             }
             _ => Ok(()),
@@ -519,7 +584,7 @@ impl Permit {
         if let Some(anonymous) = self.anonymous.take()
             && anonymous.counted
         {
-            self.registry.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
+            self.connections.inner.anonymous.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -529,7 +594,7 @@ impl Permit {
         if !std::mem::replace(&mut self.live, false) {
             return;
         }
-        let inner = &self.registry.inner;
+        let inner = &self.connections.inner;
         inner.connections.fetch_sub(1, Ordering::Relaxed);
         inner.by_channel[self.channel.index()].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_ws_connections", "channel" => self.channel.label()).decrement(1.0);
@@ -545,7 +610,7 @@ impl Permit {
                 }
             }
             if went_offline {
-                self.registry.replicate(user, false);
+                self.connections.replicate(user, false);
             }
         }
     }
@@ -555,7 +620,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.go_offline();
         self.leave_anonymous();
-        let inner = &self.registry.inner;
+        let inner = &self.connections.inner;
         inner.admitted.fetch_sub(1, Ordering::AcqRel);
         if let Some(user) = self.user.take() {
             let mut users = lock::lock(&inner.users);
@@ -572,23 +637,16 @@ impl Drop for Permit {
 /// One live subscription; uncounts on drop.
 #[derive(Debug)]
 pub struct SubscriptionGuard {
-    registry: Registry,
+    connections: Connections,
     field: &'static str,
-}
-
-impl SubscriptionGuard {
-    /// The registry that counts it (a shared group counts its deliveries there).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 impl Drop for SubscriptionGuard {
     fn drop(&mut self) {
-        self.registry.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.connections.inner.subscriptions.fetch_sub(1, Ordering::Relaxed);
         // The slot is found again rather than kept: a guard lives in every shared membership,
         // whose size a connection's operation table pays for, and six comparisons are nothing.
-        self.registry.inner.by_field[field_slot(self.field)].fetch_sub(1, Ordering::Relaxed);
+        self.connections.inner.by_field[field_slot(self.field)].fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("switchboard_subscriptions", "field" => self.field).decrement(1.0);
     }
 }
@@ -609,93 +667,96 @@ mod tests {
         }
     }
 
-    fn admit(registry: &Registry, channel: Channel) -> Result<Permit, Refused> {
-        registry.admit(channel, HOME, Identity::Unknown)
+    fn admit(connections: &Connections, channel: Channel) -> Result<Permit, Refused> {
+        connections.admit(channel, HOME, Identity::Unknown)
     }
 
     #[test]
     fn the_node_and_each_user_have_a_limit_and_a_dropped_permit_frees_its_place() {
-        let registry = Registry::new(limits(3, 2));
-        let mut a1 = admit(&registry, Channel::Rooms).unwrap();
-        let mut a2 = admit(&registry, Channel::GraphqlWs).unwrap();
-        let mut a3 = admit(&registry, Channel::Rooms).unwrap();
-        assert_eq!(admit(&registry, Channel::Rooms).unwrap_err(), Refused::Full(3));
+        let connections = Connections::new(limits(3, 2));
+        let mut a1 = admit(&connections, Channel::Rooms).unwrap();
+        let mut a2 = admit(&connections, Channel::GraphqlWs).unwrap();
+        let mut a3 = admit(&connections, Channel::Rooms).unwrap();
+        assert_eq!(admit(&connections, Channel::Rooms).unwrap_err(), Refused::Full(3));
         a1.sign_in("a").unwrap();
         a2.sign_in("a").unwrap();
         assert_eq!(a3.sign_in("a"), Err(Refused::TooManyForUser(2)));
         a3.sign_in("b").unwrap();
-        assert_eq!((registry.user_count(), registry.connection_count()), (2, 3));
+        assert_eq!((connections.user_count(), connections.connection_count()), (2, 3));
         drop(a1);
-        let mut again = admit(&registry, Channel::Rooms).expect("a place came back");
+        let mut again = admit(&connections, Channel::Rooms).expect("a place came back");
         again.sign_in("a").expect("and a's share with it");
     }
 
     #[test]
     fn a_closing_connection_is_offline_but_keeps_its_place() {
-        let registry = Registry::new(limits(1, 1));
-        let mut permit = admit(&registry, Channel::Rooms).unwrap();
+        let connections = Connections::new(limits(1, 1));
+        let mut permit = admit(&connections, Channel::Rooms).unwrap();
         permit.sign_in("a").unwrap();
-        assert!(registry.is_online("a"));
+        assert!(connections.is_online("a"));
         permit.go_offline();
-        assert!(!registry.is_online("a"));
-        assert_eq!((registry.user_count(), registry.connection_count()), (0, 0));
-        assert!(admit(&registry, Channel::Rooms).is_err(), "still counted until dropped");
+        assert!(!connections.is_online("a"));
+        assert_eq!((connections.user_count(), connections.connection_count()), (0, 0));
+        assert!(admit(&connections, Channel::Rooms).is_err(), "still counted until dropped");
         drop(permit);
-        assert!(admit(&registry, Channel::Rooms).is_ok());
+        assert!(admit(&connections, Channel::Rooms).is_ok());
     }
 
     #[test]
     fn the_console_counts_follow_channels_fields_and_guards() {
-        let registry = Registry::new(limits(10, 10));
-        let count = |channel| registry.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
-        let field = |name| registry.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
-        let mut sse = admit(&registry, Channel::Sse).unwrap();
-        let _rooms = admit(&registry, Channel::Rooms).unwrap();
+        let connections = Connections::new(limits(10, 10));
+        let count = |channel| connections.connections_by_channel().iter().find(|(c, _)| *c == channel).unwrap().1;
+        let field = |name| connections.subscriptions_by_field().iter().find(|(f, _)| *f == name).unwrap().1;
+        let mut sse = admit(&connections, Channel::Sse).unwrap();
+        let _rooms = admit(&connections, Channel::Rooms).unwrap();
         assert_eq!((count(Channel::Sse), count(Channel::Rooms), count(Channel::GraphqlWs)), (1, 1, 0));
         sse.go_offline();
         assert_eq!(count(Channel::Sse), 0, "a closing connection no longer counts");
         drop(sse);
         assert_eq!(count(Channel::Sse), 0, "nor twice");
-        let order = registry.subscription("orderUpdated");
-        let unknown = registry.subscription("somethingNew");
+        let order = connections.subscription("orderUpdated");
+        let unknown = connections.subscription("somethingNew");
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD), field("orderEvents")), (1, 1, 0));
         drop((order, unknown));
         assert_eq!((field("orderUpdated"), field(OTHER_FIELD)), (0, 0));
-        registry.count_delivered(3);
-        registry.count_delivered(2);
-        assert_eq!(registry.delivered(), 5);
+        connections.count_delivered("sse", 3);
+        connections.count_delivered("rooms", 2);
+        assert_eq!(connections.delivered(), 5);
     }
 
     #[test]
     fn strangers_have_a_share_per_address_and_together_and_signed_in_users_the_rest() {
         let limits = Limits { anonymous_per_address: 2, max_anonymous: 3, ..limits(6, 10) };
-        let registry = Registry::new(limits);
+        let connections = Connections::new(limits);
         let (a, b, c): (IpAddr, IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap(), "192.0.2.3".parse().unwrap());
-        let a1 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
-        let _a2 = registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
-        assert_eq!(registry.admit(Channel::Sse, a, Identity::Anonymous).unwrap_err(), Refused::TooManyFromAddress(2));
-        assert_eq!(registry.admit(Channel::Sse, a, Identity::Unknown).unwrap_err(), Refused::TooManyFromAddress(2));
-        let _b1 = registry.admit(Channel::Sse, b, Identity::Anonymous).unwrap();
-        assert_eq!(registry.anonymous_count(), (3, 2));
+        let a1 = connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        let _a2 = connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap();
+        assert_eq!(
+            connections.admit(Channel::Sse, a, Identity::Anonymous).unwrap_err(),
+            Refused::TooManyFromAddress(2)
+        );
+        assert_eq!(connections.admit(Channel::Sse, a, Identity::Unknown).unwrap_err(), Refused::TooManyFromAddress(2));
+        let _b1 = connections.admit(Channel::Sse, b, Identity::Anonymous).unwrap();
+        assert_eq!(connections.anonymous_count(), (3, 2));
         // The anonymous share is spent: another stranger is refused...
-        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        assert_eq!(connections.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
         // ...a signed-in user is not, even from a full address...
-        let _user = registry.admit(Channel::Rooms, a, Identity::User("u1")).unwrap();
+        let _user = connections.admit(Channel::Rooms, a, Identity::User("u1")).unwrap();
         // ...and a connection that does not know yet is admitted on probation: it may sign in,
         // or stay anonymous once there is room again.
-        let mut maybe = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
-        let mut stranger = registry.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        let mut maybe = connections.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
+        let mut stranger = connections.admit(Channel::GraphqlTransportWs, c, Identity::Unknown).unwrap();
         assert_eq!(stranger.stay_anonymous(), Err(Refused::AnonymousFull));
         maybe.sign_in("u2").unwrap();
-        assert_eq!(registry.anonymous_from(c), 1, "signing in gave the address's place back");
+        assert_eq!(connections.anonymous_from(c), 1, "signing in gave the address's place back");
         drop(a1);
         assert_eq!(stranger.stay_anonymous(), Ok(()), "a place in the share came back");
-        assert_eq!(registry.anonymous_count(), (3, 3));
-        assert_eq!(registry.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
-        let _u3 = registry.admit(Channel::Rooms, b, Identity::User("u3")).unwrap();
-        assert_eq!(registry.admit(Channel::Rooms, b, Identity::User("u4")).unwrap_err(), Refused::Full(6));
+        assert_eq!(connections.anonymous_count(), (3, 3));
+        assert_eq!(connections.admit(Channel::Sse, c, Identity::Anonymous).unwrap_err(), Refused::AnonymousFull);
+        let _u3 = connections.admit(Channel::Rooms, b, Identity::User("u3")).unwrap();
+        assert_eq!(connections.admit(Channel::Rooms, b, Identity::User("u4")).unwrap_err(), Refused::Full(6));
         drop(stranger);
-        assert_eq!(registry.anonymous_from(c), 0);
+        assert_eq!(connections.anonymous_from(c), 0);
     }
 }

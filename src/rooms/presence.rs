@@ -1,5 +1,7 @@
 //! Rooms, their members and who is typing: the one source of truth behind the `/ws` channel's
 //! presence messages and the `roomPresence` / `stats` queries, so that the two always agree.
+//! Joining and leaving are here; typing indicators are in [`super::typing`], what the other nodes
+//! of a cluster report in [`super::replica`], the console's view in [`super::overview`].
 //!
 //! Everything lives under one `std::sync::Mutex`: every operation is a few map updates plus
 //! `try_send`s that never wait, and none is held across an `.await`. A membership change and the
@@ -9,7 +11,7 @@
 //!
 //! Each connection has an outbox, a bounded queue its socket loop drains. A connection whose outbox
 //! is full is too slow to follow the room: rather than skip messages (a missed `user_left_room`
-//! leaves a ghost in its member list for good), it is marked slow (see [`crate::slow_consumer`])
+//! leaves a ghost in its member list for good), it is marked slow (see [`crate::events::slow_consumer`])
 //! and its socket is closed with 1013, which clients retry; on reconnecting they get fresh member
 //! lists.
 //!
@@ -18,14 +20,14 @@
 //! there are no ghosts.
 //!
 //! With several nodes, a member's connections are counted per node: this node's own, and what
-//! the other nodes reported ([`Rooms::apply_count`], fed by `crate::cluster::presence`). A person
+//! the other nodes reported (`Rooms::apply_count`, fed by `crate::cluster::presence`). A person
 //! is a member while any node has a connection of theirs in the room; `user_joined_room` and
 //! `user_left_room` mark the cluster-wide first and last connection, wherever they were. Every
 //! change to this node's counts and typing is handed to the replicator ([`Rooms::replicate_to`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_graphql::ID;
@@ -34,12 +36,12 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::protocol::ServerMessage;
+use crate::commerce::model::{PresenceUser, Timestamp};
 use crate::config::Config;
+use crate::events::slow_consumer::{self, Feed, SlowConsumer};
 use crate::lock;
-use crate::model::{PresenceUser, Timestamp};
-use crate::slow_consumer::{self, Feed, Offer, SlowConsumer};
 
-/// The limits and timings the registry applies.
+/// The limits and timings the rooms apply.
 #[derive(Debug, Clone)]
 pub struct RoomSettings {
     /// After the last `isTyping: true`, the server stops the indicator itself.
@@ -92,27 +94,6 @@ pub enum PresenceChange {
     Typing { room: String, user: String, is_typing: bool, field: Option<String> },
 }
 
-/// The rooms as the operator console shows them (see [`Rooms::overview`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomsOverview {
-    /// Rooms with at least one member, on any node.
-    pub rooms: usize,
-    /// Members (one per user and room).
-    pub members: usize,
-    pub busiest: Vec<RoomView>,
-}
-
-/// One room in [`RoomsOverview`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomView {
-    pub room_id: String,
-    /// Connections (tabs) in the room, on every node.
-    pub connections: usize,
-    pub member_count: usize,
-    /// The first members to arrive, with their tab counts and typing.
-    pub members: Vec<PresenceUser>,
-}
-
 /// One entry of this node's presence, as the other nodes keep it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalEntry {
@@ -123,77 +104,77 @@ pub struct LocalEntry {
     pub count: usize,
 }
 
-type ConnId = u64;
+pub(super) type ConnId = u64;
 
 /// The rooms of one server; clones share them.
 #[derive(Debug, Clone, Default)]
 pub struct Rooms {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    settings: RoomSettings,
+pub(super) struct Inner {
+    pub(super) settings: RoomSettings,
     state: Mutex<State>,
-    next_id: AtomicU64,
+    pub(super) next_id: AtomicU64,
     /// Where changes to this node's counts and typing go, once a cluster is joined.
     replica: OnceLock<mpsc::UnboundedSender<PresenceChange>>,
 }
 
 #[derive(Debug, Default)]
-struct State {
-    rooms: HashMap<String, Room>,
-    conns: HashMap<ConnId, Conn>,
+pub(super) struct State {
+    pub(super) rooms: HashMap<String, Room>,
+    pub(super) conns: HashMap<ConnId, Conn>,
 }
 
 #[derive(Debug)]
-struct Conn {
-    user_id: String,
-    name: Option<String>,
+pub(super) struct Conn {
+    pub(super) user_id: String,
+    pub(super) name: Option<String>,
     outbox: Feed<Utf8Bytes>,
-    rooms: HashSet<String>,
+    pub(super) rooms: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
-struct Room {
+pub(super) struct Room {
     /// This node's connections in the room.
-    conns: HashSet<ConnId>,
+    pub(super) conns: HashSet<ConnId>,
     /// User id → member: one per person, however many tabs on however many nodes.
-    members: HashMap<String, Member>,
+    pub(super) members: HashMap<String, Member>,
     /// Orders the member list by arrival.
-    next_seq: u64,
+    pub(super) next_seq: u64,
 }
 
 #[derive(Debug)]
-struct Member {
-    name: Option<String>,
+pub(super) struct Member {
+    pub(super) name: Option<String>,
     /// Connections on this node.
-    local: usize,
+    pub(super) local: usize,
     /// Connections on other nodes, by node.
-    remote: HashMap<String, usize>,
-    joined_at: Timestamp,
-    seq: u64,
-    typing: Option<Typing>,
+    pub(super) remote: HashMap<String, usize>,
+    pub(super) joined_at: Timestamp,
+    pub(super) seq: u64,
+    pub(super) typing: Option<Typing>,
 }
 
 impl Member {
-    fn connections(&self) -> usize {
+    pub(super) fn connections(&self) -> usize {
         self.local + self.remote.values().sum::<usize>()
     }
 }
 
 /// A live typing indicator: who set it, and the timer that will clear it.
 #[derive(Debug)]
-struct Typing {
+pub(super) struct Typing {
     /// The typist's connection on this node, or the node a remote typist is on.
-    by: Typist,
-    field: Option<String>,
-    generation: u64,
-    timer: AbortHandle,
+    pub(super) by: Typist,
+    pub(super) field: Option<String>,
+    pub(super) generation: u64,
+    pub(super) timer: AbortHandle,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Typist {
+pub(super) enum Typist {
     Local(ConnId),
     Remote(String),
 }
@@ -215,11 +196,11 @@ impl Rooms {
     }
 
     /// The state, even after a panic elsewhere poisoned the lock (the policy of [`crate::lock`]).
-    fn state(&self) -> MutexGuard<'_, State> {
+    pub(super) fn state(&self) -> MutexGuard<'_, State> {
         lock::lock(&self.inner.state)
     }
 
-    fn replicate(&self, change: PresenceChange) {
+    pub(super) fn replicate(&self, change: PresenceChange) {
         if let Some(replica) = self.inner.replica.get() {
             let _ = replica.send(change);
         }
@@ -248,218 +229,15 @@ impl Rooms {
         stats.sort();
         stats
     }
-
-    /// The operator console's view: how many rooms and members there are (on every node), and
-    /// the `limit` busiest rooms (most connections first, then by id) with at most `members` of
-    /// their members each. One pass under the lock, copying only what is shown, so that a
-    /// console polling twice a second holds it for microseconds even with thousands of rooms.
-    pub fn overview(&self, limit: usize, members: usize) -> RoomsOverview {
-        let state = self.state();
-        let mut member_total = 0;
-        let mut busiest: Vec<(usize, &String, &Room)> = state
-            .rooms
-            .iter()
-            .map(|(id, room)| {
-                member_total += room.members.len();
-                (room.members.values().map(Member::connections).sum::<usize>(), id, room)
-            })
-            .collect();
-        let order = |a: &(usize, &String, &Room), b: &(usize, &String, &Room)| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
-        if busiest.len() > limit && limit > 0 {
-            busiest.select_nth_unstable_by(limit - 1, order);
-        }
-        busiest.truncate(limit);
-        busiest.sort_unstable_by(order);
-        RoomsOverview {
-            rooms: state.rooms.len(),
-            members: member_total,
-            busiest: busiest
-                .into_iter()
-                .map(|(connections, id, room)| RoomView {
-                    room_id: id.clone(),
-                    connections,
-                    member_count: room.members.len(),
-                    members: room.presence_first(members),
-                })
-                .collect(),
-        }
-    }
-
-    /// This node's part of the presence: what the other nodes should know.
-    pub fn local_entries(&self) -> Vec<LocalEntry> {
-        let state = self.state();
-        let mut entries = Vec::new();
-        for (room_id, room) in &state.rooms {
-            for (user, member) in &room.members {
-                if member.local > 0 {
-                    entries.push(LocalEntry {
-                        room: room_id.clone(),
-                        user: user.clone(),
-                        name: member.name.clone(),
-                        joined_at: member.joined_at,
-                        count: member.local,
-                    });
-                }
-            }
-        }
-        entries
-    }
-
-    /// Another node reports `count` connections of `user` in `room`.
-    pub fn apply_count(&self, node: &str, entry: LocalEntry) {
-        let mut state = self.state();
-        apply_remote_count(&mut state, node, &entry);
-    }
-
-    /// Makes another node's part exactly `entries` (what it stored in Redis): counts it no longer
-    /// has go to zero. Used when a node's messages may have been missed.
-    pub fn reconcile(&self, node: &str, entries: &[LocalEntry]) {
-        let mut state = self.state();
-        let known: Vec<(String, String)> = state
-            .rooms
-            .iter()
-            .flat_map(|(room_id, room)| {
-                room.members
-                    .iter()
-                    .filter(|(_, m)| m.remote.contains_key(node))
-                    .map(move |(user, _)| (room_id.clone(), user.clone()))
-            })
-            .collect();
-        for (room, user) in known {
-            if !entries.iter().any(|e| e.room == room && e.user == user) {
-                let gone = LocalEntry { room, user, name: None, joined_at: Timestamp::now(), count: 0 };
-                apply_remote_count(&mut state, node, &gone);
-            }
-        }
-        for entry in entries {
-            apply_remote_count(&mut state, node, entry);
-        }
-    }
-
-    /// Removes every connection another node had (it died or shut down).
-    pub fn forget_node(&self, node: &str) {
-        self.reconcile(node, &[]);
-    }
-
-    /// A typist on another node started or stopped. A started indicator also stops by itself
-    /// here after the typing timeout, so that a node that dies mid-sentence leaves no one typing.
-    pub fn apply_typing(&self, node: &str, room_id: &str, user_id: &str, is_typing: bool, field: Option<&str>) {
-        let mut state = self.state();
-        let State { rooms, conns } = &mut *state;
-        let Some(room) = rooms.get_mut(room_id) else { return };
-        let Some(member) = room.members.get_mut(user_id) else { return };
-        if !member.remote.contains_key(node) {
-            return; // not (or no longer) there according to that node's counts
-        }
-        if !is_typing && member.typing.as_ref().is_none_or(|t| t.by != Typist::Remote(node.to_owned())) {
-            return;
-        }
-        member.typing = is_typing.then(|| {
-            let generation = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let timer = spawn_typing_timer(self, room_id, user_id, generation);
-            Typing { by: Typist::Remote(node.to_owned()), field: field.map(str::to_owned), generation, timer }
-        });
-        let message = ServerMessage::TypingIndicator { room_id, user_id, is_typing, field };
-        room.broadcast(conns, &message, None);
-    }
-
-    /// Called by a typing timer: clears the indicator unless it was set again since.
-    fn typing_expired(&self, room_id: &str, user_id: &str, generation: u64) {
-        let mut state = self.state();
-        let State { rooms, conns } = &mut *state;
-        let Some(room) = rooms.get_mut(room_id) else { return };
-        let Some(member) = room.members.get_mut(user_id) else { return };
-        if member.typing.as_ref().is_none_or(|t| t.generation != generation) {
-            return;
-        }
-        let typing = member.typing.take().expect("checked");
-        let message =
-            ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
-        match &typing.by {
-            Typist::Local(conn) => {
-                room.broadcast(conns, &message, Some(*conn));
-                drop(state);
-                self.replicate(PresenceChange::Typing {
-                    room: room_id.to_owned(),
-                    user: user_id.to_owned(),
-                    is_typing: false,
-                    field: typing.field.clone(),
-                });
-            }
-            Typist::Remote(_) => room.broadcast(conns, &message, None),
-        }
-    }
-}
-
-/// Sets another node's count for one member, announcing a cluster-wide first or last connection
-/// to this node's connections in the room.
-fn apply_remote_count(state: &mut State, node: &str, entry: &LocalEntry) {
-    let State { rooms, conns } = state;
-    let room_id = entry.room.as_str();
-    if entry.count == 0 && !rooms.contains_key(room_id) {
-        return;
-    }
-    let room = rooms.entry(entry.room.clone()).or_insert_with(|| {
-        metrics::gauge!("switchboard_rooms").increment(1.0);
-        Room::default()
-    });
-    let seq = room.next_seq;
-    let Room { conns: here, members, next_seq } = room;
-    let member = match members.get_mut(&entry.user) {
-        Some(member) => member,
-        None if entry.count == 0 => return,
-        None => {
-            *next_seq += 1;
-            metrics::gauge!("switchboard_presence_members").increment(1.0);
-            members.entry(entry.user.clone()).or_insert(Member {
-                name: entry.name.clone(),
-                local: 0,
-                remote: HashMap::new(),
-                joined_at: entry.joined_at,
-                seq,
-                typing: None,
-            })
-        }
-    };
-    let before = member.connections();
-    if entry.count == 0 {
-        member.remote.remove(node);
-    } else {
-        member.remote.insert(node.to_owned(), entry.count);
-        member.joined_at = member.joined_at.min(entry.joined_at);
-        if member.name.is_none() {
-            member.name.clone_from(&entry.name);
-        }
-    }
-    let user_id = entry.user.as_str();
-    if entry.count == 0 && member.typing.as_ref().is_some_and(|t| t.by == Typist::Remote(node.to_owned())) {
-        let typing = member.typing.take().expect("checked");
-        let message =
-            ServerMessage::TypingIndicator { room_id, user_id, is_typing: false, field: typing.field.as_deref() };
-        broadcast(here, conns, &message, None);
-    }
-    let after = member.connections();
-    if before == 0 && after > 0 {
-        let message = ServerMessage::UserJoinedRoom { room_id, user_id, name: entry.name.as_deref() };
-        broadcast(here, conns, &message, None);
-    } else if before > 0 && after == 0 {
-        members.remove(user_id);
-        metrics::gauge!("switchboard_presence_members").decrement(1.0);
-        broadcast(here, conns, &ServerMessage::UserLeftRoom { room_id, user_id }, None);
-    }
-    if here.is_empty() && members.is_empty() {
-        rooms.remove(room_id);
-        metrics::gauge!("switchboard_rooms").decrement(1.0);
-    }
 }
 
 impl Room {
-    fn presence(&self) -> Vec<PresenceUser> {
+    pub(super) fn presence(&self) -> Vec<PresenceUser> {
         self.presence_first(usize::MAX)
     }
 
     /// The first `limit` members, in the order they arrived.
-    fn presence_first(&self, limit: usize) -> Vec<PresenceUser> {
+    pub(super) fn presence_first(&self, limit: usize) -> Vec<PresenceUser> {
         let mut members: Vec<_> = self.members.iter().collect();
         members.sort_by_key(|(_, m)| m.seq);
         members
@@ -477,14 +255,14 @@ impl Room {
     }
 
     /// Queues `message` for every connection in the room but `except`.
-    fn broadcast(&self, conns: &HashMap<ConnId, Conn>, message: &ServerMessage<'_>, except: Option<ConnId>) {
+    pub(super) fn broadcast(&self, conns: &HashMap<ConnId, Conn>, message: &ServerMessage<'_>, except: Option<ConnId>) {
         broadcast(&self.conns, conns, message, except);
     }
 }
 
 /// Queues `message` for every connection of `room` (a room's `conns`, borrowed apart from its
 /// members) but `except`.
-fn broadcast(
+pub(super) fn broadcast(
     room: &HashSet<ConnId>,
     conns: &HashMap<ConnId, Conn>,
     message: &ServerMessage<'_>,
@@ -501,17 +279,16 @@ fn broadcast(
 }
 
 /// Queues a message for one connection without waiting; a full queue marks it too slow.
+/// Presence and typing messages are not events: they are not counted as delivered.
 fn enqueue(conn: &Conn, text: Utf8Bytes) {
-    if conn.outbox.offer(text) == Offer::Queued {
-        metrics::counter!("switchboard_events_delivered_total", "channel" => "rooms").increment(1);
-    }
+    conn.outbox.offer(text);
 }
 
 /// One connection's place in the rooms. Dropping it leaves every room the connection is in.
 #[derive(Debug)]
 pub struct Membership {
-    rooms: Rooms,
-    id: ConnId,
+    pub(super) rooms: Rooms,
+    pub(super) id: ConnId,
     outbox: mpsc::Receiver<Utf8Bytes>,
 }
 
@@ -603,37 +380,6 @@ impl Membership {
         drop(state);
         changes.into_iter().for_each(|c| self.rooms.replicate(c));
     }
-
-    /// Sets or clears this user's typing indicator in `room_id` and relays it to the room's other
-    /// connections (on every node). A `true` is cleared by the server after the typing timeout
-    /// unless renewed.
-    pub fn typing(&self, room_id: &str, is_typing: bool, field: Option<&str>) -> Result<(), NotInRoom> {
-        let mut state = self.rooms.state();
-        let State { rooms, conns } = &mut *state;
-        let conn = &conns[&self.id];
-        let room = match rooms.get_mut(room_id) {
-            Some(room) if conn.rooms.contains(room_id) => room,
-            _ => return Err(NotInRoom(room_id.to_owned())),
-        };
-        let member = room.members.get_mut(&conn.user_id).expect("a connection in a room has a member entry");
-        // Dropping the previous indicator aborts its timer.
-        member.typing = is_typing.then(|| {
-            let generation = self.rooms.inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let timer = spawn_typing_timer(&self.rooms, room_id, &conn.user_id, generation);
-            Typing { by: Typist::Local(self.id), field: field.map(str::to_owned), generation, timer }
-        });
-        let message = ServerMessage::TypingIndicator { room_id, user_id: &conn.user_id, is_typing, field };
-        room.broadcast(conns, &message, Some(self.id));
-        let change = PresenceChange::Typing {
-            room: room_id.to_owned(),
-            user: conn.user_id.clone(),
-            is_typing,
-            field: field.map(str::to_owned),
-        };
-        drop(state);
-        self.rooms.replicate(change);
-        Ok(())
-    }
 }
 
 impl Drop for Membership {
@@ -703,21 +449,6 @@ fn remove_from_room(state: &mut State, id: ConnId, room_id: &str) -> Vec<Presenc
         metrics::gauge!("switchboard_rooms").decrement(1.0);
     }
     changes
-}
-
-/// Clears an indicator after the typing timeout. The task holds the rooms weakly: a server that
-/// is gone has nobody to tell.
-fn spawn_typing_timer(rooms: &Rooms, room_id: &str, user_id: &str, generation: u64) -> AbortHandle {
-    let inner: Weak<Inner> = Arc::downgrade(&rooms.inner);
-    let timeout = rooms.inner.settings.typing_timeout;
-    let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
-    tokio::spawn(async move {
-        tokio::time::sleep(timeout).await;
-        if let Some(inner) = inner.upgrade() {
-            Rooms { inner }.typing_expired(&room_id, &user_id, generation);
-        }
-    })
-    .abort_handle()
 }
 
 #[cfg(test)]

@@ -2,13 +2,33 @@
 
 use std::time::Duration;
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::commerce::Commerce;
+
+/// What the operational endpoints read.
+#[derive(Clone)]
+pub struct OpsState {
+    pub commerce: Arc<Commerce>,
+    pub metrics: PrometheusHandle,
+}
+
+/// `/health`, `/ready`, `/metrics`.
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
 
 /// How long `/ready` waits for the store's answer.
 pub const READY_WITHIN: Duration = Duration::from_millis(800);
@@ -25,7 +45,7 @@ pub async fn health() -> impl IntoResponse {
 ///
 /// With a backplane, the body also says whether Redis is heard (`"redis": "up"` or `"down"`);
 /// a node without Redis still serves its own clients and events, so that alone is not a 503.
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn ready(State(state): State<OpsState>) -> impl IntoResponse {
     let store = tokio::time::timeout(READY_WITHIN, state.commerce.probe_write()).await;
     let (status, store) = match store {
         Ok(Ok(())) => (StatusCode::OK, "ok".to_owned()),
@@ -46,6 +66,6 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }

@@ -1,6 +1,6 @@
 //! `--demo`: sample products, orders and notifications for an empty store.
 
-use crate::model::{Decimal, Timestamp};
+use crate::commerce::model::{Decimal, Timestamp};
 use crate::store::{Store, StoreError, notifications, orders, products};
 
 /// Fills the store when it has no products and no orders; otherwise leaves it alone.

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
-use crate::registry::Refused;
+use crate::connections::Refused;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
