@@ -14,7 +14,7 @@
 //!   (two changes on one topic in one batch), and every topic's last sequence is written back once,
 //!   before `COMMIT`.
 //! - **Changes** are one statement each. On SQLite each is one hand-off to sqlx's worker thread. On
-//!   PostgreSQL every statement is prepared once per connection ([`prepare_all`], when the writer's
+//!   PostgreSQL every statement is prepared once per connection ([`prepare_all`] of [`super::PREPARED`], when the writer's
 //!   pool opens it), and the statements of consecutive changes go to the server together, as
 //!   `EXECUTE`s in one message ([`WriteBatch::run_all`]): one round trip for all of them, so the
 //!   log's lock is held for a few round trips per batch rather than one per change, and other
@@ -175,22 +175,11 @@ fn literal(value: &Value, out: &mut String) {
     }
 }
 
-/// Every statement the writer's changes run: prepared on each of its PostgreSQL connections.
-pub const PREPARED: &[&Sql] = &[
-    &super::products::CREATE,
-    &super::products::CHANGE_STOCK,
-    &super::orders::CREATE,
-    &super::orders::UPDATE,
-    &super::orders::DELETE,
-    &super::notifications::CREATE,
-    &super::notifications::MARK_READ,
-    &PROBE,
-];
-
-/// `PREPARE`s every statement in [`PREPARED`]: run once on each new connection of the writer's
-/// PostgreSQL pool (prepared statements belong to a session).
-pub fn prepare_all() -> String {
-    PREPARED.iter().map(|sql| format!("PREPARE {} ({}) AS {};\n", sql.name, sql.types, sql.postgres)).collect()
+/// `PREPARE`s `statements`: run once on each new connection of the writer's PostgreSQL pool
+/// (prepared statements belong to a session); the list is the store's ([`super::PREPARED`]), which
+/// knows every entity's statements.
+pub fn prepare_all(statements: &[&Sql]) -> String {
+    statements.iter().map(|sql| format!("PREPARE {} ({}) AS {};\n", sql.name, sql.types, sql.postgres)).collect()
 }
 
 /// An open batch. Commit it with [`WriteBatch::commit`]; dropping it rolls everything back.

@@ -253,6 +253,20 @@ impl Store {
     }
 }
 
+/// Every statement the writer's changes run: prepared on each of its PostgreSQL connections. Kept
+/// here, beside the entity modules that define them, rather than in `batch`, which every entity
+/// module uses (a list there would make them import each other).
+pub const PREPARED: &[&batch::Sql] = &[
+    &products::CREATE,
+    &products::CHANGE_STOCK,
+    &orders::CREATE,
+    &orders::UPDATE,
+    &orders::DELETE,
+    &notifications::CREATE,
+    &notifications::MARK_READ,
+    &batch::PROBE,
+];
+
 /// A PostgreSQL pool; `writer`: the writer's, whose connections prepare the writer's statements
 /// when they open (see [`batch::prepare_all`]). The server itself ends a statement that runs past
 /// `STORE_TIMEOUT` (waiting for a lock included), so that no request holds a connection longer.
@@ -260,7 +274,7 @@ async fn postgres_pool(url: &str, options: &StoreOptions, size: u32, writer: boo
     let connect: AnyConnectOptions = url.parse()?;
     let mut setup = format!("SET statement_timeout = {};\n", options.timeout.as_millis().max(1));
     if writer {
-        setup.push_str(&batch::prepare_all());
+        setup.push_str(&batch::prepare_all(PREPARED));
     }
     AnyPoolOptions::new()
         .max_connections(size.max(1))
