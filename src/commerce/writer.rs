@@ -426,8 +426,10 @@ impl Task {
             }
         }
         self.count_sent(batch.sent_so_far());
-        self.count_sent((batch.to_commit(), batch.to_commit()));
+        self.count_sent(batch.to_commit());
+        let through = batch.last_position();
         batch.commit().await.map_err(Failure::Store)?;
+        self.log.on_disk(through);
         Ok(outcomes)
     }
 

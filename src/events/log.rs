@@ -33,6 +33,7 @@
 //! `ANONYMOUS_REPLAYS_PER_ADDRESS` reading or held at once (more wait their turn).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -136,6 +137,8 @@ pub struct EventLog {
     anonymous_held: Arc<Semaphore>,
     /// Each address's turns at anonymous resumes.
     anonymous_turns: PerAddressQueue,
+    /// Every position up to this one is known to be on disk (see [`EventLog::on_disk`]).
+    durable: Arc<AtomicU64>,
 }
 
 impl EventLog {
@@ -151,6 +154,7 @@ impl EventLog {
             held: Arc::new(Semaphore::new(budget)),
             anonymous_held: Arc::new(Semaphore::new((budget / 2).max(Self::reservation(settings) as usize))),
             anonymous_turns: PerAddressQueue::new(settings.anonymous_replays_per_address),
+            durable: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -213,6 +217,25 @@ impl EventLog {
         Ok(event)
     }
 
+    /// Notes that every position up to `through` is on disk (the writer, once a batch's flush is
+    /// done).
+    pub fn on_disk(&self, through: u64) {
+        self.durable.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// `head`, just read from the store, once every position up to it is on disk. On PostgreSQL
+    /// a batch is visible to readers before its flush is done (see [`Store::wait_durable`]); a
+    /// position handed out before then could be lost with a crash of the database and given to
+    /// another event after it, which a client resuming from it would never receive. So nothing
+    /// read from the log, and no head, is handed out before it is on disk.
+    async fn durable(&self, head: u64, reader: Reader) -> Result<u64, StoreError> {
+        if head > self.durable.load(Ordering::Acquire) {
+            self.store.wait_durable(reader).await?;
+            self.on_disk(head);
+        }
+        Ok(head)
+    }
+
     /// What one replay may hold at most: the budget is counted in units of it.
     fn reservation(settings: LogSettings) -> u32 {
         u32::try_from(settings.max_replay).unwrap_or(u32::MAX).clamp(1, u32::MAX / REPLAYS_HELD)
@@ -246,7 +269,7 @@ impl EventLog {
                 "more than {max} events happened after this cursor (RESUME_MAX_EVENTS); refetch"
             )));
         }
-        let through = behind.head;
+        let through = self.durable(behind.head, reader).await?;
         if behind.events == 0 {
             return Ok(Replay { events: ReplayEvents::empty(), through });
         }
@@ -273,7 +296,8 @@ impl EventLog {
 
     /// The last position assigned.
     pub async fn head(&self) -> Result<u64, StoreError> {
-        Ok(self.state().await?.head)
+        let head = self.state().await?.head;
+        self.durable(head, Reader::SignedIn).await
     }
 
     /// The cursor of the log's head now: a place, not an event. Positions are committed in order,

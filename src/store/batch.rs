@@ -231,8 +231,12 @@ impl WriteBatch {
     pub async fn begin(store: &Store, statement_timeout: Duration) -> Result<Self, StoreError> {
         let begin = match store.backend {
             Backend::Sqlite => "BEGIN IMMEDIATE; SELECT head FROM log_state WHERE id = 1".to_owned(),
+            // `synchronous_commit = off` for this transaction alone: its `COMMIT` releases the
+            // log's lock without waiting for the flush, which `commit` then waits for outside it
+            // (see the module docs).
             Backend::Postgres => format!(
-                "BEGIN; SET LOCAL statement_timeout = {}; SELECT head FROM log_state WHERE id = 1 FOR UPDATE",
+                "BEGIN; SET LOCAL statement_timeout = {}; SET LOCAL synchronous_commit = off; \
+                 SELECT head FROM log_state WHERE id = 1 FOR UPDATE",
                 statement_timeout.as_millis().max(1)
             ),
         };
@@ -278,15 +282,26 @@ impl WriteBatch {
         (self.statements, self.round_trips)
     }
 
-    /// What [`WriteBatch::commit`] will send: the append (when there are events) and `COMMIT`,
-    /// one round trip each.
-    pub fn to_commit(&self) -> u64 {
-        if self.events.is_empty() { 1 } else { 2 }
+    /// What [`WriteBatch::commit`] will send, as (statements, round trips): the append (when
+    /// there are events), then `COMMIT` (on PostgreSQL with the wait for its flush, in the same
+    /// round trip).
+    pub fn to_commit(&self) -> (u64, u64) {
+        let append = u64::from(!self.events.is_empty());
+        let commit = match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 2,
+        };
+        (append + commit, append + 1)
     }
 
     /// Events buffered so far.
     pub fn events(&self) -> usize {
         self.events.len()
+    }
+
+    /// The last position this batch has assigned (the head it will write back).
+    pub fn last_position(&self) -> u64 {
+        self.head
     }
 
     /// The next position in the log (the batch holds the write lock: nobody else assigns one).
@@ -378,8 +393,16 @@ impl WriteBatch {
                 }
             }
         }
-        count(1, 1);
-        self.tx.commit().await
+        match self.backend {
+            Backend::Sqlite => {
+                count(1, 1);
+                self.tx.commit().await
+            }
+            Backend::Postgres => {
+                count(2, 1);
+                self.tx.commit_with(POSTGRES_COMMIT).await
+            }
+        }
     }
 
     /// Rolls everything back; the connection goes back to the pool if that worked.
@@ -398,6 +421,13 @@ FROM json_each($1);
 INSERT INTO topic_sequences (topic, seq) SELECT value ->> 0, value ->> 1 FROM json_each($2) WHERE TRUE
 ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq;
 UPDATE log_state SET head = $3 WHERE id = 1";
+
+/// Commits without waiting for the flush (the batch runs with `synchronous_commit = off`), which
+/// releases the log's lock at once, then waits for it: `txid_current()` gives the statement after
+/// `COMMIT` a transaction of its own, which commits synchronously when the message ends, so it
+/// returns only once the WAL is on disk up to its own commit record, which comes after the
+/// batch's. One round trip.
+const POSTGRES_COMMIT: &str = "COMMIT; SELECT txid_current()";
 
 /// Appends the events and writes the head in one statement (the sequences are written already).
 const POSTGRES_APPEND: &str = "\

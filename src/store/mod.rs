@@ -223,6 +223,21 @@ impl Store {
         }
     }
 
+    /// Returns once everything committed before the call is on disk. On PostgreSQL the writer
+    /// commits its batches without waiting for the flush (so that the log's lock is not held
+    /// through it; see `batch.rs`), and another session may read such a batch before its flush:
+    /// what is read from the log is handed out only after this (one round trip, a transaction
+    /// that commits synchronously, whose flush covers every commit before it). SQLite's commits
+    /// are on disk when they are visible: nothing to wait for.
+    pub async fn wait_durable(&self, reader: Reader) -> Result<(), StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres => {
+                self.read(reader, |db| async move { db.execute("SELECT txid_current()").await.map(drop) }).await
+            }
+        }
+    }
+
     /// The order with this id, read for `reader`.
     pub async fn order(&self, reader: Reader, id: i64) -> Result<Option<crate::commerce::model::Order>, StoreError> {
         self.read(reader, move |db| async move { orders::get(&db, id).await }).await

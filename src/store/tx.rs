@@ -65,9 +65,15 @@ impl WriteTx {
 
     /// Commits. On failure the transaction is rolled back (if the engine has not already done
     /// so) and the connection is closed rather than returned to the pool.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.commit_with("COMMIT").await
+    }
+
+    /// Commits with `commit`, the statements that end the transaction (one round trip: `COMMIT`
+    /// and whatever must follow it at once), failing as [`WriteTx::commit`] does.
+    pub async fn commit_with(mut self, commit: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.take().expect("a WriteTx is open until it is consumed");
-        match conn.execute("COMMIT").await {
+        match conn.execute(commit).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let _ = tokio::time::timeout(ROLLBACK_WITHIN, conn.execute("ROLLBACK")).await;
