@@ -27,7 +27,9 @@
 //!
 //! **Commit order.** Events are published only after `COMMIT` succeeds, in the batch's order
 //! (which is the log's), and only then are callers answered; a caller never hears "done" before
-//! its change is durable. A failed `COMMIT` fails every change of the batch: none is answered as
+//! its change is durable (on PostgreSQL the flush is waited for after the log's lock is released,
+//! see `store/batch.rs`, and the batch's positions are noted as on disk for the log's readers,
+//! [`EventLog::on_disk`]). A failed `COMMIT` fails every change of the batch: none is answered as
 //! done, none published. The connection whose `COMMIT` failed is closed (see `store/tx.rs`), and
 //! the next batch starts afresh, reading the log's head again: the node recovers by itself.
 //!

@@ -22,10 +22,19 @@
 //! - **Events** are buffered and appended in one statement before `COMMIT`, with the head (and on
 //!   SQLite the sequences).
 //!
+//! - **The flush** happens outside the log's lock on PostgreSQL: the batch runs with
+//!   `synchronous_commit = off`, so its `COMMIT` releases the lock once the commit record is
+//!   written, and the next batch (on any node) takes it while this one's flush is under way; the
+//!   wait for the flush follows in `COMMIT`'s round trip ([`super::WAIT_FOR_FLUSH`]), before anything is
+//!   published or answered. With the lock held through the flush, the nodes' batches flushed one
+//!   after another, and three nodes wrote less than one (BENCHMARKS.md, issue 17). Until its flush
+//!   is done a batch is visible to other sessions: readers of the log wait for it
+//!   ([`Store::wait_durable`](super::Store::wait_durable)) before they hand out what they read.
+//!
 //! So a batch of *n* changes runs *n* + 3 statements, counted in
 //! `switchboard_writer_statements_total`: `BEGIN` with the head, one per change, the append,
-//! `COMMIT`. On SQLite that is *n* + 3 round trips; on PostgreSQL four (`BEGIN`, the changes, the
-//! append, `COMMIT`), counted in `switchboard_writer_round_trips_total` (the pool also pings the
+//! `COMMIT` (on PostgreSQL one more, the wait for the flush, sent with `COMMIT`). On SQLite that
+//! is *n* + 3 round trips; on PostgreSQL four (`BEGIN`, the changes, the append, `COMMIT`), counted in `switchboard_writer_round_trips_total` (the pool also pings the
 //! connection it hands out).
 //!
 //! Each change's statement returns rows of one shape: `is_after` (0 for the entity before the
@@ -400,7 +409,7 @@ impl WriteBatch {
             }
             Backend::Postgres => {
                 count(2, 1);
-                self.tx.commit_with(POSTGRES_COMMIT).await
+                self.tx.commit_with(&postgres_commit()).await
             }
         }
     }
@@ -423,11 +432,12 @@ ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq;
 UPDATE log_state SET head = $3 WHERE id = 1";
 
 /// Commits without waiting for the flush (the batch runs with `synchronous_commit = off`), which
-/// releases the log's lock at once, then waits for it: `txid_current()` gives the statement after
-/// `COMMIT` a transaction of its own, which commits synchronously when the message ends, so it
-/// returns only once the WAL is on disk up to its own commit record, which comes after the
-/// batch's. One round trip.
-const POSTGRES_COMMIT: &str = "COMMIT; SELECT txid_current()";
+/// releases the log's lock at once, then waits for it ([`super::WAIT_FOR_FLUSH`], a transaction of
+/// its own that commits synchronously when the message ends, and whose flush covers the batch's
+/// commit record, written before it). One round trip.
+fn postgres_commit() -> String {
+    format!("COMMIT; {}", super::WAIT_FOR_FLUSH)
+}
 
 /// Appends the events and writes the head in one statement (the sequences are written already).
 const POSTGRES_APPEND: &str = "\

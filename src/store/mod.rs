@@ -45,6 +45,16 @@ pub use tx::WriteTx;
 
 pub type StoreError = sqlx::Error;
 
+/// A statement that returns (in autocommit) once the WAL is on disk up to its own commit, and so
+/// up to every commit before it: PostgreSQL's log is one sequence. PostgreSQL flushes at commit
+/// only for a transaction that has an id *and* wrote to the log (`RecordTransactionCommit`);
+/// `txid_current()` alone writes nothing and commits without a flush, which the crash test in
+/// tests/durability.rs caught. A transactional logical-decoding message is the smallest write that
+/// does both, touches no table, and may be sent by any role. Under `synchronous_commit = on`, the
+/// default, for the session. (It returns a `pg_lsn`, which sqlx's `Any` driver cannot decode:
+/// hence `SELECT 1 FROM`.)
+pub const WAIT_FOR_FLUSH: &str = "SELECT 1 FROM pg_logical_emit_message(true, 'switchboard', 'flush')";
+
 /// Which database engine is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -226,14 +236,14 @@ impl Store {
     /// Returns once everything committed before the call is on disk. On PostgreSQL the writer
     /// commits its batches without waiting for the flush (so that the log's lock is not held
     /// through it; see `batch.rs`), and another session may read such a batch before its flush:
-    /// what is read from the log is handed out only after this (one round trip, a transaction
-    /// that commits synchronously, whose flush covers every commit before it). SQLite's commits
-    /// are on disk when they are visible: nothing to wait for.
+    /// what is read from the log is handed out only after this (one round trip:
+    /// [`WAIT_FOR_FLUSH`]). SQLite's commits are on disk when they are visible: nothing to wait
+    /// for.
     pub async fn wait_durable(&self, reader: Reader) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => Ok(()),
             Backend::Postgres => {
-                self.read(reader, |db| async move { db.execute("SELECT txid_current()").await.map(drop) }).await
+                self.read(reader, |db| async move { db.execute(WAIT_FOR_FLUSH).await.map(drop) }).await
             }
         }
     }
