@@ -111,11 +111,11 @@ async fn changes_that_wait_together_commit_together_one_statement_each() {
         Backend::Postgres => 3 + 50 + 4,
     };
     assert_eq!(stats.statements, statements, "one statement per change: {stats:?}");
-    // SQLite: a hand-off to its worker thread each; PostgreSQL: the fifty in one round trip, the
-    // wait for the flush in COMMIT's.
+    // SQLite: a hand-off to its worker thread each; PostgreSQL: BEGIN, the fifty in one round
+    // trip, then the append, COMMIT and the wait for the flush in one.
     let round_trips = match app.state.commerce.store().backend() {
         Backend::Sqlite => 2 + 50 + 3,
-        Backend::Postgres => 2 + 4,
+        Backend::Postgres => 2 + 3,
     };
     assert_eq!(stats.round_trips, round_trips, "{stats:?}");
 

@@ -214,6 +214,10 @@ struct Args {
     /// writes: with several nodes, --clients per node rather than in all.
     #[arg(long)]
     scale_clients: bool,
+    /// writes: share the open-loop rate evenly between the clients, rather than between HTTP and
+    /// graphql-ws as the saturated run's answers were.
+    #[arg(long)]
+    even_split: bool,
     /// writes: subscriber sets per node that check every change arrives once and in order.
     #[arg(long, default_value_t = 0)]
     watchers: usize,
@@ -737,6 +741,7 @@ async fn writes(env: &Env, args: &Args, table: &mut Table) -> anyhow::Result<boo
                 seconds: args.seconds,
                 near: args.near,
                 rate: args.rate,
+                even_split: args.even_split,
                 watchers: args.watchers,
                 store_pid: args.pg_pid,
             };
@@ -1146,6 +1151,16 @@ impl Table {
             opt(r.store_us_per_mutation(), 0),
             r.errors
         );
+        if let Some(busy) = r.machine_busy {
+            notes += &format!("; machine {} busy", pct(Some(busy)));
+        }
+        if matches!(r.load, writes::Load::Open { .. }) {
+            let (h, w) = (&r.latency_http, &r.latency_ws);
+            notes += &format!(
+                "; p50/p99 ms on HTTP {:.2}/{:.2}, on graphql-ws {:.2}/{:.2}",
+                h.p50, h.p99, w.p50, w.p99
+            );
+        }
         if let Some(c) = &r.checked {
             notes += &format!("; {} subscribers got {} events", c.subscribers, c.events);
         }
@@ -1159,14 +1174,23 @@ impl Table {
                 writes::Load::Saturated { depth } => {
                     format!("saturated: {} clients × {depth} in flight, n={}", r.clients, r.sent)
                 }
-                writes::Load::Open { rate } => format!("open loop R={rate:.0}/s, {} clients, n={}", r.clients, r.sent),
+                writes::Load::Open { rate, ws_share } => format!(
+                    "open loop R={rate:.0}/s ({}), {} clients, n={}",
+                    ws_share.map_or_else(|| "even".to_owned(), |s| format!("{:.0} % on ws", s * 100.0)),
+                    r.clients,
+                    r.sent
+                ),
             },
             format!("{:.0} mut/s", r.per_s),
             format!("{} µs/mut", opt(r.cpu_us_per_mutation(), 1)),
             format!("{} mut/s", opt(r.cpu_us_per_mutation().map(|us| 1e6 / us), 0)),
             format!("{:.2}/{:.2}/{:.2}", r.latency.p50, r.latency.p99, r.latency.p999),
             checked,
-            format!("{}/-", pct(r.cpu.map(|c| c / r.wall / r.nodes as f64))),
+            format!(
+                "{}/{}",
+                pct(r.cpu.map(|c| c / r.wall / r.nodes as f64)),
+                pct(r.generator_cpu.map(|c| c / r.wall))
+            ),
             notes,
         ]);
     }

@@ -13,7 +13,13 @@
 //!    several `--clients` counts, one saturated run per count.
 //! 2. **Open loop at `--near` of that rate** (80 % by default), each mutation written at its
 //!    scheduled time whatever the answers do: latency from the scheduled time (no coordinated
-//!    omission), p50/p99/p99.9.
+//!    omission), p50/p99/p99.9, for all clients and for each protocol apart. The rate is shared
+//!    between the HTTP and the graphql-ws clients as the saturated run's answers were, so that
+//!    each carries `--near` of what it carried at saturation: a pipelined HTTP/1.1 connection is
+//!    served one request at a time, and at saturation carries a fraction of what a graphql-ws
+//!    connection with several operations in flight does; an even split would offer the HTTP
+//!    clients more than they carried at saturation, and measure their growing backlog rather than
+//!    the server at 80 % (`--even-split` does that, for comparison).
 //!
 //! With `--watchers N`, N sets of subscribers per node (every product's `inventoryChanged`, every
 //! order's `orderEvents`, and each bench user's `notificationCreated`) check that every change
@@ -57,6 +63,8 @@ pub struct Opts {
     pub near: f64,
     /// The open-loop run's rate instead of `near` × the saturated rate.
     pub rate: Option<f64>,
+    /// Share the open-loop rate evenly between the clients, whatever their protocol.
+    pub even_split: bool,
     /// Subscriber sets per node checking order and completeness (0: none).
     pub watchers: usize,
     /// The store's processes (PostgreSQL's postmaster), whose CPU is reported beside the nodes'.
@@ -67,7 +75,9 @@ pub struct Opts {
 #[derive(Clone, Copy, Debug)]
 pub enum Load {
     Saturated { depth: usize },
-    Open { rate: f64 },
+    /// `rate` in all, `ws_share` of it on the graphql-ws clients (`None`: an even share per
+    /// client).
+    Open { rate: f64, ws_share: Option<f64> },
 }
 
 /// One measured run.
@@ -83,9 +93,18 @@ pub struct Run {
     pub first_error: Option<String>,
     pub per_s: f64,
     pub latency: Latency,
+    /// The same, for the clients on pipelined HTTP/1.1 and on graphql-ws apart: an HTTP/1.1
+    /// connection is served one request at a time, so its backlog drains no faster than one
+    /// answer per request's latency, where a graphql-ws connection runs its operations at once.
+    pub latency_http: Latency,
+    pub latency_ws: Latency,
     /// CPU seconds of every node together.
     pub cpu: Option<f64>,
     pub store_cpu: Option<f64>,
+    /// CPU seconds of this process (the clients and the watchers).
+    pub generator_cpu: Option<f64>,
+    /// The share of all the machine's cores that was busy during the run, whoever used it.
+    pub machine_busy: Option<f64>,
     pub switches: u64,
     /// Deltas of the nodes' writer metrics (`None` for a build without them).
     pub commits: Option<f64>,
@@ -96,6 +115,12 @@ pub struct Run {
 }
 
 impl Run {
+    /// The share of the answers that went to graphql-ws clients.
+    pub fn ws_share(&self) -> f64 {
+        let (http, ws) = (self.latency_http.count, self.latency_ws.count);
+        if http + ws == 0 { 0.5 } else { ws as f64 / (http + ws) as f64 }
+    }
+
     pub fn cpu_us_per_mutation(&self) -> Option<f64> {
         self.cpu.filter(|_| self.ok > 0).map(|c| c * 1e6 / self.ok as f64)
     }
@@ -156,7 +181,8 @@ pub async fn series(env: &Env, kind: Kind, opts: &Opts) -> anyhow::Result<Series
     let near = match saturated.last() {
         Some(last) if opts.near > 0.0 && last.per_s > 0.0 => {
             let rate = opts.rate.unwrap_or((last.per_s * opts.near).round()).max(1.0);
-            Some(run(env, kind, opts, last.clients, Load::Open { rate }).await?)
+            let ws_share = (!opts.even_split).then(|| last.ws_share());
+            Some(run(env, kind, opts, last.clients, Load::Open { rate, ws_share }).await?)
         }
         _ => None,
     };
@@ -231,18 +257,31 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
     let cpu = pids.iter().map(|pid| sys::CpuMark::fine(*pid)).collect::<Vec<_>>();
     let switches: u64 = pids.iter().map(|pid| pid.map_or(0, sys::context_switches)).sum();
     let store_cpu = opts.store_pid.map(sys::tree_cpu);
+    let generator = sys::CpuMark::fine(Some(std::process::id()));
+    let machine = sys::machine_cpu();
     let start = Instant::now();
     let t0 = start + Duration::from_millis(20);
     let plans: Vec<Plan> = match load {
         Load::Saturated { depth } => {
             (0..clients).map(|_| Plan::Closed { depth, until: start + Duration::from_secs_f64(opts.seconds) }).collect()
         }
-        Load::Open { rate } => {
-            let per_client = rate / clients as f64;
-            let interval = Duration::from_secs_f64(1.0 / per_client);
-            let n = ((per_client * opts.seconds).round() as u64).max(1);
+        Load::Open { rate, ws_share } => {
+            // Odd clients are on graphql-ws, even ones on HTTP.
+            let ws_clients = clients / 2;
+            let http_clients = clients - ws_clients;
+            let ws_share = match ws_share {
+                _ if ws_clients == 0 => 0.0,
+                Some(share) => share.clamp(0.0, 1.0),
+                None => ws_clients as f64 / clients as f64,
+            };
             (0..clients)
-                .map(|c| Plan::Open { t0: t0 + interval.mul_f64(c as f64 / clients as f64), interval, n })
+                .map(|c| {
+                    let (share, of) = if c % 2 == 1 { (ws_share, ws_clients) } else { (1.0 - ws_share, http_clients) };
+                    let per_client = (rate * share / of as f64).max(1e-3);
+                    let interval = Duration::from_secs_f64(1.0 / per_client);
+                    let n = ((per_client * opts.seconds).round() as u64).max(1);
+                    Plan::Open { t0: t0 + interval.mul_f64(c as f64 / clients as f64), interval, n }
+                })
                 .collect()
         }
     };
@@ -257,6 +296,10 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
     let cpu: Option<f64> = cpu.iter().map(|m| m.elapsed().map(|d| d.as_secs_f64())).sum();
     let switches = pids.iter().map(|pid| pid.map_or(0, sys::context_switches)).sum::<u64>().saturating_sub(switches);
     let store_cpu = opts.store_pid.map(sys::tree_cpu).zip(store_cpu).map(|(b, a)| b.saturating_sub(a).as_secs_f64());
+    let generator_cpu = generator.elapsed().map(|d| d.as_secs_f64());
+    let machine_busy = sys::machine_cpu().zip(machine).and_then(|((busy, total), (busy0, total0))| {
+        (total > total0).then(|| (busy - busy0) as f64 / (total - total0) as f64)
+    });
     let after = writer_metrics(&nodes).await;
     drop(conns);
     let checked = match watch {
@@ -276,8 +319,12 @@ pub async fn run(env: &Env, kind: Kind, opts: &Opts, clients: usize, load: Load)
         first_error: tally.first_error.borrow().clone(),
         per_s: (ok + errors).saturating_sub(1) as f64 / last.saturating_duration_since(first).as_secs_f64().max(1e-9),
         latency: Latency::of(&tally.latency.borrow()),
+        latency_http: Latency::of(&tally.latency_by_protocol.borrow()[0]),
+        latency_ws: Latency::of(&tally.latency_by_protocol.borrow()[1]),
         cpu,
         store_cpu,
+        generator_cpu,
+        machine_busy,
         switches,
         commits: after.zip(before).map(|(a, b)| a.0 - b.0),
         statements: after.zip(before).map(|(a, b)| a.1 - b.1),
@@ -445,6 +492,8 @@ struct Tally {
     first: Cell<Option<Instant>>,
     last: Cell<Option<Instant>>,
     latency: RefCell<Histogram<u64>>,
+    /// HTTP's, then graphql-ws's.
+    latency_by_protocol: RefCell<[Histogram<u64>; 2]>,
 }
 
 impl Tally {
@@ -459,12 +508,15 @@ impl Tally {
             first: Cell::new(None),
             last: Cell::new(None),
             latency: RefCell::new(scenarios::histogram()),
+            latency_by_protocol: RefCell::new([scenarios::histogram(), scenarios::histogram()]),
         }
     }
 
-    fn answered(&self, (change, user): (Change, usize), since: Instant, error: Option<String>) {
+    fn answered(&self, (change, user): (Change, usize), since: Instant, ws: bool, error: Option<String>) {
         let now = Instant::now();
-        self.latency.borrow_mut().saturating_record((now.saturating_duration_since(since).as_micros() as u64).max(1));
+        let micros = (now.saturating_duration_since(since).as_micros() as u64).max(1);
+        self.latency.borrow_mut().saturating_record(micros);
+        self.latency_by_protocol.borrow_mut()[usize::from(ws)].saturating_record(micros);
         self.first.set(Some(self.first.get().unwrap_or(now)));
         self.last.set(Some(now));
         match error {
@@ -550,7 +602,7 @@ async fn drive(
                     let at = waiting.borrow_mut().remove(&k).context("sent")?;
                     let error =
                         (!response.ok()).then(|| String::from_utf8_lossy(&response.body).chars().take(300).collect());
-                    tally.answered(Fixtures::target(client, k), at, error);
+                    tally.answered(Fixtures::target(client, k), at, false, error);
                     slots.add_permits(1);
                     answered += 1;
                 }
@@ -609,7 +661,7 @@ async fn drive(
                     };
                     let k: u64 = message["id"].as_str().and_then(|id| id.parse().ok()).context("an id")?;
                     let at = waiting.borrow_mut().remove(&k).context("an answer to an operation not sent")?;
-                    tally.answered(Fixtures::target(client, k), at, error);
+                    tally.answered(Fixtures::target(client, k), at, true, error);
                     slots.add_permits(1);
                     answered += 1;
                 }

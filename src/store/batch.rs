@@ -21,12 +21,11 @@
 //!   nodes wait that much less for it.
 //! - **Events** are buffered and appended in one statement before `COMMIT`, with the head (and on
 //!   SQLite the sequences).
-//!
 //! - **The flush** happens outside the log's lock on PostgreSQL: the batch runs with
 //!   `synchronous_commit = off`, so its `COMMIT` releases the lock once the commit record is
 //!   written, and the next batch (on any node) takes it while this one's flush is under way; the
-//!   wait for the flush follows in `COMMIT`'s round trip ([`super::WAIT_FOR_FLUSH`]), before anything is
-//!   published or answered. With the lock held through the flush, the nodes' batches flushed one
+//!   wait for the flush follows in `COMMIT`'s round trip ([`super::WAIT_FOR_FLUSH`]), before
+//!   anything is published or answered. With the lock held through the flush, the nodes' batches flushed one
 //!   after another, and three nodes wrote less than one (BENCHMARKS.md, issue 17). Until its flush
 //!   is done a batch is visible to other sessions: readers of the log wait for it
 //!   ([`Store::wait_durable`](super::Store::wait_durable)) before they hand out what they read.
@@ -34,8 +33,10 @@
 //! So a batch of *n* changes runs *n* + 3 statements, counted in
 //! `switchboard_writer_statements_total`: `BEGIN` with the head, one per change, the append,
 //! `COMMIT` (on PostgreSQL one more, the wait for the flush, sent with `COMMIT`). On SQLite that
-//! is *n* + 3 round trips; on PostgreSQL four (`BEGIN`, the changes, the append, `COMMIT`), counted in `switchboard_writer_round_trips_total` (the pool also pings the
-//! connection it hands out).
+//! is *n* + 3 round trips; on PostgreSQL three (`BEGIN` with the head; the changes; the append,
+//! `COMMIT` and the wait for the flush, in one message, the events written as a literal), counted
+//! in `switchboard_writer_round_trips_total`. The log's lock is held for the first two and the
+//! start of the third.
 //!
 //! Each change's statement returns rows of one shape: `is_after` (0 for the entity before the
 //! change, 1 for after it), the entity's columns, and `seq` (see above). A change that is refused
@@ -169,19 +170,22 @@ fn literal(value: &Value, out: &mut String) {
         Value::Int4(v) => write!(out, "{v}").expect("a String takes any write"),
         Value::Bool(v) => out.push_str(if *v { "TRUE" } else { "FALSE" }),
         Value::Text(None) => out.push_str("NULL"),
-        Value::Text(Some(text)) => {
-            out.push_str("E'");
-            for c in text.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\'' => out.push_str("''"),
-                    '\0' => out.push_str("\\000"),
-                    c => out.push(c),
-                }
-            }
-            out.push('\'');
+        Value::Text(Some(text)) => text_literal(text, out),
+    }
+}
+
+/// Writes `text` as an escape string (see [`literal`]).
+fn text_literal(text: &str, out: &mut String) {
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            '\0' => out.push_str("\\000"),
+            c => out.push(c),
         }
     }
+    out.push('\'');
 }
 
 /// `PREPARE`s `statements`: run once on each new connection of the writer's PostgreSQL pool
@@ -292,15 +296,14 @@ impl WriteBatch {
     }
 
     /// What [`WriteBatch::commit`] will send, as (statements, round trips): the append (when
-    /// there are events), then `COMMIT` (on PostgreSQL with the wait for its flush, in the same
-    /// round trip).
+    /// there are events), then `COMMIT`; on SQLite one round trip each, on PostgreSQL all in one
+    /// message with the wait for the flush.
     pub fn to_commit(&self) -> (u64, u64) {
         let append = u64::from(!self.events.is_empty());
-        let commit = match self.backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 2,
-        };
-        (append + commit, append + 1)
+        match self.backend {
+            Backend::Sqlite => (append + 1, append + 1),
+            Backend::Postgres => (append + 2, 1),
+        }
     }
 
     /// Events buffered so far.
@@ -387,29 +390,35 @@ impl WriteBatch {
     /// commits: one flush for every change of the batch. On failure nothing of the batch is
     /// stored, and the connection is closed (see [`WriteTx::commit`]).
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        if !self.events.is_empty() {
-            debug_assert_eq!(self.events.len() as u64, self.head - self.began_at);
-            let events = serde_json::to_string(&self.events).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            let head = self.head as i64;
-            match self.backend {
-                Backend::Sqlite => {
+        debug_assert_eq!(self.events.len() as u64, self.head - self.began_at);
+        let events = if self.events.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&self.events).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
+        };
+        let head = self.head as i64;
+        match self.backend {
+            Backend::Sqlite => {
+                if let Some(events) = events {
                     let sequences: Vec<(&str, u64)> = self.sequences.iter().map(|(t, s)| (t.as_str(), *s)).collect();
                     let sequences = serde_json::to_string(&sequences).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
                     sqlx::query(SQLITE_APPEND).bind(events).bind(sequences).bind(head).execute(self.conn()).await?;
                 }
-                Backend::Postgres => {
-                    sqlx::query(POSTGRES_APPEND).bind(events).bind(head).execute(self.conn()).await?;
-                }
-            }
-        }
-        match self.backend {
-            Backend::Sqlite => {
                 count(1, 1);
                 self.tx.commit().await
             }
             Backend::Postgres => {
+                // One message: the append, `COMMIT`, the wait for the flush. PostgreSQL skips
+                // the rest of a message after an error, so a failed append never commits.
+                let mut text = String::with_capacity(events.as_ref().map_or(0, String::len) + 512);
+                if let Some(events) = &events {
+                    postgres_append(events, head, &mut text);
+                    count(1, 0);
+                }
+                text.push_str("COMMIT; ");
+                text.push_str(super::WAIT_FOR_FLUSH);
                 count(2, 1);
-                self.tx.commit_with(&postgres_commit()).await
+                self.tx.commit_with(&text).await
             }
         }
     }
@@ -431,23 +440,26 @@ INSERT INTO topic_sequences (topic, seq) SELECT value ->> 0, value ->> 1 FROM js
 ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq;
 UPDATE log_state SET head = $3 WHERE id = 1";
 
-/// Commits without waiting for the flush (the batch runs with `synchronous_commit = off`), which
-/// releases the log's lock at once, then waits for it ([`super::WAIT_FOR_FLUSH`], a transaction of
-/// its own that commits synchronously when the message ends, and whose flush covers the batch's
-/// commit record, written before it). One round trip.
-fn postgres_commit() -> String {
-    format!("COMMIT; {}", super::WAIT_FOR_FLUSH)
+/// Appends the events (a JSON array of [`EventRow`], written as a literal) and writes the head, in
+/// one statement (the sequences are written already), for the message that commits. `COMMIT`
+/// follows it without waiting for the flush (the batch runs with `synchronous_commit = off`),
+/// which releases the log's lock at once, then [`super::WAIT_FOR_FLUSH`] waits for the flush.
+fn postgres_append(events: &str, head: i64, out: &mut String) {
+    use std::fmt::Write;
+    out.push_str(
+        "WITH appended AS (\n\
+         INSERT INTO event_log (position, topic, seq, kind, audience, body, created_at)\n\
+         SELECT position, topic, seq, kind, audience, body, created_at\n\
+         FROM json_to_recordset(",
+    );
+    text_literal(events, out);
+    out.push_str(
+        "::json)\n\
+         AS e(position BIGINT, topic TEXT, seq BIGINT, kind TEXT, audience TEXT, body TEXT, created_at TEXT)\n\
+         )\n",
+    );
+    writeln!(out, "UPDATE log_state SET head = {head} WHERE id = 1;").expect("a String takes any write");
 }
-
-/// Appends the events and writes the head in one statement (the sequences are written already).
-const POSTGRES_APPEND: &str = "\
-WITH appended AS (
-    INSERT INTO event_log (position, topic, seq, kind, audience, body, created_at)
-    SELECT position, topic, seq, kind, audience, body, created_at
-    FROM json_to_recordset($1::json)
-        AS e(position BIGINT, topic TEXT, seq BIGINT, kind TEXT, audience TEXT, body TEXT, created_at TEXT)
-)
-UPDATE log_state SET head = $2 WHERE id = 1";
 
 fn count(statements: u64, round_trips: u64) {
     metrics::counter!(STATEMENTS_METRIC).increment(statements);
