@@ -1156,10 +1156,8 @@ impl Table {
         }
         if matches!(r.load, writes::Load::Open { .. }) {
             let (h, w) = (&r.latency_http, &r.latency_ws);
-            notes += &format!(
-                "; p50/p99 ms on HTTP {:.2}/{:.2}, on graphql-ws {:.2}/{:.2}",
-                h.p50, h.p99, w.p50, w.p99
-            );
+            notes +=
+                &format!("; p50/p99 ms on HTTP {:.2}/{:.2}, on graphql-ws {:.2}/{:.2}", h.p50, h.p99, w.p50, w.p99);
         }
         if let Some(c) = &r.checked {
             notes += &format!("; {} subscribers got {} events", c.subscribers, c.events);
@@ -1186,11 +1184,7 @@ impl Table {
             format!("{} mut/s", opt(r.cpu_us_per_mutation().map(|us| 1e6 / us), 0)),
             format!("{:.2}/{:.2}/{:.2}", r.latency.p50, r.latency.p99, r.latency.p999),
             checked,
-            format!(
-                "{}/{}",
-                pct(r.cpu.map(|c| c / r.wall / r.nodes as f64)),
-                pct(r.generator_cpu.map(|c| c / r.wall))
-            ),
+            format!("{}/{}", pct(r.cpu.map(|c| c / r.wall / r.nodes as f64)), pct(r.generator_cpu.map(|c| c / r.wall))),
             notes,
         ]);
     }

@@ -74,10 +74,15 @@ pub struct Opts {
 /// How a run offers its load.
 #[derive(Clone, Copy, Debug)]
 pub enum Load {
-    Saturated { depth: usize },
+    Saturated {
+        depth: usize,
+    },
     /// `rate` in all, `ws_share` of it on the graphql-ws clients (`None`: an even share per
     /// client).
-    Open { rate: f64, ws_share: Option<f64> },
+    Open {
+        rate: f64,
+        ws_share: Option<f64>,
+    },
 }
 
 /// One measured run.
