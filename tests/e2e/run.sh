@@ -88,4 +88,26 @@ fi
 # (graphql-ws, @apollo/client, ...) from here, as for an installed package, not from clients/js's
 # own dev copies (two copies of Apollo Client in one app is not what users run).
 export NODE_OPTIONS="--preserve-symlinks${NODE_OPTIONS:+ $NODE_OPTIONS}"
-exec node --test --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=120000 "$@"
+# One retry, as for the Rust tests (.config/nextest.toml): the files with a failed test run once
+# more, and pass only if every test in them passes then. A retried file is printed as FLAKY: that
+# mark is a bug to chase, not to retry away. A test that fails twice fails the run.
+run_tests() {
+  node --test --test-reporter=tap --test-concurrency="${E2E_CONCURRENCY:-2}" --test-timeout=120000 "$@"
+}
+first="$(mktemp /tmp/switchboard-e2e.XXXXXX)"
+trap 'rm -f "$first"' EXIT
+if run_tests "$@" | tee "$first"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+  exit 0
+fi
+# The file of every top-level test that failed: its `location:` follows its `not ok` line.
+mapfile -t failed < <(awk '
+  /^not ok / { want = 1; next }
+  want && /^  location: / { sub(/^  location: .?/, ""); sub(/:[0-9]+:[0-9]+.?$/, ""); print; want = 0 }
+' "$first" | sort -u)
+if [ "${#failed[@]}" -eq 0 ]; then
+  echo "error: the e2e run failed and no failed test names its file; not retrying" >&2
+  exit 1
+fi
+for file in "${failed[@]}"; do echo "FLAKY? retrying once: $file" >&2; done
+run_tests "${failed[@]}"
+echo "FLAKY: passed on retry: ${failed[*]} (see the first run's failures above)" >&2
