@@ -1,7 +1,7 @@
 // `@switchboard/client/graphql-sse`: graphql-sse's `createClient`, resuming (see
 // resumable-sse.ts). For networks where WebSockets are not an option.
-import { createClient as createGraphqlSseClient } from 'graphql-sse';
+import { NetworkError, createClient as createGraphqlSseClient } from 'graphql-sse';
 import { resumableGraphqlSse } from './resumable-sse.js';
 export function createClient(options) {
-    return resumableGraphqlSse(createGraphqlSseClient, options);
+    return resumableGraphqlSse(createGraphqlSseClient, options, NetworkError);
 }

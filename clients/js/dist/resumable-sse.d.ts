@@ -13,9 +13,18 @@ export interface ResumableSseOptions<SingleConnection extends boolean = false> e
 export interface ResumableSseClient<SingleConnection extends boolean = false> extends Client<SingleConnection> {
     eventCursor(): Promise<string>;
 }
+/** graphql-sse's `NetworkError` class: the errors its client retries. */
+export type NetworkErrorClass = new (cause: string | Error) => Error;
 /**
  * Makes a graphql-sse client with `createClient` (graphql-sse's own) whose subscriptions resume.
  * Defaults differ from graphql-sse's as for graphql-ws: unlimited attempts, with jittered waits
  * from 0.25 s up to 10 s; a refused token is retried `authRetries` times.
+ *
+ * `NetworkError` (graphql-sse's, which `@switchboard/client/graphql-sse` hands) makes an event
+ * stream that breaks always a retry: graphql-sse (2.6) retries a broken stream only if an
+ * operation was waiting on it at that very moment, and otherwise hands the error to the
+ * operation as final. In single-connection mode a stream that drops between its `200` and the
+ * operation's `202` (the `POST` goes on another connection) thus ended the subscription with
+ * "terminated".
  */
-export declare function resumableGraphqlSse<SingleConnection extends boolean = false>(createClient: (options: ClientOptions<SingleConnection>) => Client<SingleConnection>, options: ResumableSseOptions<SingleConnection>): ResumableSseClient<SingleConnection>;
+export declare function resumableGraphqlSse<SingleConnection extends boolean = false>(createClient: (options: ClientOptions<SingleConnection>) => Client<SingleConnection>, options: ResumableSseOptions<SingleConnection>, NetworkError?: NetworkErrorClass): ResumableSseClient<SingleConnection>;

@@ -14,8 +14,15 @@ import { Operation, iterate, queryEventCursor, shared } from './operation.js';
  * Makes a graphql-sse client with `createClient` (graphql-sse's own) whose subscriptions resume.
  * Defaults differ from graphql-sse's as for graphql-ws: unlimited attempts, with jittered waits
  * from 0.25 s up to 10 s; a refused token is retried `authRetries` times.
+ *
+ * `NetworkError` (graphql-sse's, which `@switchboard/client/graphql-sse` hands) makes an event
+ * stream that breaks always a retry: graphql-sse (2.6) retries a broken stream only if an
+ * operation was waiting on it at that very moment, and otherwise hands the error to the
+ * operation as final. In single-connection mode a stream that drops between its `200` and the
+ * operation's `202` (the `POST` goes on another connection) thus ended the subscription with
+ * "terminated".
  */
-export function resumableGraphqlSse(createClient, options) {
+export function resumableGraphqlSse(createClient, options, NetworkError) {
     const { storage, storagePrefix, onReset, onError, authRetries = 2, backoff, ...clientOptions } = options;
     const context = shared({
         ...(storage === undefined ? {} : { storage }),
@@ -37,7 +44,7 @@ export function resumableGraphqlSse(createClient, options) {
         else if (response.ok) {
             refusals = 0;
         }
-        return response;
+        return NetworkError ? retryableStream(response, init, NetworkError) : response;
     };
     const wait = clientOptions.retry ?? ((retries) => sleep(backoffDelay(retries, backoff)));
     const client = createClient({
@@ -72,3 +79,50 @@ export function resumableGraphqlSse(createClient, options) {
         eventCursor: () => handled(eventCursor()),
     };
 }
+/**
+ * An event stream's response whose body, if the network breaks it, fails with a `NetworkError`
+ * (which graphql-sse retries, whenever it reads it) rather than the fetch's own error (which it
+ * retries only if an operation was waiting at that moment). A single-connection stream that ends
+ * (the server closes it) fails the same way: graphql-sse would otherwise take it for open while
+ * no operation was waiting, and an operation `POST`ed to it would wait forever. Anything else
+ * passes as it is.
+ */
+function retryableStream(response, init, NetworkError) {
+    const headers = init?.['headers'];
+    const body = response.body;
+    if (!response.ok ||
+        headers?.['accept'] !== 'text/event-stream' ||
+        typeof Response !== 'function' ||
+        typeof ReadableStream !== 'function' ||
+        !(body instanceof ReadableStream)) {
+        return response;
+    }
+    const signal = init?.['signal'];
+    // The single connection's stream (a `GET` with the reservation's token); a distinct one ends
+    // after its operation's `complete`.
+    const single = init?.['method'] === 'GET' && headers?.[TOKEN_HEADER] !== undefined;
+    const reader = body.getReader();
+    const stream = new ReadableStream({
+        async pull(controller) {
+            let chunk;
+            try {
+                chunk = await reader.read();
+            }
+            catch (error) {
+                controller.error(signal?.aborted ? error : new NetworkError(error instanceof Error ? error : String(error)));
+                return;
+            }
+            if (!chunk.done)
+                controller.enqueue(chunk.value);
+            else if (single && !signal?.aborted)
+                controller.error(new NetworkError('the event stream ended'));
+            else
+                controller.close();
+        },
+        cancel: (reason) => reader.cancel(reason),
+    });
+    const { status, statusText, headers: responseHeaders } = response;
+    return new Response(stream, { status, statusText, headers: responseHeaders });
+}
+/** graphql-sse's `TOKEN_HEADER_KEY`. */
+const TOKEN_HEADER = 'x-graphql-event-stream-token';

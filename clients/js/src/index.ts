@@ -18,6 +18,6 @@ export type { ExecutionResultLike, ResetEvent, ResumeOptions, Sink, SubscribePay
 export { resumableGraphqlWs } from './resumable-ws.js';
 export type { ResumableClient, ResumableWsOptions } from './resumable-ws.js';
 export { resumableGraphqlSse } from './resumable-sse.js';
-export type { ResumableSseClient, ResumableSseOptions } from './resumable-sse.js';
+export type { NetworkErrorClass, ResumableSseClient, ResumableSseOptions } from './resumable-sse.js';
 export { RoomsClient, createRoomsClient } from './rooms.js';
 export type { EntityUpdate, Member, RoomsClientOptions, RoomsEvents, RoomsState, WebSocketConstructorLike, WebSocketLike } from './rooms.js';

@@ -31,14 +31,25 @@ export interface ResumableSseClient<SingleConnection extends boolean = false> ex
 
 type FetchLike = (input: string, init?: Record<string, unknown>) => Promise<{ ok: boolean; status: number }>;
 
+/** graphql-sse's `NetworkError` class: the errors its client retries. */
+export type NetworkErrorClass = new (cause: string | Error) => Error;
+
 /**
  * Makes a graphql-sse client with `createClient` (graphql-sse's own) whose subscriptions resume.
  * Defaults differ from graphql-sse's as for graphql-ws: unlimited attempts, with jittered waits
  * from 0.25 s up to 10 s; a refused token is retried `authRetries` times.
+ *
+ * `NetworkError` (graphql-sse's, which `@switchboard/client/graphql-sse` hands) makes an event
+ * stream that breaks always a retry: graphql-sse (2.6) retries a broken stream only if an
+ * operation was waiting on it at that very moment, and otherwise hands the error to the
+ * operation as final. In single-connection mode a stream that drops between its `200` and the
+ * operation's `202` (the `POST` goes on another connection) thus ended the subscription with
+ * "terminated".
  */
 export function resumableGraphqlSse<SingleConnection extends boolean = false>(
   createClient: (options: ClientOptions<SingleConnection>) => Client<SingleConnection>,
   options: ResumableSseOptions<SingleConnection>,
+  NetworkError?: NetworkErrorClass,
 ): ResumableSseClient<SingleConnection> {
   const { storage, storagePrefix, onReset, onError, authRetries = 2, backoff, ...clientOptions } = options;
   const context = shared({
@@ -61,7 +72,7 @@ export function resumableGraphqlSse<SingleConnection extends boolean = false>(
     } else if (response.ok) {
       refusals = 0;
     }
-    return response;
+    return NetworkError ? retryableStream(response, init, NetworkError) : response;
   };
   const wait = clientOptions.retry ?? ((retries: number) => sleep(backoffDelay(retries, backoff)));
 
@@ -106,3 +117,54 @@ export function resumableGraphqlSse<SingleConnection extends boolean = false>(
     eventCursor: () => handled(eventCursor()),
   };
 }
+
+/**
+ * An event stream's response whose body, if the network breaks it, fails with a `NetworkError`
+ * (which graphql-sse retries, whenever it reads it) rather than the fetch's own error (which it
+ * retries only if an operation was waiting at that moment). A single-connection stream that ends
+ * (the server closes it) fails the same way: graphql-sse would otherwise take it for open while
+ * no operation was waiting, and an operation `POST`ed to it would wait forever. Anything else
+ * passes as it is.
+ */
+function retryableStream(
+  response: { ok: boolean; status: number },
+  init: Record<string, unknown> | undefined,
+  NetworkError: NetworkErrorClass,
+): { ok: boolean; status: number } {
+  const headers = init?.['headers'] as Record<string, string> | undefined;
+  const body = (response as { body?: unknown }).body;
+  if (
+    !response.ok ||
+    headers?.['accept'] !== 'text/event-stream' ||
+    typeof Response !== 'function' ||
+    typeof ReadableStream !== 'function' ||
+    !(body instanceof ReadableStream)
+  ) {
+    return response;
+  }
+  const signal = init?.['signal'] as AbortSignal | undefined;
+  // The single connection's stream (a `GET` with the reservation's token); a distinct one ends
+  // after its operation's `complete`.
+  const single = init?.['method'] === 'GET' && headers?.[TOKEN_HEADER] !== undefined;
+  const reader = (body as ReadableStream<Uint8Array>).getReader();
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        controller.error(signal?.aborted ? error : new NetworkError(error instanceof Error ? error : String(error)));
+        return;
+      }
+      if (!chunk.done) controller.enqueue(chunk.value);
+      else if (single && !signal?.aborted) controller.error(new NetworkError('the event stream ended'));
+      else controller.close();
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  const { status, statusText, headers: responseHeaders } = response as unknown as Response;
+  return new Response(stream, { status, statusText, headers: responseHeaders });
+}
+
+/** graphql-sse's `TOKEN_HEADER_KEY`. */
+const TOKEN_HEADER = 'x-graphql-event-stream-token';
