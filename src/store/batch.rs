@@ -397,14 +397,16 @@ impl WriteBatch {
             Some(serde_json::to_string(&self.events).map_err(|e| sqlx::Error::Encode(Box::new(e)))?)
         };
         let head = self.head as i64;
+        // Counted as [`WriteBatch::to_commit`] says, which the writer's own figures use too.
+        let (statements, round_trips) = self.to_commit();
+        count(statements, round_trips);
         match self.backend {
             Backend::Sqlite => {
                 if let Some(events) = events {
                     let sequences: Vec<(&str, u64)> = self.sequences.iter().map(|(t, s)| (t.as_str(), *s)).collect();
                     let sequences = serde_json::to_string(&sequences).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    sqlx::query(SQLITE_APPEND).bind(events).bind(sequences).bind(head).execute(self.conn()).await?;
+                    sqlx::query(SQLITE_APPEND).bind(events).bind(sequences).bind(head).execute(self.tx.conn()).await?;
                 }
-                count(1, 1);
                 self.tx.commit().await
             }
             Backend::Postgres => {
@@ -413,11 +415,9 @@ impl WriteBatch {
                 let mut text = String::with_capacity(events.as_ref().map_or(0, String::len) + 512);
                 if let Some(events) = &events {
                     postgres_append(events, head, &mut text);
-                    count(1, 0);
                 }
                 text.push_str("COMMIT; ");
                 text.push_str(super::WAIT_FOR_FLUSH);
-                count(2, 1);
                 self.tx.commit_with(&text).await
             }
         }
